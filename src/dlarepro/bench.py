@@ -1,0 +1,113 @@
+"""Training-step cost of every method, measured side by side (used by ``bench/step_time.py``).
+
+Time: one SGD step (forward, backward, update) per model, models interleaved round by round in
+one process so machine noise hits all of them alike; the median per model is divided by the
+median of the plain ResNet of the same depth. Memory: peak resident memory of one step, each model
+in a fresh subprocess (CPU tensors have no allocator statistics), and the bytes autograd saves for
+backward (exact and repeatable).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .models import build_model
+
+
+@dataclass
+class StepSetup:
+    arch: str
+    depth: int
+    dataset: str = "cifar100"
+    batch: int = 64
+    channels_last: bool = True
+    compile: bool = False
+
+    def build(self):
+        torch.manual_seed(0)
+        model = build_model(self.arch, self.depth, self.dataset)
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        model = model.to(memory_format=fmt).train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        size = 224 if self.dataset == "imagenet" else 32
+        x = torch.randn(self.batch, 3, size, size).contiguous(memory_format=fmt)
+        y = torch.randint(0, 10, (self.batch,))
+        forward = torch.compile(model) if self.compile else model
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(forward(x), y)
+            loss.backward()
+            opt.step()
+
+        return model, step
+
+
+def saved_bytes(setup: StepSetup) -> int:
+    """Bytes of the tensors autograd keeps for backward in one forward pass (deduplicated by storage)."""
+    model, _ = setup.build()
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    x = torch.randn(setup.batch, 3, 32, 32)
+    if setup.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x).sum()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    return sum(n for ptr, n in storages.items() if ptr not in params)
+
+
+def peak_rss_of_step(setup: StepSetup) -> int:
+    """Peak RSS increase (bytes) of one training step, in a fresh interpreter."""
+    code = (
+        "import json, resource, sys, torch\n"
+        "from dlarepro.bench import StepSetup\n"
+        "torch.set_num_threads(2)\n"
+        "s = StepSetup(**json.loads(sys.argv[1]))\n"
+        "model, step = s.build()\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "step()\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(json.dumps((after - before) * 1024))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(setup.__dict__)],
+                         check=True, capture_output=True, text=True)
+    return int(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def time_steps(setups: list[StepSetup], rounds: int, warmup: int = 2, progress=None) -> dict[int, list[float]]:
+    """Seconds per step for each setup, interleaving the setups in every round."""
+    built = [s.build()[1] for s in setups]
+    for step in built:
+        for _ in range(warmup):
+            step()
+    times: dict[int, list[float]] = {i: [] for i in range(len(setups))}
+    for r in range(rounds):
+        for i, step in enumerate(built):
+            start = time.perf_counter()
+            step()
+            times[i].append(time.perf_counter() - start)
+        if progress:
+            progress(r + 1, rounds)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+__all__ = ["StepSetup", "median", "peak_rss_of_step", "resource", "saved_bytes", "time_steps"]

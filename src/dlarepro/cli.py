@@ -1,0 +1,178 @@
+"""The ``dla-repro`` command line (also ``python -m dlarepro``). Entry points stay thin: the logic
+lives in the package modules they call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Sequence
+
+from .models import ARCHS, CELLS, DATASETS, SIGMAS
+
+
+class CliError(Exception):
+    """A user error: printed as one line on stderr, exit status 2, no traceback."""
+
+
+def _knobs(args: argparse.Namespace) -> dict:
+    knobs = {}
+    for name in ("cell", "sigma", "reduction", "drop_path"):
+        value = getattr(args, name, None)
+        if value is not None:
+            knobs[name] = value
+    return knobs
+
+
+def cmd_model_info(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from .modelinfo import model_info, parameter_check
+
+    if args.table:
+        table = parameter_check()
+        if args.json:
+            print(table.to_json(orient="records", indent=1))
+        else:
+            shown = table[["table", "dataset", "model", "params", "ours_m", "paper_m", "status", "note"]]
+            print(tabulate(shown, headers=["table", "dataset", "model", "params", "ours (M)", "paper #P (M)",
+                                            "status", "note"], showindex=False, floatfmt="g", intfmt=","))
+            counts = table["status"].value_counts()
+            print(f"\n{len(table)} paper rows: {counts.get('ok', 0)} match, {counts.get('known', 0)} known "
+                  f"differences (explained), {counts.get('MISMATCH', 0)} mismatches")
+        return 1 if (table["status"] == "MISMATCH").any() else 0
+
+    missing = [f"--{n}" for n in ("arch", "depth", "dataset") if getattr(args, n) is None]
+    if missing:
+        raise CliError(f"model-info needs {', '.join(missing)} (or --table)")
+    try:
+        info = model_info(args.arch, args.depth, args.dataset, **_knobs(args))
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    if args.json:
+        print(json.dumps({"arch": info.arch, "depth": info.depth, "dataset": info.dataset, "knobs": info.knobs,
+                          "params": info.params, "macs": info.macs}))
+    else:
+        print(f"{info.name} on {info.dataset}: {info.params:,} parameters ({info.params / 1e6:.2f} M), "
+              f"{info.macs:,} MACs per image ({info.macs / 1e9:.3f} G)")
+    return 0
+
+
+EXIT_INTERRUPTED = 3  # a stop signal arrived and a checkpoint was written: run again to resume
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .config import ConfigError, load_run_config, recipe_names
+
+    if args.list_recipes:
+        print("\n".join(recipe_names()))
+        return 0
+    try:
+        config = load_run_config(args.config, args.overrides)
+    except ConfigError as err:
+        raise CliError(str(err)) from None
+    if args.print_config:
+        print(yaml.safe_dump(config, sort_keys=True), end="")
+        return 0
+    from .data import DatasetError
+    from .train import Interrupted, train
+
+    try:
+        metrics = train(config, progress=False if args.no_progress else None)
+    except DatasetError as err:
+        raise CliError(str(err)) from None
+    except Interrupted as err:
+        print(f"dla-repro train: {err}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if args.json:
+        print(json.dumps(metrics, sort_keys=True))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dla-repro",
+        description="Reproduce the tables and figures of 'Strengthening Layer Interaction via Dynamic Layer "
+                    "Attention' (DLA) and its baselines.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    info = sub.add_parser(
+        "model-info", help="parameters and MACs of a model, or the check of every paper model (--table)",
+        description="Print the exact parameter count and the multiply-accumulates for one input "
+                    "(torch.utils.flop_counter: convolutions and matrix products) of one model, or with "
+                    "--table every model of the paper's Tables 1, 2, 4 and 6 next to its printed #P.",
+    )
+    info.add_argument("--arch", choices=ARCHS, help="layer-interaction method (registry name)")
+    info.add_argument("--depth", type=int, help="CIFAR: 9n+2 (20, 56, 110, ...); ImageNet: 50 or 101")
+    info.add_argument("--dataset", choices=list(DATASETS), help="decides the family and the number of classes")
+    info.add_argument("--cell", choices=CELLS, help="recurrent cell: dla_b/dla_l (dsu, rnn, lstm, dia; Table 4), "
+                                                    "dia (dia, lstm, dsu; Table 6)")
+    info.add_argument("--sigma", choices=list(SIGMAS), help="DSU state normalisation (Table 5), default sigmoid")
+    info.add_argument("--reduction", type=int, help="reduction of the DSU/DIA cells (default 4; ImageNet 16)")
+    info.add_argument("--table", action="store_true", help="check every paper model against the paper's #P; "
+                                                          "exit status 1 on an unexplained mismatch")
+    info.add_argument("--json", action="store_true", help="machine-readable output (one JSON object, or "
+                                                         "a list of rows with --table)")
+    info.set_defaults(func=cmd_model_info)
+
+    train = sub.add_parser(
+        "train", help="train one run (resumes from the run folder's checkpoint)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train one run defined by a YAML config plus key=value overrides.",
+        epilog=_train_epilog(),
+    )
+    train.add_argument("--config", metavar="FILE", help="run config (YAML mapping of the keys below)")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override any key, e.g. lr=0.05 "
+                                                                          "milestones=[2,3]")
+    train.add_argument("--print-config", action="store_true", help="validate, print the resolved config, exit")
+    train.add_argument("--list-recipes", action="store_true", help="list the named recipes and exit")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    train.add_argument("--json", action="store_true", help="print metrics.json's content when done")
+    train.set_defaults(func=cmd_train)
+
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _train_epilog() -> str:
+    from .config import RECIPE_KEYS, RUN_KEYS
+
+    lines = ["run keys:"]
+    lines += [f"  {k:<22} {key.expected}" + (f" (default {key.default})" if key.default is not None else "")
+              for k, key in RUN_KEYS.items()]
+    lines += ["recipe keys (defaults from the recipe, cifar for CIFAR and imagenet for ImageNet):"]
+    lines += [f"  {k:<22} {key.expected}" for k, key in RECIPE_KEYS.items()]
+    lines += ["", "exit status: 0 finished, 2 bad config or data, 3 stopped by SIGTERM/SIGUSR2 (checkpoint "
+              "written; run again to resume)"]
+    return "\n".join(lines)
+
+
+def _extra_commands():
+    """Sub-command groups defined next to their logic (each module exposes ``register(subparsers)``)."""
+    registers = []
+    try:
+        from .data.cli import register as data_register
+    except ImportError:  # the data layer is optional while the package is being assembled
+        pass
+    else:
+        registers.append(data_register)
+    return registers
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as err:
+        print(f"dla-repro {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
