@@ -134,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true", help="print metrics.json's content when done")
     train.set_defaults(func=cmd_train)
 
-    for register in _extra_commands():
-        register(sub)
+    from .data.cli import register as register_data_commands
+
+    register_data_commands(sub)
     return parser
 
 
@@ -150,18 +151,6 @@ def _train_epilog() -> str:
     lines += ["", "exit status: 0 finished, 2 bad config or data, 3 stopped by SIGTERM/SIGUSR2 (checkpoint "
               "written; run again to resume)"]
     return "\n".join(lines)
-
-
-def _extra_commands():
-    """Sub-command groups defined next to their logic (each module exposes ``register(subparsers)``)."""
-    registers = []
-    try:
-        from .data.cli import register as data_register
-    except ImportError:  # the data layer is optional while the package is being assembled
-        pass
-    else:
-        registers.append(data_register)
-    return registers
 
 
 def main(argv: Sequence[str] | None = None) -> int:

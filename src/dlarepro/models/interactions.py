@@ -304,7 +304,6 @@ class BaseAttentionState:
         self.pooled: Tensor | None = None  # [t, B, C]
         self.value_gates: Tensor | None = None  # [t, B, C] or None while no refresh happened
         self.cell_state = None
-        self.last_scores: Tensor | None = None  # [B, heads, t] of the latest block, for capture
 
     def append(self, key: Tensor, value: Tensor) -> None:
         key, pooled = key.unsqueeze(0), gap(value).unsqueeze(0)
@@ -322,7 +321,10 @@ class BaseAttention(LayerAttentionBase):
     """MRLA-B: softmax attention of the block's query over the keys of every block so far in the
     stage, ``o = Σ_i w_i V_i`` per head; ``out = y + DropPath(ReLU(BN(o)))``."""
 
-    capture_scores = False  # set by the attention-capture tooling (Figure 2)
+    def __init__(self, channels, num_blocks, drop_path: float = 0.0):
+        super().__init__(channels, num_blocks, drop_path)
+        #: when a list, every block appends its attention scores ``[B, heads, t]`` (Figure 2)
+        self.captured: list[Tensor] | None = None
 
     def begin(self, x):
         return BaseAttentionState()
@@ -337,8 +339,8 @@ class BaseAttention(LayerAttentionBase):
         state.append(self.key[index](pooled), self.value[index](y))
         query = self.query[index](pooled)
         scores = torch.softmax(head_scores(query, state.keys, self.heads), dim=0)  # [t, B, heads]
-        if self.capture_scores:
-            state.last_scores = scores.detach().permute(1, 2, 0)
+        if self.captured is not None:
+            self.captured.append(scores.detach().permute(1, 2, 0))
         coeffs = per_channel(scores, self.channels)  # [t, B, C]
         if state.value_gates is not None:
             coeffs = coeffs * state.value_gates
