@@ -198,3 +198,27 @@ def test_channels_last_gives_same_output():
     expected = model(x)
     model = model.to(memory_format=torch.channels_last)
     torch.testing.assert_close(model(x.to(memory_format=torch.channels_last)), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_archspec_matches_the_registry():
+    """The torch-free spec the workflow validates with describes the classes that are built."""
+    import inspect
+
+    from dlarepro.archspec import ARCH_KNOBS, DEFAULTS
+    from dlarepro.models.interactions import INTERACTIONS
+
+    assert list(INTERACTIONS) == list(ARCH_KNOBS)
+    for arch, cls in INTERACTIONS.items():
+        params = inspect.signature(cls.__init__).parameters
+        accepted = {k for k in params if k not in ("self", "channels", "num_blocks", "knobs")}
+        assert accepted == set(ARCH_KNOBS[arch]), arch
+        assert {k: params[k].default for k in accepted} == DEFAULTS.get(arch, {}), arch
+
+
+def test_grid_validation_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, dlarepro.grid, dlarepro.config; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Sequence
 
-from .models import ARCHS, CELLS, DATASETS, SIGMAS
+from .archspec import ARCHS, CELLS, DATASETS, SIGMAS
 
 
 class CliError(Exception):
@@ -91,6 +91,56 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grid(args: argparse.Namespace):
+    from . import grid
+
+    try:
+        g = grid.load(args.grid)
+        grid.profile_of(g, args.profile)
+        return g
+    except grid.GridError as err:
+        raise CliError(str(err)) from None
+
+
+def cmd_grid(args: argparse.Namespace) -> int:
+    import yaml
+
+    from . import grid
+    from .submit import prepare_data
+
+    g = _grid(args)
+    try:
+        if args.action == "list":
+            for run_id, run in grid.expand(g, args.profile).items():
+                print(run_id if not args.long else f"{run_id}\t{','.join(sorted(run.experiments))}")
+        elif args.action == "summary":
+            print(grid.summary(g, args.profile))
+        elif args.action == "config":
+            print(yaml.safe_dump(grid.run_config(g, args.run_id, args.profile), sort_keys=True), end="")
+        elif args.action == "prepare-data":
+            print(prepare_data(g, args.profile))
+    except grid.GridError as err:
+        raise CliError(str(err)) from None
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from .submit import SubmitError, submit_run
+
+    g = _grid(args)
+    slurm = json.loads(args.slurm) if args.slurm else {}
+    try:
+        return submit_run(g, args.run_id, args.profile, executor=args.executor, slurm=slurm,
+                          poll_seconds=args.poll_seconds)
+    except SubmitError as err:
+        raise CliError(str(err)) from None
+
+
+def _grid_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--grid", default="params.yaml", help="the experiment grid (default: params.yaml)")
+    parser.add_argument("--profile", help="profile of the grid (default: the grid's 'profile' key)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dla-repro",
@@ -134,6 +184,34 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true", help="print metrics.json's content when done")
     train.set_defaults(func=cmd_train)
 
+    grid = sub.add_parser("grid", help="inspect the experiment grid, prepare a profile's data",
+                          description="The declared experiment grid (params.yaml) expanded into runs.")
+    grid_actions = grid.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, text in [("list", "every run id of the profile"), ("summary", "number of runs per experiment"),
+                       ("config", "the training config of one run"),
+                       ("prepare-data", "generate (synthetic) or download (real) the profile's data")]:
+        action = grid_actions.add_parser(name, help=text, description=text)
+        _grid_options(action)
+        if name == "config":
+            action.add_argument("run_id")
+        if name == "list":
+            action.add_argument("--long", action="store_true", help="also show the experiments of each run")
+        action.set_defaults(func=cmd_grid)
+
+    submit = sub.add_parser(
+        "submit", help="submit one run of the grid through submitit and wait for it (a Snakemake job)",
+        description="Validate the run and its data, submit it through submitit (or re-attach to its job if "
+                    "one is still pending or running), wait, and exit 0 once metrics.json exists. On failure "
+                    "the error and the log paths are printed and the exit status is 1.",
+    )
+    submit.add_argument("run_id", help="a run id of the grid (see: dla-repro grid list)")
+    _grid_options(submit)
+    submit.add_argument("--executor", choices=["slurm", "local", "debug"], default="local")
+    submit.add_argument("--slurm", metavar="JSON", help="SLURM options: partition, account, gpus_per_node, "
+                        "cpus_per_task, mem_gb, timeout_min, signal_delay_s, max_num_timeout, additional_parameters")
+    submit.add_argument("--poll-seconds", type=float, default=10.0, help="how often to check the job")
+    submit.set_defaults(func=cmd_submit)
+
     from .data.cli import register as register_data_commands
 
     register_data_commands(sub)
@@ -161,6 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as err:
         print(f"dla-repro {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `dla-repro grid list | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

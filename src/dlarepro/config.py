@@ -17,8 +17,7 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-from .models import ARCHS, DATASETS, check_model_args
-from .models.interactions import INTERACTIONS
+from .archspec import ARCH_KNOBS, ARCHS, DATASETS, check_model_args
 
 
 class ConfigError(ValueError):
@@ -183,7 +182,7 @@ def _cross_checks(c: dict[str, Any]) -> list[str]:
 def model_knobs(c: Mapping[str, Any]) -> dict[str, Any]:
     """The knobs the run passes to ``build_model`` (drop-path only where the method has it)."""
     knobs = {k: c[k] for k in MODEL_KNOBS if c.get(k) is not None}
-    if "drop_path" in INTERACTIONS[c["arch"]].KNOBS:
+    if "drop_path" in ARCH_KNOBS[c["arch"]]:
         knobs["drop_path"] = c["drop_path"]
     return knobs
 

@@ -4,7 +4,7 @@ A ResNet stage hands every block's two parts, the residual ``branch`` (after the
 ``shortcut``, to its stage's interaction, which returns the block output. Methods that carry state
 across the blocks of a stage (DIA/LII, MRLA, DLA) keep it in a per-forward ``state`` object that
 the stage threads through; per-block methods (SE, ECA) ignore it. Adding a method is one class
-with ``KNOBS`` and a ``@register`` line.
+with a ``@register`` line, plus its knobs in ``dlarepro.archspec``.
 
 Facts about placement and sizes follow the official implementations (see
 ``../shared/ARCHITECTURE.md``); the code is our own.
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cells import CELLS, SIGMAS, make_cell
+from .cells import make_cell
 
 HEAD_DIM = 32  # channels per layer-attention head (MRLA / DLA)
 
@@ -102,19 +102,14 @@ def per_channel(weights: Tensor, channels: int) -> Tensor:
 
 
 class StageInteraction(nn.Module):
-    """How the blocks of one stage interact. Subclasses set ``KNOBS`` (accepted keyword arguments)."""
+    """How the blocks of one stage interact (``__init__`` keyword arguments are its knobs)."""
 
     name: str = ""
-    KNOBS: dict[str, tuple[Any, ...]] = {}  # knob -> allowed values (empty tuple: any number)
 
     def __init__(self, channels: int, num_blocks: int, **knobs: Any):
         super().__init__()
         self.channels = channels
         self.num_blocks = num_blocks
-
-    @classmethod
-    def check_knobs(cls, **knobs: Any) -> None:
-        """Cross-knob rules beyond the per-knob choices in ``KNOBS`` (raise ``ValueError``)."""
 
     def begin(self, x: Tensor) -> Any:
         """Fresh per-stage state at the start of a forward pass."""
@@ -168,35 +163,15 @@ class EfficientChannelAttention(PerBlockGate):
         return ChannelConv(eca_kernel_size(channels))
 
 
-class CellMixin:
-    """Methods built around one recurrent cell per stage; ``sigma`` is a DSU-only knob."""
-
-    DEFAULT_CELL = "dsu"
-
-    @classmethod
-    def check_knobs(cls, **knobs: Any) -> None:
-        cell, sigma = knobs.get("cell", cls.DEFAULT_CELL), knobs.get("sigma", "sigmoid")
-        if cell not in cls.KNOBS["cell"]:
-            raise ValueError(f"{cls.name}: unknown cell {cell!r}; choose one of {list(cls.KNOBS['cell'])}")
-        if sigma not in SIGMAS:
-            raise ValueError(f"{cls.name}: unknown sigma {sigma!r}; choose one of {sorted(SIGMAS)}")
-        if sigma != "sigmoid" and cell != "dsu":
-            raise ValueError(f"{cls.name}: sigma={sigma!r} only applies to the DSU cell, not cell={cell!r}")
-
-
 @register("dia")
-class LayerwiseIntegration(CellMixin, StageInteraction):
+class LayerwiseIntegration(StageInteraction):
     """DIANet / LII: one cell per stage gates every block's branch; ``h, c`` reset at each stage.
 
     ``cell='dia'`` is DIANet; ``'lstm'`` and ``'dsu'`` are the paper's Table 6 variants.
     """
 
-    KNOBS = {"cell": ("dia", "lstm", "dsu"), "sigma": tuple(SIGMAS), "reduction": ()}
-    DEFAULT_CELL = "dia"
-
     def __init__(self, channels, num_blocks, cell: str = "dia", sigma: str = "sigmoid", reduction: int = 4):
         super().__init__(channels, num_blocks)
-        self.check_knobs(cell=cell, sigma=sigma)
         self.cell = make_cell(cell, channels, reduction=reduction, sigma=sigma)
 
     def forward(self, index, branch, shortcut, state):
@@ -210,8 +185,6 @@ class LayerwiseIntegration(CellMixin, StageInteraction):
 class LayerAttentionBase(StageInteraction):
     """Shared parts of MRLA and DLA: per-block query/key channel convolutions and depthwise values,
     a BN on the attention output and drop-path on the attention branch."""
-
-    KNOBS = {"drop_path": ()}
 
     def __init__(self, channels, num_blocks, drop_path: float = 0.0):
         super().__init__(channels, num_blocks)
@@ -261,16 +234,13 @@ class MRLALight(LightAttentionBase):
 
 
 @register("dla_l")
-class DLALight(CellMixin, LightAttentionBase):
+class DLALight(LightAttentionBase):
     """DLA-L: MRLA-L whose shortcut is refreshed by the stage's recurrent cell (backward path)
     and a depthwise convolution shared by the stage: ``s ← s ⊙ Dyn(GAP(s), c) + DW(s)``."""
-
-    KNOBS = {"drop_path": (), "cell": CELLS, "sigma": tuple(SIGMAS), "reduction": ()}
 
     def __init__(self, channels, num_blocks, drop_path: float = 0.0, cell: str = "dsu",
                  sigma: str = "sigmoid", reduction: int = 4):
         super().__init__(channels, num_blocks, drop_path)
-        self.check_knobs(cell=cell, sigma=sigma)
         self.cell = make_cell(cell, channels, reduction=reduction, sigma=sigma)
         self.refresh_conv = depthwise3x3(channels)
 
@@ -354,7 +324,7 @@ register("mrla_b")(BaseAttention)
 
 
 @register("dla_b")
-class DLABase(CellMixin, BaseAttention):
+class DLABase(BaseAttention):
     """DLA-B: before each block attends, the stage's cell (updated with ``GAP(y)``) regates every
     cached key and value map; gates compound across later blocks.
 
@@ -362,12 +332,9 @@ class DLABase(CellMixin, BaseAttention):
     vectors in one batched cell call, and maps are scaled only inside the weighted sum.
     """
 
-    KNOBS = {"drop_path": (), "cell": CELLS, "sigma": tuple(SIGMAS), "reduction": ()}
-
     def __init__(self, channels, num_blocks, drop_path: float = 0.0, cell: str = "dsu",
                  sigma: str = "sigmoid", reduction: int = 4):
         super().__init__(channels, num_blocks, drop_path)
-        self.check_knobs(cell=cell, sigma=sigma)
         self.cell = make_cell(cell, channels, reduction=reduction, sigma=sigma)
 
     def refresh(self, state: BaseAttentionState, pooled_y: Tensor) -> None:

@@ -1,0 +1,22 @@
+# The experiment DAG: one training job per run of the declared grid (params.yaml), each submitted
+# through submitit (SLURM on a cluster, a local process otherwise), then the reports.
+#
+#   snakemake --profile workflow/profiles/local                      # this machine, smoke profile
+#   snakemake --profile workflow/profiles/slurm --config profile=paper
+#   snakemake -n --config profile=paper                              # what would run
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        run_outputs(),

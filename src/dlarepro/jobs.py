@@ -1,0 +1,40 @@
+"""The callable submitit runs on a node: one training run, requeued on timeout or preemption.
+
+Kept free of heavy imports at module level: submitit pickles an instance of ``TrainJob`` in the
+submitting process and unpickles it on the node, where ``__call__`` imports torch.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import submitit
+
+
+class TrainJob(submitit.helpers.Checkpointable):
+    """Train ``config`` (a ``dlarepro.train`` config); resumes from the run folder's checkpoint.
+
+    ``dlarepro.train`` turns SLURM's warning signal (USR2, sent ``signal_delay_s`` before the time
+    limit) into a checkpoint at the next batch boundary. Once that checkpoint is on disk the job
+    hands the signal back to submitit, which requeues it through ``checkpoint()``; the requeued
+    job starts this same callable, which resumes where the checkpoint left off.
+    """
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+
+    def __call__(self) -> dict[str, Any]:
+        from .train import Interrupted, train
+
+        try:
+            return train(self.config, progress=False)
+        except Interrupted as stop:
+            handler = signal.getsignal(stop.signum)  # submitit's, restored by train()
+            if stop.signum == signal.SIGUSR2 and callable(handler):
+                handler(stop.signum, None)  # checkpoint() + scontrol requeue + exit
+            raise
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        # The training state is already in the run folder; the requeued job only needs the config.
+        return submitit.helpers.DelayedSubmission(TrainJob(self.config))

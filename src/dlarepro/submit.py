@@ -1,0 +1,213 @@
+"""Submit one run of the grid through submitit and wait for it (what a Snakemake job does).
+
+* The run's config comes from the grid (``params.yaml``) and is validated, and its data checked,
+  before anything is submitted.
+* ``executor``: ``slurm`` (a cluster; partition, GPUs, CPUs, memory, time limit, account and extra
+  sbatch options from the Snakemake profile), ``local`` (a subprocess on this machine) or
+  ``debug`` (in this process).
+* The job id is recorded in ``<run>/job.json``; a restarted workflow re-attaches to a job that
+  is still pending or running instead of submitting a duplicate.
+* A failed job is reported with its error and the paths of its logs; the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import grid as gridlib
+from . import io
+
+ALIVE_SLURM_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING",
+                      "COMPLETING", "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "PREEMPTED"}
+DEFAULT_SLURM = {"timeout_min": 24 * 60, "gpus_per_node": 1, "cpus_per_task": 4, "mem_gb": 16,
+                 "signal_delay_s": 120, "max_num_timeout": 10}
+
+
+class SubmitError(RuntimeError):
+    """Something to tell the user before or instead of a job (bad run id, missing data, ...)."""
+
+
+def say(run_id: str, message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {run_id}: {message}", file=sys.stderr, flush=True)
+
+
+def check_data(config: Mapping[str, Any]) -> None:
+    """Fail before submission when the run's dataset is missing (the message says how to get it)."""
+    from . import data
+
+    try:
+        if config["dataset"] == "imagenet":
+            data.imagenet_datasets(config["data_root"])
+        else:
+            data.cifar_classes(config["data_root"], config["dataset"])
+    except data.DatasetError as err:
+        raise SubmitError(str(err)) from None
+
+
+def make_executor(kind: str, folder: Path, run_id: str, slurm: Mapping[str, Any] | None, threads: int | None):
+    import submitit
+
+    opts = {**DEFAULT_SLURM, **(slurm or {})}
+    if kind == "debug":
+        return submitit.AutoExecutor(folder=folder, cluster="debug")
+    if kind == "local":
+        executor = submitit.AutoExecutor(folder=folder, cluster="local")
+        executor.update_parameters(timeout_min=opts["timeout_min"], cpus_per_task=threads or 1, name=f"dla-{run_id}")
+        return executor
+    if kind != "slurm":
+        raise SubmitError(f"unknown executor {kind!r}; choose slurm, local or debug")
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=opts["max_num_timeout"])
+    params: dict[str, Any] = dict(
+        name=f"dla-{run_id}", timeout_min=opts["timeout_min"], gpus_per_node=opts["gpus_per_node"],
+        cpus_per_task=opts["cpus_per_task"], mem_gb=opts["mem_gb"], tasks_per_node=1, nodes=1,
+        slurm_signal_delay_s=opts["signal_delay_s"],
+    )
+    if opts.get("partition"):
+        params["slurm_partition"] = opts["partition"]
+    if opts.get("account"):
+        params["slurm_account"] = opts["account"]
+    if opts.get("additional_parameters"):
+        params["slurm_additional_parameters"] = dict(opts["additional_parameters"])
+    executor.update_parameters(**params)
+    return executor
+
+
+def slurm_state(job_id: str) -> str | None:
+    """The job's state from sacct (None if SLURM does not know it)."""
+    try:
+        out = subprocess.run(["sacct", "-j", str(job_id), "-X", "-n", "-P", "-o", "State"],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    states = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+    return states[-1] if states else None
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _attach(record: dict[str, Any], folder: Path):
+    """A submitit job handle for a recorded job that is still alive, else None."""
+    import submitit
+
+    if record.get("executor") == "slurm":
+        state = slurm_state(record["job_id"])
+        if state in ALIVE_SLURM_STATES:
+            return submitit.SlurmJob(folder=folder, job_id=str(record["job_id"])), state
+    elif record.get("executor") == "local" and record.get("pid") and pid_alive(int(record["pid"])):
+        return None, "RUNNING (local pid %s)" % record["pid"]
+    return None, None
+
+
+def submit_run(grid: Mapping[str, Any], run_id: str, profile: str | None = None, *, workdir: str | Path = ".",
+               executor: str = "local", slurm: Mapping[str, Any] | None = None, poll_seconds: float = 10.0) -> int:
+    """Submit (or re-attach to) one run and wait for it; 0 when ``metrics.json`` exists."""
+    from .config import ConfigError, resolve
+
+    try:
+        config = gridlib.run_config(grid, run_id, profile, workdir)
+        resolved = resolve(config)
+    except (gridlib.GridError, ConfigError) as err:
+        raise SubmitError(str(err)) from None
+    run_dir = Path(config["out_dir"])
+    metrics = run_dir / "metrics.json"
+    if metrics.exists():
+        say(run_id, "already finished")
+        return 0
+    check_data(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record_path, folder = run_dir / "job.json", run_dir / "submitit"
+
+    if executor == "debug":
+        from .jobs import TrainJob
+
+        TrainJob(config)()
+        return 0
+
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    job, alive = _attach(record, folder) if record else (None, None)
+    if alive and job is None:  # a local job of a previous workflow, still running
+        say(run_id, f"re-attaching to {alive}")
+        while pid_alive(int(record["pid"])):
+            time.sleep(poll_seconds)
+        return _finish(run_id, metrics, record, None)
+    if job is not None:
+        say(run_id, f"re-attaching to SLURM job {record['job_id']} ({alive}) instead of submitting again")
+    else:
+        from .jobs import TrainJob
+
+        job = make_executor(executor, folder, run_id, slurm, resolved.get("threads")).submit(TrainJob(config))
+        record = {"executor": executor, "job_id": str(job.job_id), "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  "submitit_folder": str(folder), "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)}
+        if executor == "local":
+            record["pid"] = int(job.job_id)
+        io.write_json(record_path, record)
+        say(run_id, f"submitted as {executor} job {job.job_id} (logs: {job.paths.stderr})")
+
+    last = None
+    while not job.done(force_check=True):
+        state = job.state
+        if state != last:
+            say(run_id, f"job {job.job_id}: {state}")
+            last = state
+        time.sleep(poll_seconds)
+    return _finish(run_id, metrics, record, job)
+
+
+def _finish(run_id: str, metrics: Path, record: Mapping[str, Any], job) -> int:
+    if metrics.exists():
+        say(run_id, "finished")
+        return 0
+    reason = ""
+    if job is not None:
+        try:
+            job.result()
+        except Exception as err:  # the job's own exception, re-raised by submitit
+            reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        reason = reason or f"job state {job.state}"
+    say(run_id, f"FAILED: {reason or 'no metrics.json was written'}")
+    say(run_id, f"job logs: {record.get('stderr', '?')} and {record.get('stdout', '?')}")
+    return 1
+
+
+def executor_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The executor options of a Snakemake config (params.yaml plus ``--config``/profile values)."""
+    return {"executor": config.get("executor", "local"), "slurm": dict(config.get("slurm") or {}),
+            "poll_seconds": float(config.get("poll_seconds", 10))}
+
+
+def prepare_data(grid: Mapping[str, Any], profile: str | None = None, workdir: str | Path = ".") -> Path:
+    """Create the profile's data folder: generated synthetic CIFAR or downloaded real CIFAR."""
+    from . import data
+
+    name, prof = gridlib.profile_of(grid, profile)
+    root = Path(workdir) / gridlib.data_root(name)
+    datasets = sorted({d for groups in grid["experiments"].values() for g in groups for d in g["datasets"]})
+    for dataset in datasets:
+        if dataset == "imagenet":
+            continue  # ImageNet is placed by the user (ImageFolder) or generated by its own stage
+        if prof["data"] == "synthetic":
+            size = {"n_train": 500, "n_test": 200, **(prof.get("synthetic_size") or {})}
+            info = data.synthetic_info(root, dataset) if data.dataset_dir(root, dataset).exists() else None
+            if info and all(info.get(k) == str(v) for k, v in size.items()):
+                continue  # same bytes already there: keep the mtimes Snakemake compares
+            data.write_synthetic_cifar(root, dataset, **size)
+        else:
+            try:
+                data.cifar_classes(root, dataset)
+            except data.DatasetNotFoundError:
+                data.download_cifar(root, dataset)
+    return root

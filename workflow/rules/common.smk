@@ -1,0 +1,27 @@
+# Shared definitions: the grid, validated against the package's schema, expanded once.
+import json
+import shlex
+
+from dlarepro import grid as gridlib
+from dlarepro.submit import executor_settings
+
+validate(config, str(gridlib.schema_path()))
+
+PROFILE, _ = gridlib.profile_of(config, config.get("profile"))
+RUNS = gridlib.expand(config, PROFILE)
+EXECUTOR = executor_settings(config)
+# `dla-repro submit` reads the same grid file Snakemake was given
+GRID_FILE = workflow.configfiles[0] if workflow.configfiles else "params.yaml"
+
+
+def run_outputs(experiment=None):
+    """metrics.json of every run of the profile (or of one experiment)."""
+    return [
+        f"{gridlib.run_dir(PROFILE, run_id)}/metrics.json"
+        for run_id, run in RUNS.items()
+        if experiment is None or experiment in run.experiments
+    ]
+
+
+def dataset_marker(dataset):
+    return gridlib.dataset_marker(PROFILE, dataset)

@@ -1,0 +1,26 @@
+# One job per run: `dla-repro submit` validates the run, submits it through submitit (SLURM, local
+# or debug executor from the profile), records the job id in the run folder (a restarted workflow
+# re-attaches to a job still running) and waits. Only metrics.json is a declared output:
+# Snakemake deletes the outputs of failed jobs, and checkpoints must survive a failure.
+
+
+wildcard_constraints:
+    run_id="[A-Za-z0-9_.-]+",
+
+
+rule train:
+    input:
+        lambda wc: dataset_marker(RUNS[wc.run_id].dataset),
+    output:
+        f"results/{PROFILE}/runs/{{run_id}}/metrics.json",
+    params:
+        executor=EXECUTOR["executor"],
+        slurm=shlex.quote(json.dumps(EXECUTOR["slurm"])),
+        poll=EXECUTOR["poll_seconds"],
+    resources:
+        gpu_jobs=1,
+    log:
+        f"results/{PROFILE}/logs/train/{{run_id}}.log",
+    shell:
+        "dla-repro submit {wildcards.run_id} --grid {GRID_FILE} --profile {PROFILE} --executor {params.executor}"
+        " --slurm {params.slurm} --poll-seconds {params.poll} 2> >(tee {log} >&2)"
