@@ -1,21 +1,31 @@
 # The two commands of the README:
-#   make run   set up, then run the main job on the embedded default (offline smoke profile)
-#   make test  set up, then run the test suite (what CI runs: .ci/run)
+#   make run   set up, then reproduce the embedded default (offline smoke profile) with DVC:
+#              synthetic data -> Snakemake -> submitit (local) -> tables, figures, paper.pdf
+#   make test  set up (Python env, one-node SLURM, LaTeX), then run the test suite (CI: .ci/run)
 VENV ?= $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),$(CURDIR)/.venv)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dla-repro-installed
+export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: setup run test bench
+.PHONY: setup system-deps slurm latex run test bench clean-smoke
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml scripts/setup.sh $(wildcard constraints/*.txt)
 	VIRTUAL_ENV=$(VENV) bash scripts/setup.sh
 	touch $@
 
-run: setup
-	$(VENV)/bin/dla-repro model-info --table
+latex:
+	bash scripts/install-latex.sh
 
-test: setup
+slurm:
+	bash workflow/slurm-local/install.sh
+	bash workflow/slurm-local/start.sh
+
+run: setup latex
+	dvc repro
+	@echo "reports: reports/$$(python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["profile"])')/"
+
+test: setup latex slurm
 	$(PY) -m pytest -q
 
 bench: setup

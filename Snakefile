@@ -4,6 +4,7 @@
 #   snakemake --profile workflow/profiles/local                      # this machine, smoke profile
 #   snakemake --profile workflow/profiles/slurm --config profile=paper
 #   snakemake -n --config profile=paper                              # what would run
+#   snakemake runs / paper_pdf                                       # only the runs / also compile
 from snakemake.utils import min_version, validate
 
 min_version("8.0")
@@ -14,9 +15,15 @@ configfile: "params.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/reports.smk"
 
 
 rule all:
     default_target: True
+    input:
+        f"reports/{PROFILE}/paper.tex",
+
+
+rule runs:
     input:
         run_outputs(),

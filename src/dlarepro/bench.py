@@ -122,3 +122,20 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def time_pair_in_subprocess(a: StepSetup, b: StepSetup, rounds: int, threads: int) -> tuple[float, float]:
+    """Median step times of two setups interleaved in one fresh process (bounded memory: two
+    deep models at a time; a long-lived process stepping many deep models grows its heap)."""
+    code = (
+        "import json, sys, torch\n"
+        "from dlarepro.bench import StepSetup, median, time_steps\n"
+        "torch.set_num_threads(int(sys.argv[3]))\n"
+        "a, b = (StepSetup(**json.loads(x)) for x in sys.argv[1:3])\n"
+        "t = time_steps([a, b], int(sys.argv[4]))\n"
+        "print(json.dumps([median(t[0]), median(t[1])]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(a.__dict__), json.dumps(b.__dict__), str(threads),
+                          str(rounds)], check=True, capture_output=True, text=True)
+    ta, tb = json.loads(out.stdout.strip().splitlines()[-1])
+    return ta, tb
+
+

@@ -213,8 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     submit.set_defaults(func=cmd_submit)
 
     from .data.cli import register as register_data_commands
+    from .reports.cli import register as register_report_commands
 
     register_data_commands(sub)
+    register_report_commands(sub)
     return parser
 
 

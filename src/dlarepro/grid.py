@@ -42,11 +42,15 @@ def validate(grid: Mapping[str, Any]) -> None:
         raise GridError("the experiment grid does not match its schema:\n  - " + "\n  - ".join(lines))
 
 
+def read_yaml(path: str | Path) -> Any:
+    return yaml.safe_load(Path(path).read_text())
+
+
 def load(path: str | Path = "params.yaml") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise GridError(f"grid file {str(path)!r} does not exist")
-    grid = yaml.safe_load(path.read_text())
+    grid = read_yaml(path)
     if not isinstance(grid, dict):
         raise GridError(f"{path}: expected a mapping")
     validate(grid)

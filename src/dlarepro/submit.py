@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -171,21 +172,31 @@ def _finish(run_id: str, metrics: Path, record: Mapping[str, Any], job) -> int:
     if metrics.exists():
         say(run_id, "finished")
         return 0
-    reason = ""
-    if job is not None:
-        try:
-            job.result()
-        except Exception as err:  # the job's own exception, re-raised by submitit
-            reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        reason = reason or f"job state {job.state}"
+    reason = last_error(Path(record["stderr"])) if record.get("stderr") else None
+    if job is not None and not reason:
+        reason = f"job state {job.state}"
     say(run_id, f"FAILED: {reason or 'no metrics.json was written'}")
     say(run_id, f"job logs: {record.get('stderr', '?')} and {record.get('stdout', '?')}")
     return 1
 
 
+ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Interrupted)\b.*")
+
+
+def last_error(stderr: Path) -> str | None:
+    """The last exception line of a job's stderr (what a user needs to see first)."""
+    try:
+        lines = stderr.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = [line.strip() for line in lines if ERROR_LINE.match(line.strip())]
+    return errors[-1] if errors else None
+
+
 def executor_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     """The executor options of a Snakemake config (params.yaml plus ``--config``/profile values)."""
-    return {"executor": config.get("executor", "local"), "slurm": dict(config.get("slurm") or {}),
+    slurm = {k[len("slurm_"):]: v for k, v in config.items() if k.startswith("slurm_")}
+    return {"executor": config.get("executor", "local"), "slurm": slurm,
             "poll_seconds": float(config.get("poll_seconds", 10))}
 
 

@@ -7,11 +7,15 @@ from dlarepro.submit import executor_settings
 
 validate(config, str(gridlib.schema_path()))
 
+# --use-conda builds this environment for every rule (the same file a cluster user installs)
+ENV_FILE = "../../environment.yml"
+
 PROFILE, _ = gridlib.profile_of(config, config.get("profile"))
 RUNS = gridlib.expand(config, PROFILE)
 EXECUTOR = executor_settings(config)
-# `dla-repro submit` reads the same grid file Snakemake was given
-GRID_FILE = workflow.configfiles[0] if workflow.configfiles else "params.yaml"
+# `dla-repro submit` reads the same grid file Snakemake was given (the one declaring experiments)
+GRID_FILE = next((f for f in map(str, workflow.configfiles) if "experiments" in (gridlib.read_yaml(f) or {})),
+                 "params.yaml")
 
 
 def run_outputs(experiment=None):

@@ -6,7 +6,12 @@
 rule prepare_data:
     output:
         [dataset_marker(d) for d in sorted({r.dataset for r in RUNS.values()}) if d != "imagenet"],
+    params:
+        grid=GRID_FILE,
+        profile=PROFILE,
     log:
         f"results/{PROFILE}/logs/prepare_data.log",
+    conda:
+        ENV_FILE
     shell:
-        "dla-repro grid prepare-data --grid {GRID_FILE} --profile {PROFILE} > {log} 2>&1"
+        "dla-repro grid prepare-data --grid {params.grid} --profile {params.profile} > {log} 2>&1"

@@ -14,6 +14,8 @@ rule train:
     output:
         f"results/{PROFILE}/runs/{{run_id}}/metrics.json",
     params:
+        grid=GRID_FILE,
+        profile=PROFILE,
         executor=EXECUTOR["executor"],
         slurm=shlex.quote(json.dumps(EXECUTOR["slurm"])),
         poll=EXECUTOR["poll_seconds"],
@@ -21,6 +23,8 @@ rule train:
         gpu_jobs=1,
     log:
         f"results/{PROFILE}/logs/train/{{run_id}}.log",
+    conda:
+        ENV_FILE
     shell:
-        "dla-repro submit {wildcards.run_id} --grid {GRID_FILE} --profile {PROFILE} --executor {params.executor}"
+        "dla-repro submit {wildcards.run_id} --grid {params.grid} --profile {params.profile} --executor {params.executor}"
         " --slurm {params.slurm} --poll-seconds {params.poll} 2> >(tee {log} >&2)"

@@ -1,0 +1,317 @@
+"""Collect the finished runs of a profile into tables: ``runs.csv`` (one row per run),
+``summary.csv`` (one row per config: seed statistics joined with the paper's published value and a
+Welch t-test against the ResNet baseline), ``problems.csv`` (run folders that are unfinished,
+corrupt or not in the grid: listed, never averaged in), ``headline.json`` (DVC metrics) and
+``figure4.csv`` (DVC plots data).
+
+A run counts only if its folder holds a ``metrics.json`` that parses, has every key the reports
+use, holds plausible numbers, and describes the run its folder is named after.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from .. import grid as gridlib
+from .common import METHODS, Context, ReportError, method_defaults, write_if_changed
+from .rows import paper_rows
+
+REQUIRED = ("run", "final_top1", "final_top5", "best_top1", "best_epoch", "epochs", "params", "macs",
+            "step_seconds", "wall_seconds", "synthetic")
+PERCENT = ("final_top1", "final_top5", "best_top1")
+RUN_COLUMNS = ("run_id", "config_id", "experiments", "dataset", "arch", "paper_depth", "depth", "knobs", "seed",
+               "best_top1", "best_epoch", "final_top1", "final_top5", "final_test_loss", "epochs", "params", "macs",
+               "step_seconds", "wall_seconds", "attempts", "synthetic", "device", "threads", "torch_version",
+               "git_commit", "attention_scores")
+PROBLEM_COLUMNS = ("run_id", "status", "detail", "path")
+FIGURE4_COLUMNS = ("dataset", "method", "arch", "depth", "trained_depth", "n", "mean", "std", "final_mean")
+FLOAT_FORMAT = "%.10g"
+
+
+@dataclass
+class Aggregate:
+    """What ``aggregate`` found; the DataFrames are also written to ``results/<profile>/``."""
+
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    problems: pd.DataFrame
+    expected: int
+    written: list[Path]
+
+    @property
+    def finished(self) -> int:
+        return len(self.runs)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading one run folder
+
+
+def knob_text(knobs) -> str:
+    return ",".join(f"{k}={v}" for k, v in knobs)
+
+
+def check_metrics(metrics: Any, run: gridlib.Run) -> str | None:
+    """None if ``metrics`` is a usable record of ``run``, else why not."""
+    if not isinstance(metrics, dict):
+        return f"metrics.json holds a {type(metrics).__name__}, not an object"
+    missing = [k for k in REQUIRED if k not in metrics]
+    if missing:
+        return f"metrics.json lacks {', '.join(missing)}"
+    for key in (*PERCENT, "params", "macs", "step_seconds", "wall_seconds", "epochs", "best_epoch"):
+        value = metrics[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return f"metrics.json: {key} is {value!r}, not a finite number"
+    for key in PERCENT:
+        if not 0 <= metrics[key] <= 100:
+            return f"metrics.json: {key} = {metrics[key]} is not a percentage"
+    if metrics["params"] <= 0 or metrics["epochs"] < 1:
+        return "metrics.json: params and epochs must be positive"
+    if not isinstance(metrics["synthetic"], bool):
+        return f"metrics.json: synthetic is {metrics['synthetic']!r}, not true/false"
+    ident = metrics["run"]
+    if not isinstance(ident, dict):
+        return "metrics.json: run is not an object"
+    expected = {"dataset": run.dataset, "arch": run.arch, "depth": run.depth, "seed": run.seed}
+    wrong = [f"{k}={ident.get(k)!r} (folder: {v!r})" for k, v in expected.items() if ident.get(k) != v]
+    knobs = {**method_defaults(run.arch), **run.knob_dict}
+    for key in gridlib.KNOB_KEYS:
+        got = ident.get(key)
+        if got is not None and got != knobs.get(key):
+            wrong.append(f"{key}={got!r} (folder: {knobs.get(key)!r})")
+    if wrong:
+        return "metrics.json describes another run: " + ", ".join(wrong)
+    return None
+
+
+def read_run(folder: Path, run: gridlib.Run) -> tuple[dict[str, Any] | None, str, str]:
+    """(metrics or None, status, detail) of one run folder; status is ok, unfinished or corrupt."""
+    path = folder / "metrics.json"
+    if not path.is_file():
+        partial = [p.name for p in (folder / "checkpoint.pt", folder / "history.csv") if p.exists()]
+        detail = "no metrics.json" + (f" ({', '.join(partial)} present: interrupted or still training)"
+                                      if partial else " (nothing written yet)")
+        return None, "unfinished", detail
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        return None, "corrupt", f"metrics.json is not valid JSON ({err})"
+    why = check_metrics(metrics, run)
+    if why:
+        return None, "corrupt", why
+    return metrics, "ok", ""
+
+
+def attention_problem(folder: Path, metrics: dict[str, Any]) -> str | None:
+    """Why a run that should have captured attention has no usable scores, or None."""
+    name = metrics.get("attention_scores")
+    if not name:
+        return "metrics.json names no attention_scores file"
+    try:
+        with np.load(folder / name) as npz:
+            scores = npz["scores"]
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same problem
+        return f"{name} is unreadable ({type(err).__name__}: {err})"
+    if scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
+        return f"{name}: scores has shape {scores.shape}, not square"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# all runs of a profile
+
+
+def collect(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """(runs, problems, number of declared runs) of the profile, both sorted by run id."""
+    declared = ctx.runs()
+    rows, problems = [], []
+    for run_id, run in declared.items():
+        folder = ctx.runs_dir / run_id
+        if not folder.is_dir():
+            continue  # not started: shows as missing seeds and "not run", not as a problem
+        metrics, status, detail = read_run(folder, run)
+        if metrics is None:
+            problems.append({"run_id": run_id, "status": status, "detail": detail,
+                             "path": str(folder.relative_to(ctx.root))})
+            continue
+        if run.capture_attention:
+            why = attention_problem(folder, metrics)
+            if why:
+                problems.append({"run_id": run_id, "status": "no_attention",
+                                 "detail": why + " (accuracy used, figure 2 skips it)",
+                                 "path": str(folder.relative_to(ctx.root))})
+        rows.append({
+            "run_id": run_id, "config_id": run.config_id, "experiments": ";".join(sorted(run.experiments)),
+            "dataset": run.dataset, "arch": run.arch, "paper_depth": run.paper_depth, "depth": run.depth,
+            "knobs": knob_text(run.knobs), "seed": run.seed,
+            **{k: metrics.get(k) for k in RUN_COLUMNS[9:]},
+        })
+    if ctx.runs_dir.is_dir():
+        for folder in sorted(p for p in ctx.runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            if folder.name not in declared:
+                problems.append({"run_id": folder.name, "status": "not_in_grid",
+                                 "detail": f"the {ctx.profile!r} grid declares no such run (ignored)",
+                                 "path": str(folder.relative_to(ctx.root))})
+    runs = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
+    problems_df = pd.DataFrame(sorted(problems, key=lambda p: (p["run_id"], p["status"])),
+                               columns=list(PROBLEM_COLUMNS))
+    return runs, problems_df, len(declared)
+
+
+def welch_p(a, b) -> float:
+    """Two-sided Welch t-test p-value, NaN when a side has fewer than two values (or no variance)."""
+    from scipy import stats
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def summarise(ctx: Context, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per declared config: seed statistics, the paper's value, the baseline comparison."""
+    declared: dict[str, gridlib.Run] = {}
+    expected: dict[str, int] = {}
+    experiments: dict[str, set[str]] = {}
+    for run in ctx.runs().values():
+        declared.setdefault(run.config_id, run)
+        expected[run.config_id] = expected.get(run.config_id, 0) + 1
+        experiments.setdefault(run.config_id, set()).update(run.experiments)
+    published = paper_rows(ctx).drop_duplicates("config_id", keep="first").set_index("config_id")
+    by_config = {cid: g for cid, g in runs.groupby("config_id", sort=True)}
+
+    def values(cid: str, col: str) -> np.ndarray:
+        g = by_config.get(cid)
+        return np.array([], dtype=float) if g is None else g[col].to_numpy(dtype=float)
+
+    out = []
+    for cid in sorted(declared):
+        run, g = declared[cid], by_config.get(cid)
+        n = 0 if g is None else len(g)
+        row: dict[str, Any] = {
+            "config_id": cid, "experiments": ";".join(sorted(experiments[cid])), "dataset": run.dataset,
+            "arch": run.arch, "method": METHODS.get(run.arch, run.arch), "paper_depth": run.paper_depth,
+            "depth": run.depth,
+            "knobs": knob_text(run.knobs), "n_expected": expected[cid], "n_seeds": n,
+            "seeds": "" if g is None else ";".join(str(s) for s in sorted(g["seed"])),
+        }
+        for col in ("best_top1", "final_top1"):
+            v = values(cid, col)
+            row[f"{col}_mean"] = v.mean() if n else np.nan
+            row[f"{col}_std"] = v.std(ddof=1) if n >= 2 else np.nan
+            row[f"{col}_min"] = v.min() if n else np.nan
+            row[f"{col}_max"] = v.max() if n else np.nan
+        row["final_top5_mean"] = values(cid, "final_top5").mean() if n else np.nan
+        row["params"] = int(np.median(values(cid, "params"))) if n else np.nan
+        row["macs"] = int(np.median(values(cid, "macs"))) if n else np.nan
+        row["step_seconds_median"] = float(np.median(values(cid, "step_seconds"))) if n else np.nan
+        row["n_synthetic"] = 0 if g is None else int(g["synthetic"].astype(bool).sum())
+        pub = published.loc[cid] if cid in published.index else None
+        row["paper_table"] = "" if pub is None else int(pub["table"])
+        row["paper_label"] = "" if pub is None else pub["label"]
+        row["published_mean"] = np.nan if pub is None else pub["published_mean"]
+        row["published_std"] = np.nan if pub is None else pub["published_std"]
+        row["published_params_m"] = np.nan if pub is None else pub["published_params_m"]
+        row["diff_vs_published"] = row["best_top1_mean"] - row["published_mean"]
+        base = None if run.arch == "none" else ctx.config_id(run.dataset, "none", run.paper_depth)
+        if base is not None and base not in declared:
+            base = None
+        row["baseline"] = base or ""
+        row["baseline_n"] = len(values(base, "best_top1")) if base else np.nan
+        row["delta_vs_baseline"] = (row["best_top1_mean"] - values(base, "best_top1").mean()
+                                    if base and n and len(values(base, "best_top1")) else np.nan)
+        row["p_welch"] = welch_p(values(cid, "best_top1"), values(base, "best_top1")) if base else np.nan
+        row["p_welch_final"] = welch_p(values(cid, "final_top1"), values(base, "final_top1")) if base else np.nan
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def figure4_data(ctx: Context, summary: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std of best top-1 per (dataset, method, paper depth) of the figure4 experiment."""
+    if "figure4" not in ctx.grid["experiments"]:
+        return pd.DataFrame(columns=list(FIGURE4_COLUMNS))
+    cids = {r.config_id for r in gridlib.runs_of(ctx.grid, "figure4", ctx.profile) if not r.knobs}
+    s = summary[summary.config_id.isin(cids) & (summary.n_seeds > 0)].copy()
+    s["order"] = s.arch.map(list(METHODS).index)
+    s = s.sort_values(["dataset", "order", "paper_depth"])
+    return pd.DataFrame({"dataset": s.dataset, "method": s.method, "arch": s.arch, "depth": s.paper_depth,
+                         "trained_depth": s.depth, "n": s.n_seeds, "mean": s.best_top1_mean.round(4),
+                         "std": s.best_top1_std.round(4), "final_mean": s.final_top1_mean.round(4)},
+                        columns=list(FIGURE4_COLUMNS))
+
+
+def headline(ctx: Context, summary: pd.DataFrame, finished: int, expected: int, problems: int) -> dict[str, Any]:
+    """A flat JSON of headline numbers for ``dvc metrics``: counts, then the mean top-1 of every
+    paper row that has finished runs (keys ``table<N>/<dataset>/<arch>[-knob]-<paper depth>/...``)."""
+    out: dict[str, Any] = {"runs_expected": expected, "runs_finished": finished, "runs_problems": problems}
+    stats = summary.set_index("config_id")
+    for r in paper_rows(ctx).itertuples(index=False):
+        if r.config_id not in stats.index or stats.loc[r.config_id, "n_seeds"] == 0:
+            continue
+        s = stats.loc[r.config_id]
+        knob = f"-{r.cell}" if r.cell else (f"-{r.sigma}" if r.sigma else "")
+        key = f"table{r.table}/{r.dataset}/{r.arch}{knob}-{r.paper_depth}"
+        out[f"{key}/best_top1_mean"] = round(float(s.best_top1_mean), 4)
+        if r.table == 1:
+            out[f"{key}/final_top1_mean"] = round(float(s.final_top1_mean), 4)
+        if s.n_seeds >= 2:
+            out[f"{key}/best_top1_std"] = round(float(s.best_top1_std), 4)
+    return out
+
+
+def _csv(df: pd.DataFrame) -> bytes:
+    buf = _io.StringIO()
+    df.to_csv(buf, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
+    return buf.getvalue().encode()
+
+
+def aggregate(ctx: Context, echo: Callable[[str], None] = print) -> Aggregate:
+    """Scan ``results/<profile>/runs/`` and write the five aggregate files (only those that changed)."""
+    if not ctx.runs_dir.is_dir() and not ctx.results_dir.is_dir():
+        echo(f"note: {ctx.runs_dir} does not exist yet: every run counts as not run")
+    runs, problems, expected = collect(ctx)
+    summary = summarise(ctx, runs)
+    head = headline(ctx, summary, len(runs), expected, len(problems))
+    files = {
+        "runs.csv": _csv(runs), "summary.csv": _csv(summary), "problems.csv": _csv(problems),
+        "headline.json": (json.dumps(head, indent=2, sort_keys=True, allow_nan=False) + "\n").encode(),
+        "figure4.csv": _csv(figure4_data(ctx, summary)),
+    }
+    written = [ctx.results_dir / name for name, data in files.items() if write_if_changed(ctx.results_dir / name, data)]
+    echo(f"{ctx.profile}: {len(runs)} of {expected} declared runs finished, "
+         f"{expected - len(runs) - int(problems.status.isin(['unfinished', 'corrupt']).sum())} not started, "
+         f"{len(problems)} problem(s)")
+    for p in problems.itertuples(index=False):
+        echo(f"  {p.status:<12} {p.run_id}: {p.detail}")
+    return Aggregate(runs, summary, problems, expected, written)
+
+
+def read_outputs(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(runs.csv, summary.csv) as written by ``aggregate``; a clear error when they are missing."""
+    paths = [ctx.results_dir / "runs.csv", ctx.results_dir / "summary.csv"]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ReportError(f"{', '.join(missing)} not found: run `dla-repro report aggregate --profile "
+                          f"{ctx.profile}` first")
+    runs = pd.read_csv(paths[0], keep_default_na=False, na_values=[""],
+                       dtype={"knobs": str, "experiments": str, "run_id": str, "config_id": str,
+                              "attention_scores": str, "git_commit": str})
+    summary = pd.read_csv(paths[1], keep_default_na=False, na_values=[""],
+                          dtype={"knobs": str, "experiments": str, "seeds": str, "baseline": str,
+                                 "paper_label": str, "config_id": str})
+    for df in (runs, summary):
+        for col in ("knobs", "experiments", "seeds", "baseline", "paper_label", "attention_scores"):
+            if col in df:
+                df[col] = df[col].fillna("")
+    return runs, summary

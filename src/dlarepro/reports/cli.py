@@ -1,0 +1,161 @@
+"""``dla-repro report``: aggregate the runs, write the tables, the figures and the LaTeX report.
+
+``register(subparsers)`` adds the command to the main parser. Every action rewrites only files whose
+content changed (atomically), so re-running with nothing new touches nothing. Failures print one
+line on stderr (``dla-repro report ACTION: error: ...``) and exit with status 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from .common import Context, ReportError
+
+EPILOG = """outputs (relative to --root):
+  results/<profile>/runs.csv       one row per finished run
+  results/<profile>/summary.csv    one row per config: seeds, mean/std/min/max of best and final top-1,
+                                   the paper's value and a Welch t-test against the ResNet baseline
+  results/<profile>/problems.csv   unfinished, corrupt and out-of-grid run folders (never averaged in)
+  results/<profile>/headline.json  DVC metrics: counts and the mean top-1 of every paper row
+  results/<profile>/figure4.csv    DVC plots data: dataset, method, depth, mean, std
+  reports/<profile>/tables/        table1.tex ... table6.tex, params.tex
+  reports/<profile>/figures/       figure4, figure2, cost (.pdf and .png)
+  reports/<profile>/paper.tex      the report; paper.pdf with --compile"""
+
+
+def _fail(action: str, message: str) -> int:
+    print(f"dla-repro report {action}: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _context(args: argparse.Namespace) -> Context:
+    grid = args.grid if args.grid is not None else Path(args.root) / "params.yaml"
+    return Context.load(grid, args.profile, args.root)
+
+
+def _run(args: argparse.Namespace, steps: list[str]) -> int:
+    from . import aggregate_runs, compile_paper, write_figures, write_paper, write_tables
+
+    actions = {"aggregate": aggregate_runs, "tables": write_tables, "figures": write_figures, "paper": write_paper,
+               "compile": compile_paper}
+    try:
+        ctx = _context(args)
+        for step in steps:
+            actions[step](ctx)
+    except ReportError as err:
+        return _fail(args.report_command, str(err))
+    return 0
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    return _run(args, ["aggregate"])
+
+
+def cmd_tables(args: argparse.Namespace) -> int:
+    return _run(args, ["tables"])
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    return _run(args, ["figures"])
+
+
+def cmd_paper(args: argparse.Namespace) -> int:
+    return _run(args, ["paper", "compile"] if args.compile else ["paper"])
+
+
+def cmd_all(args: argparse.Namespace) -> int:
+    return _run(args, ["aggregate", "tables", "figures", "paper"] + (["compile"] if args.compile else []))
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", metavar="NAME",
+                        help="grid profile to report on (default: the grid's `profile:` key, e.g. smoke)")
+    parser.add_argument("--grid", metavar="PATH", help="experiment grid file (default: params.yaml in --root)")
+    parser.add_argument("--root", default=".", metavar="DIR",
+                        help="project folder holding results/ and reports/ (default: the current folder)")
+
+
+def _compile_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--compile", action="store_true",
+                        help="also run pdflatex into reports/<profile>/paper.pdf; fails with the LaTeX error on any "
+                             "error (needs scripts/install-latex.sh)")
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``report`` and its actions (aggregate, tables, figures, paper, all) to argparse subparsers."""
+    report = subparsers.add_parser(
+        "report", help="aggregate finished runs into CSVs, LaTeX tables, figures and a PDF report",
+        description="Turn a profile's finished runs (results/<profile>/runs/) into the paper's tables and figures. "
+                    "Runs that are unfinished or corrupt are listed, never averaged in; rows without runs show "
+                    "the published value and 'not run'. Only files whose content changed are rewritten.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+    )
+    actions = report.add_subparsers(dest="report_command", metavar="ACTION")
+    actions.required = True
+
+    agg = actions.add_parser(
+        "aggregate", help="runs.csv, summary.csv, problems.csv, headline.json, figure4.csv",
+        description="Read every run folder of the profile, check its metrics.json, and write results/<profile>/"
+                    "{runs,summary,problems}.csv, headline.json (DVC metrics) and figure4.csv (DVC plots). The "
+                    "table number is the paper's metric (best top-1 over epochs, mean and sample std over seeds); "
+                    "the final-epoch top-1 is reported beside it. Problems are also printed.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+    )
+    _common(agg)
+    agg.set_defaults(func=cmd_aggregate)
+
+    tab = actions.add_parser(
+        "tables", help="reports/<profile>/tables/table1..6.tex and params.tex",
+        description="Write the paper's Tables 1-6 (same rows, order and blocks; ours beside the published "
+                    "values; best per block in bold) and the parameter check as LaTeX (booktabs). Reads "
+                    "results/<profile>/summary.csv: run `report aggregate` first. Counting the ImageNet models' "
+                    "parameters and MACs takes some seconds.",
+    )
+    _common(tab)
+    tab.set_defaults(func=cmd_tables)
+
+    fig = actions.add_parser(
+        "figures", help="reports/<profile>/figures/{figure4,figure2,cost}.{pdf,png}",
+        description="Draw Figure 4 (top-1 versus depth), Figure 2 (stage-3 attention, MRLA-B vs DLA-B) and a "
+                    "cost figure (step time and parameters versus depth) with byte-deterministic output. Missing "
+                    "data shows as 'not run'. Reads the aggregate files: run `report aggregate` first.",
+    )
+    _common(fig)
+    fig.set_defaults(func=cmd_figures)
+
+    pap = actions.add_parser(
+        "paper", help="reports/<profile>/paper.tex (and paper.pdf with --compile)",
+        description="Write a LaTeX document that inputs every table and includes every figure by relative path; "
+                    "with --compile run pdflatex (-interaction=nonstopmode -halt-on-error) until references "
+                    "settle, into a byte-reproducible paper.pdf.",
+    )
+    _common(pap)
+    _compile_flag(pap)
+    pap.set_defaults(func=cmd_paper)
+
+    everything = actions.add_parser(
+        "all", help="aggregate, tables, figures and paper in order",
+        description="Run aggregate, tables, figures and paper (and pdflatex with --compile).",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+    )
+    _common(everything)
+    _compile_flag(everything)
+    everything.set_defaults(func=cmd_all)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``dla-repro report ...`` on its own (tests; before the main parser registers it)."""
+    parser = argparse.ArgumentParser(prog="dla-repro")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    register(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

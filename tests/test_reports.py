@@ -1,0 +1,430 @@
+"""``dla-repro report``: aggregation, LaTeX tables, figures, the paper and its pdflatex build.
+
+The run tree is built in a temporary folder: a few REAL tiny runs (``dlarepro.train.train`` on
+generated data, one batch of one epoch) plus hand-written ``metrics.json`` TEST FIXTURES where the
+statistics need many seeds with known values, plus broken folders (unfinished, corrupt, foreign).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from dlarepro import grid as gridlib
+from dlarepro import paper
+from dlarepro.reports import aggregate as agg
+from dlarepro.reports import figures, paper_tex, tables
+from dlarepro.reports.cli import main as report_main
+from dlarepro.reports.common import Context, ReportError, tex_escape
+
+PROFILE = "smoke_test"  # an underscore on purpose: it must come out escaped in LaTeX
+GRID = {
+    "profile": PROFILE,
+    "profiles": {
+        PROFILE: {
+            "description": "test tree: tiny real runs plus hand-written fixtures",
+            "recipe": "smoke", "seeds": [0, 1, 2, 3, 4], "data": "synthetic",
+            "synthetic_size": {"n_train": 256, "n_test": 100},
+            "depth_map": {20: 11, 56: 20, 110: 29},
+            "overrides": {"epochs": 1, "milestones": [], "max_batches_per_epoch": 1, "threads": 1},
+        },
+    },
+    "experiments": {
+        "table1": [
+            {"datasets": ["cifar10", "cifar100"], "depths": [20],
+             "archs": ["none", "se", "eca", "dia", "mrla_b", "dla_b", "mrla_l", "dla_l"]},
+            {"datasets": ["cifar10", "cifar100"], "depths": [56, 110],
+             "archs": ["none", "se", "eca", "dia", "mrla_l", "dla_l"]},
+        ],
+        "table4": [{"datasets": ["cifar100"], "depths": [110], "archs": ["none"]},
+                   {"datasets": ["cifar100"], "depths": [110], "archs": ["dla_l"],
+                    "cell": ["rnn", "lstm", "dia", "dsu"]}],
+        "table5": [{"datasets": ["cifar100"], "depths": [56, 110], "archs": ["dla_l"],
+                    "sigma": ["identity", "tanh", "relu", "sigmoid"]}],
+        "table6": [{"datasets": ["cifar100"], "depths": [56, 110], "archs": ["none"]},
+                   {"datasets": ["cifar100"], "depths": [56, 110], "archs": ["dia"], "cell": ["lstm", "dia", "dsu"]}],
+        "figure2": [{"datasets": ["cifar100"], "depths": [56], "archs": ["mrla_b", "dla_b"],
+                     "capture_attention": True}],
+        "figure4": [{"datasets": ["cifar10", "cifar100"], "depths": [20, 56, 110],
+                     "archs": ["none", "dia", "mrla_l", "dla_l"]}],
+    },
+}
+
+# TEST FIXTURES (hand-written metrics.json): best top-1 per seed 0..4, chosen so that the Welch test
+# has a definite answer; final top-1 is best - 1.
+FIXTURE_BEST = {
+    "cifar100-none-d11": [60.0, 61.5, 59.0, 60.5, 62.0],
+    "cifar100-dla_l-d11": [64.0, 65.0, 63.5, 66.0, 64.5],
+    "cifar100-mrla_l-d11": [62.0, 61.0, 63.0],  # seeds 0-2 only: n differs from the rest
+}
+REAL_RUNS = ("cifar10-none-d11-s0", "cifar10-none-d11-s1", "cifar100-dla_b-d20-s0")
+BROKEN = {
+    "cifar10-se-d11-s0": "unfinished",       # history only, no metrics.json
+    "cifar10-eca-d11-s0": "corrupt",         # not JSON
+    "cifar10-dia-d11-s0": "corrupt",         # a required key missing
+    "cifar10-mrla_l-d11-s0": "corrupt",      # describes another run
+    "cifar10-none-d11-s9": "not_in_grid",    # seed 9 is not declared
+}
+
+
+def fixture_metrics(run: gridlib.Run, best: float) -> dict:
+    """A complete metrics.json as train() writes it, with made-up numbers (a test fixture)."""
+    return {
+        "run": {"dataset": run.dataset, "arch": run.arch, "depth": run.depth, "seed": run.seed, "recipe": "smoke",
+                "cell": None, "sigma": None, "reduction": None},
+        "final_top1": best - 1.0, "final_top5": min(100.0, best + 20.0), "final_test_loss": 1.5,
+        "best_top1": best, "best_epoch": 1, "epochs": 1, "params": 150_000 + len(run.arch), "macs": 20_000_000,
+        "step_seconds": 0.01 * (1 + len(run.arch)), "wall_seconds": 1.0, "attempts": 1, "device": "cpu",
+        "threads": 1, "torch_version": "fixture", "git_commit": None, "synthetic": True,
+        "config_digest": "fixture", "attention_scores": None, "weights_sha256": "fixture",
+    }
+
+
+class FakeCounts(tables.ModelCounts):
+    """Canned ImageNet counts and parameter check (the real ones build ImageNet models: seconds)."""
+
+    def imagenet(self, arch, depth):
+        return (25_557_032 + len(arch), 4_089_184_256) if depth == 50 else (44_549_160, 7_801_405_440)
+
+    def check(self):
+        return pd.DataFrame([
+            dict(table=1, dataset="cifar10", model="ResNet-20", arch="none", depth=20, knobs="", params=220_378,
+                 ours_m=0.22, paper_m=0.22, status="ok", note=""),
+            dict(table=1, dataset="cifar100", model="DLA-L-56", arch="dla_l", depth=56, knobs="", params=825_840,
+                 ours_m=0.83, paper_m=0.82, status="known", note="100% of the_official code: 0.83 M"),
+        ])
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    from dlarepro.data import write_synthetic_cifar
+    from dlarepro.train import train
+
+    root = tmp_path_factory.mktemp("project")
+    (root / "params.yaml").write_text(yaml.safe_dump(GRID, sort_keys=False))
+    g = gridlib.load(root / "params.yaml")
+    runs = gridlib.expand(g, PROFILE)
+    data = root / gridlib.data_root(PROFILE)
+    for dataset in ("cifar10", "cifar100"):
+        write_synthetic_cifar(data, dataset, n_train=256, n_test=100, seed=0)
+    for run_id in REAL_RUNS:  # real tiny runs, seconds each
+        train(gridlib.run_config(g, run_id, PROFILE, workdir=root), progress=False)
+    runs_dir = root / gridlib.results_root(PROFILE) / "runs"
+    for config_id, values in FIXTURE_BEST.items():
+        for seed, best in enumerate(values):
+            run = runs[f"{config_id}-s{seed}"]
+            folder = runs_dir / run.run_id
+            folder.mkdir(parents=True)
+            (folder / "metrics.json").write_text(json.dumps(fixture_metrics(run, best)))
+    for run_id, status in BROKEN.items():
+        folder = runs_dir / run_id
+        folder.mkdir(parents=True)
+        if run_id in runs:
+            good = fixture_metrics(runs[run_id], 50.0)
+        if run_id == "cifar10-se-d11-s0":
+            (folder / "history.csv").write_text("epoch,lr\n")
+        elif run_id == "cifar10-eca-d11-s0":
+            (folder / "metrics.json").write_text('{"final_top1": 12.0, ')
+        elif run_id == "cifar10-dia-d11-s0":
+            del good["best_top1"]
+            (folder / "metrics.json").write_text(json.dumps(good))
+        elif run_id == "cifar10-mrla_l-d11-s0":
+            good["run"]["arch"] = "none"
+            (folder / "metrics.json").write_text(json.dumps(good))
+        else:
+            (folder / "metrics.json").write_text(json.dumps(fixture_metrics(runs["cifar10-none-d11-s0"], 99.0)))
+    return root
+
+
+@pytest.fixture(scope="module")
+def ctx(tree) -> Context:
+    return Context.load(tree / "params.yaml", None, tree)
+
+
+@pytest.fixture(scope="module")
+def built(ctx) -> Context:
+    """The tree with aggregate, tables (fake ImageNet counts), figures and paper.tex written."""
+    agg.aggregate(ctx, echo=lambda s: None)
+    tables.write_tables(ctx, counts=FakeCounts(), echo=lambda s: None)
+    figures.write_figures(ctx, echo=lambda s: None)
+    paper_tex.write_paper(ctx, echo=lambda s: None)
+    return ctx
+
+
+def read_csv(ctx: Context, name: str) -> pd.DataFrame:
+    return pd.read_csv(ctx.results_dir / name, keep_default_na=False, na_values=[""])
+
+
+# ---------------------------------------------------------------------------------------------
+# aggregation
+
+
+def test_aggregate_counts_and_statistics(ctx):
+    result = agg.aggregate(ctx, echo=lambda s: None)
+    runs = read_csv(ctx, "runs.csv")
+    n_fixtures = sum(len(v) for v in FIXTURE_BEST.values())
+    assert len(runs) == result.finished == len(REAL_RUNS) + n_fixtures
+    assert sorted(runs.run_id) == sorted(runs.run_id.unique())
+    real = runs[runs.run_id.isin(REAL_RUNS)]
+    assert len(real) == len(REAL_RUNS) and real.synthetic.all()
+
+    summary = read_csv(ctx, "summary.csv").set_index("config_id")
+    assert len(summary) == len({r.config_id for r in ctx.runs().values()})  # every declared config, run or not
+    dla, base = FIXTURE_BEST["cifar100-dla_l-d11"], FIXTURE_BEST["cifar100-none-d11"]
+    row = summary.loc["cifar100-dla_l-d11"]
+    assert row.n_seeds == 5 and row.n_expected == 5 and row.seeds == "0;1;2;3;4"
+    assert row.best_top1_mean == pytest.approx(np.mean(dla))
+    assert row.best_top1_std == pytest.approx(np.std(dla, ddof=1))
+    assert (row.best_top1_min, row.best_top1_max) == (min(dla), max(dla))
+    assert row.final_top1_mean == pytest.approx(np.mean(dla) - 1)
+    assert row.p_welch == pytest.approx(stats.ttest_ind(dla, base, equal_var=False).pvalue, rel=1e-9)
+    assert row.baseline == "cifar100-none-d11" and row.baseline_n == 5
+    assert row.delta_vs_baseline == pytest.approx(np.mean(dla) - np.mean(base))
+    assert row.paper_table == 1 and row.published_mean == 72.26 and row.published_std == 0.29
+    assert row.diff_vs_published == pytest.approx(np.mean(dla) - 72.26)
+    assert np.isnan(summary.loc["cifar100-none-d11"].p_welch)               # the baseline itself
+    lone = summary.loc["cifar100-dla_b-d20"]                                 # one real seed: no std, no p
+    assert lone.n_seeds == 1 and np.isnan(lone.best_top1_std) and np.isnan(lone.p_welch)
+    assert summary.loc["cifar10-se-d29"].n_seeds == 0                       # declared, not run
+    # Table 4's DSU row and Table 5's sigmoid row are the default DLA-L-110: one config, joined once
+    assert summary.loc["cifar100-dla_l-d29"].experiments == "figure4;table1;table4;table5"
+
+
+def test_problem_folders_are_listed_printed_and_left_out(ctx):
+    lines: list[str] = []
+    agg.aggregate(ctx, echo=lines.append)
+    problems = read_csv(ctx, "problems.csv")
+    assert dict(zip(problems.run_id, problems.status)) == BROKEN
+    details = dict(zip(problems.run_id, problems.detail))
+    assert "not valid JSON" in details["cifar10-eca-d11-s0"]
+    assert "best_top1" in details["cifar10-dia-d11-s0"]
+    assert "another run" in details["cifar10-mrla_l-d11-s0"]
+    runs = read_csv(ctx, "runs.csv")
+    assert not set(BROKEN) & set(runs.run_id)
+    summary = read_csv(ctx, "summary.csv").set_index("config_id")
+    assert summary.loc["cifar10-none-d11"].n_seeds == 2          # the seed-9 folder is not averaged in
+    assert summary.loc["cifar10-eca-d11"].n_seeds == 0
+    printed = "\n".join(lines)
+    for run_id in BROKEN:
+        assert run_id in printed
+
+
+def test_headline_json_and_figure4_csv(ctx):
+    agg.aggregate(ctx, echo=lambda s: None)
+    head = json.loads((ctx.results_dir / "headline.json").read_text())
+    assert all(isinstance(v, (int, float)) for v in head.values())        # flat: DVC metrics
+    assert head["table1/cifar100/dla_l-20/best_top1_mean"] == pytest.approx(np.mean(FIXTURE_BEST["cifar100-dla_l-d11"]))
+    assert head["runs_problems"] == len(BROKEN)
+    assert not any("cifar10/se-" in k for k in head)                       # not run: no number invented
+    fig4 = read_csv(ctx, "figure4.csv")
+    assert list(fig4.columns[:6]) == ["dataset", "method", "arch", "depth", "trained_depth", "n"]
+    assert {"mean", "std"} <= set(fig4.columns)
+    dla = fig4[(fig4.dataset == "cifar100") & (fig4.method == "DLA-L")].iloc[0]
+    assert (dla.depth, dla.trained_depth, dla.n) == (20, 11, 5)
+
+
+def test_welch_needs_two_seeds_each():
+    assert np.isnan(agg.welch_p([1.0], [1.0, 2.0]))
+    assert agg.welch_p([1.0, 2.0, 3.0], [2.0, 4.0]) == pytest.approx(
+        stats.ttest_ind([1.0, 2.0, 3.0], [2.0, 4.0], equal_var=False).pvalue)
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+
+
+def body_rows(tex: str) -> list[list[str]]:
+    """The data rows of the (first) tabular: cells split on ' & ', rules skipped."""
+    body = tex.split("\\midrule\n", 1)[1].split("\\bottomrule", 1)[0]
+    rows = []
+    for line in body.splitlines():
+        if not line.strip() or line.startswith(("\\midrule", "\\cmidrule")):
+            continue
+        rows.append([c.strip() for c in re.split(r"(?<!\\)&", line.rstrip("\\"))])
+    return rows
+
+
+def caption(tex: str) -> str:
+    return re.search(r"\\caption\{(.*)\}\n\\label", tex, re.S).group(1)
+
+
+def test_table1_follows_the_paper(built):
+    tex = (built.reports_dir / "tables" / "table1.tex").read_text()
+    rows = body_rows(tex)
+    published = paper.load_table(1)
+    labels = [tex_escape(x) for x in published[published.dataset == "cifar10"].sort_values("row").label]
+    assert [r[1] for r in rows] == labels                     # same rows, same order
+    assert [r[0] for r in rows if r[0]] == [r"\multirow[c]{8}{*}{20}", r"\multirow[c]{6}{*}{56}",
+                                            r"\multirow[c]{6}{*}{110}"]
+    assert tex.count("\\midrule") == 3                         # header rule + two rules between depth blocks
+    by_label = {r[1]: r for r in rows[:8]}
+    se = by_label["SE"]                                         # not run: published value, explicit mark
+    assert se[3] == r"\textit{not run}" and se[5] == r"91.29 $\pm$ 0.24" and se[9] == r"68.93 $\pm$ 0.35"
+    dla = by_label["DLA-L (ours)"]
+    mean, std = np.mean(FIXTURE_BEST["cifar100-dla_l-d11"]), np.std(FIXTURE_BEST["cifar100-dla_l-d11"], ddof=1)
+    assert dla[7].startswith(rf"\textbf{{{mean:.2f} $\pm$ {std:.2f}$^{{*}}$")  # best of the block, p < 0.05
+    assert by_label["MRLA-L"][7].endswith("{\\scriptsize(n=3)}")  # another number of seeds is marked
+    assert all(cell for row in rows for cell in row[1:])       # never an empty cell
+    cap = caption(tex)
+    assert "over 5 seeds" in cap
+    assert "Synthetic data --- pipeline check, not a reproduction" in cap
+    assert "rows 20/56/110 trained at depths 11/20/29" in cap
+    assert "smoke\\_test" in cap and "best test top-1 over epochs" in cap and "Final" in cap
+
+
+def test_every_table_is_complete_and_escaped(built):
+    folder = built.reports_dir / "tables"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(tables.TABLE_FILES)
+    for name in tables.TABLE_FILES:
+        tex = (folder / name).read_text()
+        code = "\n".join(line for line in tex.splitlines() if not line.startswith("%"))
+        assert "smoke_test" not in code, name                  # underscores escaped outside comments
+        assert re.search(r"(?<![\\$])_(?!\{)", code.replace("$_{", "")) is None, name
+        if name != "params.tex":
+            assert tex.count("\\begin{tabular}") == 1 and "\\toprule" in tex and "\\bottomrule" in tex
+            for row in body_rows(tex):
+                assert all(row[tex.split("\\begin{tabular}{")[1].count("l") - 1:]), (name, row)
+    t2 = (folder / "table2.tex").read_text()
+    assert "Paper (quoted)" in t2 and "quotes from each method's original paper" in t2
+    rows = {r[1]: r for r in body_rows(t2)[:11]}
+    assert rows["CBAM"][2] == r"\textit{n/b}" and rows["CBAM"][4] == r"\textit{not run}"
+    assert rows["ResNet-50"][2] == "25.6" and rows["ResNet-50"][3] == "4.09"   # our count (fake here)
+    assert rows["DIANet"][7] == "--"                                           # the paper prints '-'
+    t3 = (folder / "table3.tex").read_text()
+    assert "quoted from the paper" in t3 and "mask AP" in t3
+    assert [r[-1] for r in body_rows(t3)] == [r"\textit{not run}"] * 30
+    t4 = body_rows((folder / "table4.tex").read_text())
+    assert [r[0] for r in t4] == ["Original RNN", "LSTM", "DIA", "DSU"]
+    t5 = body_rows((folder / "table5.tex").read_text())
+    assert [r[1] for r in t5] == ["Identity mapping", "Tanh", "ReLU", "Sigmoid"] * 2
+    t6 = body_rows((folder / "table6.tex").read_text())
+    assert [r[1] for r in t6] == ["ResNet-56", "LII (LSTM)", "LII (DIA)", "LII (DSU)",
+                                  "ResNet-110", "LII (LSTM)", "LII (DIA)", "LII (DSU)"]
+    params = (folder / "params.tex").read_text()
+    assert "100\\% of the\\_official code" in params and "known (a)" in params
+
+
+def test_tables_need_the_aggregate(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(GRID))
+    with pytest.raises(ReportError, match="report aggregate"):
+        tables.write_tables(Context.load(tmp_path / "params.yaml", None, tmp_path), counts=FakeCounts())
+
+
+def test_meta_device_counts_equal_modelinfo():
+    from dlarepro.modelinfo import model_info
+
+    info = model_info("dla_l", 20, "cifar100")
+    assert tables.meta_counts("dla_l", 20, "cifar100") == (info.params, info.macs)
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
+
+
+def test_figures_exist_and_are_byte_identical_when_regenerated(built):
+    folder = built.reports_dir / "figures"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(figures.FIGURE_FILES)
+    first = {p.name: p.read_bytes() for p in folder.iterdir()}
+    shutil.rmtree(folder)
+    figures.write_figures(built, echo=lambda s: None)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == first
+    for name, blob in first.items():
+        assert blob[:4] in (b"%PDF", b"\x89PNG"), name
+        assert b"CreationDate" not in blob and b"Software" not in blob and b"Matplotlib" not in blob, name
+
+
+def test_figures_say_not_run_without_data(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(GRID))
+    empty = Context.load(tmp_path / "params.yaml", None, tmp_path)
+    agg.aggregate(empty, echo=lambda s: None)
+    written = figures.write_figures(empty, echo=lambda s: None)
+    assert len(written) == len(figures.FIGURE_FILES)
+
+
+def test_figure2_averages_the_seeds_attention(built):
+    runs, _ = agg.read_outputs(built)
+    matrix, n = figures.attention_means(built, runs, "cifar100-dla_b-d20")
+    assert n == 1 and matrix.shape == (2, 2) and np.isnan(matrix[0, 1])
+    assert np.nansum(matrix, axis=1) == pytest.approx([1.0, 1.0])   # softmax rows
+    assert figures.attention_means(built, runs, "cifar100-mrla_b-d20") == (None, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole command: idempotent
+
+
+def snapshot(ctx: Context) -> dict[str, int]:
+    """mtime of every report output (the run folders excluded)."""
+    files = [p for p in ctx.results_dir.glob("*") if p.is_file()] + [p for p in ctx.reports_dir.rglob("*")
+                                                                      if p.is_file()]
+    return {str(p): p.stat().st_mtime_ns for p in files}
+
+
+def test_report_all_twice_rewrites_nothing(built, capsys, monkeypatch):
+    monkeypatch.setattr(tables, "DEFAULT_COUNTS", FakeCounts())
+    args = ["report", "all", "--grid", str(built.root / "params.yaml"), "--root", str(built.root)]
+    assert report_main(args) == 0
+    before = snapshot(built)
+    assert any(p.endswith("paper.tex") for p in before) and any(p.endswith("summary.csv") for p in before)
+    assert report_main(args) == 0
+    assert snapshot(built) == before
+    out = capsys.readouterr().out
+    assert "0 of 7 written" in out and "0 of 6 written" in out and "paper.tex unchanged" in out
+
+
+def test_paper_tex_includes_every_table_and_figure(built):
+    tex = (built.reports_dir / "paper.tex").read_text()
+    for name in tables.TABLE_FILES:
+        assert f"\\input{{tables/{name[:-4]}}}" in tex
+    for stem in ("figure4", "figure2", "cost"):
+        assert f"\\includegraphics[width=\\linewidth]{{figures/{stem}.pdf}}" in tex
+    assert "smoke\\_test" in tex and "not a reproduction" in tex
+    assert "cifar10-eca-d11-s0" in tex.replace("\\_", "_")       # problems are shown to the reader
+
+
+def test_cli_help_and_errors(tmp_path, capsys):
+    for action in ([], ["aggregate"], ["tables"], ["figures"], ["paper"], ["all"]):
+        with pytest.raises(SystemExit) as exit_:
+            report_main(["report", *action, "--help"])
+        assert exit_.value.code == 0
+    assert "--profile" in capsys.readouterr().out
+    assert report_main(["report", "aggregate", "--grid", str(tmp_path / "nope.yaml")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(GRID))
+    assert report_main(["report", "tables", "--grid", str(tmp_path / "params.yaml"), "--root", str(tmp_path)]) == 1
+    assert "report aggregate" in capsys.readouterr().err
+    assert report_main(["report", "aggregate", "--grid", str(tmp_path / "params.yaml"), "--profile", "nope"]) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# pdflatex (needs scripts/install-latex.sh; never skipped)
+
+
+@pytest.mark.slow
+def test_paper_compiles_with_pdflatex_without_errors(built):
+    if shutil.which("pdflatex") is None or shutil.which("pdftoppm") is None:
+        pytest.fail("pdflatex/pdftoppm not found: run scripts/install-latex.sh (as root) to install TeX Live")
+    lines: list[str] = []
+    tables.write_tables(built, counts=tables.ModelCounts(), echo=lines.append)   # the real counts
+    pdf = paper_tex.compile_paper(built, echo=lines.append)
+    assert pdf.read_bytes()[:4] == b"%PDF"
+    assert not [l for l in lines if "Overfull" in l], lines                 # nothing wider than the page
+    stamp = pdf.stat().st_mtime_ns
+    paper_tex.compile_paper(built, echo=lambda s: None)                       # same sources, same bytes
+    assert pdf.stat().st_mtime_ns == stamp
+    bad = built.reports_dir / "paper.tex"
+    good = bad.read_text()
+    try:
+        bad.write_text(good.replace("\\end{document}", "\\undefinedcommand\n\\end{document}"))
+        with pytest.raises(ReportError, match="Undefined control sequence"):
+            paper_tex.compile_paper(built, echo=lambda s: None)
+    finally:
+        bad.write_text(good)
