@@ -203,6 +203,16 @@ def test_failed_job_shows_its_error_and_log(tmp_path):
     assert f"job logs: {record['stderr']}" in text and Path(record["stderr"]).exists()
 
 
+def test_missing_data_is_reported_before_submission(tmp_path):
+    workdir = make_workdir(tmp_path / "wf", tiny_grid())
+    done = subprocess.run(["dla-repro", "submit", "cifar10-none-d11-s0", "--executor", "slurm"], cwd=workdir,
+                          capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 2
+    assert "data/smoke/cifar-10-batches-py/batches.meta does not exist" in done.stderr
+    assert "dla-repro grid prepare-data --profile smoke" in done.stderr
+    assert not (workdir / "results").exists()
+
+
 def test_bad_grid_fails_before_any_submission(tmp_path):
     grid = tiny_grid()
     grid["experiments"]["table1"][0]["depths"] = [21]

@@ -38,17 +38,19 @@ def say(run_id: str, message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {run_id}: {message}", file=sys.stderr, flush=True)
 
 
-def check_data(config: Mapping[str, Any]) -> None:
-    """Fail before submission when the run's dataset is missing (the message says how to get it)."""
-    from . import data
+def check_data(config: Mapping[str, Any], profile: str) -> None:
+    """Fail before submission when the run's dataset is missing (the message says how to get it).
 
-    try:
-        if config["dataset"] == "imagenet":
-            data.imagenet_datasets(config["data_root"])
-        else:
-            data.cifar_classes(config["data_root"], config["dataset"])
-    except data.DatasetError as err:
-        raise SubmitError(str(err)) from None
+    Only the dataset's index file is checked here, without importing torch (one submission per
+    run); the job itself validates every file when it loads them.
+    """
+    marker = Path(config["data_root"]) / gridlib.DATASET_MARKERS[config["dataset"]]
+    if not marker.exists():
+        raise SubmitError(
+            f"{config['dataset']} data not found: {marker} does not exist. Prepare it with "
+            f"`dla-repro grid prepare-data --profile {profile}` (generates synthetic data or downloads real "
+            f"CIFAR), or place the dataset in {config['data_root']} as torchvision's download leaves it."
+        )
 
 
 def make_executor(kind: str, folder: Path, run_id: str, slurm: Mapping[str, Any] | None, threads: int | None):
@@ -128,7 +130,7 @@ def submit_run(grid: Mapping[str, Any], run_id: str, profile: str | None = None,
     if metrics.exists():
         say(run_id, "already finished")
         return 0
-    check_data(config)
+    check_data(config, gridlib.profile_of(grid, profile)[0])
     run_dir.mkdir(parents=True, exist_ok=True)
     record_path, folder = run_dir / "job.json", run_dir / "submitit"
 

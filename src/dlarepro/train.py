@@ -412,14 +412,12 @@ class Run:
 
         c, history = self.config, state["history"]
         best = max(history, key=lambda r: r["test_top1"])
-        macs_model = build_model(c["arch"], c["depth"], c["dataset"],
-                                 num_classes=model.fc.out_features, **model_knobs(c))
         return {
             "run": {k: c[k] for k in ("dataset", "arch", "depth", "seed", "recipe", "cell", "sigma", "reduction")},
             "final_top1": history[-1]["test_top1"], "final_top5": history[-1]["test_top5"],
             "final_test_loss": history[-1]["test_loss"],
             "best_top1": best["test_top1"], "best_epoch": best["epoch"], "epochs": len(history),
-            "params": count_params(model), "macs": count_macs(macs_model, c["dataset"]),
+            "params": count_params(model), "macs": count_macs(model.cpu(), c["dataset"]),
             "step_seconds": statistics.median(r["step_seconds"] for r in history),
             "wall_seconds": state["elapsed"], "attempts": state["attempts"],
             "device": str(self.device), "threads": torch.get_num_threads(),
