@@ -59,6 +59,7 @@ def main(argv=None) -> int:
             rows.append([f"{arch}-{depth}", f"{t * 1000:.0f}", f"{t / t_base:.2f}",
                          "-" if rss is None else f"{rss / 2**20:.0f}", f"{saved_bytes(setup) / 2**20:.0f}",
                          f"{macs / base_macs:.2f}"])
+            print("  " + "  ".join(rows[-1]), file=sys.stderr, flush=True)  # partial results as they come
     for (a, b, depth) in PAIRS:
         if (a, depth) in results and (b, depth) in results:
             print(f"{b}-{depth} vs {a}-{depth} ...", file=sys.stderr, flush=True)
