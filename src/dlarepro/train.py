@@ -357,14 +357,17 @@ class Run:
         io.write_text(self.folder / "history.csv", "\n".join(lines) + "\n")
 
     # -- evaluation -------------------------------------------------------------------------
+    def _test_batches(self, test_set) -> list[list[int]]:
+        """The test set in order, in batches of ``test_batch_size``."""
+        size = self.config["test_batch_size"]
+        return [list(range(i, min(i + size, len(test_set)))) for i in range(0, len(test_set), size)]
+
     @torch.no_grad()
     def evaluate(self, model, test_set, fmt) -> tuple[float, float, float]:
         c = self.config
         model.eval()
-        batches = [list(range(i, min(i + c["test_batch_size"], len(test_set))))
-                   for i in range(0, len(test_set), c["test_batch_size"])]
         loss = top1 = top5 = seen = 0
-        for x, y in loader(test_set, batches, c, 0):
+        for x, y in loader(test_set, self._test_batches(test_set), c, 0):
             x = x.to(self.device).contiguous(memory_format=fmt)
             y = y.to(self.device)
             out = model(x)
@@ -385,9 +388,7 @@ class Run:
         try:
             model.eval()
             c = self.config
-            batches = [list(range(i, min(i + c["test_batch_size"], len(test_set))))
-                       for i in range(0, len(test_set), c["test_batch_size"])]
-            for x, _ in loader(test_set, batches, c, 0):
+            for x, _ in loader(test_set, self._test_batches(test_set), c, 0):
                 stage.captured.clear()
                 model(x.to(self.device).contiguous(memory_format=fmt))
                 per_block = [s.sum(0).double().cpu() for s in stage.captured]  # [heads, t]
