@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .cifar import CIFAR_DATASETS, DatasetError
-from .synthetic import write_synthetic_cifar, write_synthetic_imagefolder
-
+# Names only: the parser is built for every `dla-repro` command (one per Snakemake job), and the
+# data modules import torch, so they are imported by the actions that need them.
+CIFAR_DATASETS = ("cifar10", "cifar100")
 ALL_DATASETS = (*CIFAR_DATASETS, "imagenet")
 ROOT_HELP = ("for CIFAR the folder that holds cifar-10-batches-py/ or cifar-100-python/ (torchvision's "
              "root); for ImageNet the folder that holds train/ and val/")
@@ -26,6 +26,8 @@ def _fail(action: str, message: str) -> int:
 
 
 def cmd_synthetic(args: argparse.Namespace) -> int:
+    from .synthetic import write_synthetic_cifar, write_synthetic_imagefolder
+
     try:
         if args.dataset == "imagenet":
             kwargs = {"seed": args.seed}
@@ -44,7 +46,7 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from .cifar import download_cifar
+    from .cifar import DatasetError, download_cifar
 
     try:
         where = download_cifar(args.root, args.dataset)
@@ -57,7 +59,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 def _cifar_summary(root: str, dataset: str) -> dict[str, Any]:
     import numpy as np
 
-    from .cifar import cifar_classes, dataset_dir, load_cifar, official_checksums_match, synthetic_info
+    from .cifar import DatasetError, cifar_classes, dataset_dir, load_cifar, official_checksums_match, synthetic_info
 
     classes = cifar_classes(root, dataset)
     splits = {}
@@ -99,6 +101,8 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from .cifar import DatasetError
+
     try:
         summary = _imagenet_summary(args.root) if args.dataset == "imagenet" else _cifar_summary(args.root,
                                                                                                  args.dataset)
