@@ -55,8 +55,25 @@ GRID = {
                      "capture_attention": True}],
         "figure4": [{"datasets": ["cifar10", "cifar100"], "depths": [20, 56, 110],
                      "archs": ["none", "dia", "mrla_l", "dla_l"]}],
+        "table2": [{"datasets": ["imagenet"], "depths": [50], "archs": ["none", "dla_l"], "n_seeds": 1}],
+        "table3": [{"datasets": ["coco"], "detectors": ["faster_rcnn", "mask_rcnn"], "depths": [50],
+                    "archs": ["dla_l"], "n_seeds": 1}],
     },
 }
+# TEST FIXTURES for Tables 2 and 3: an ImageNet run and a Mask R-CNN run with made-up numbers; the
+# Faster R-CNN run has a metrics.json without box AP (corrupt), the ResNet-50 ImageNet run none.
+IMAGENET_FIXTURE = ("imagenet-dla_l-d50-s0", 71.25)
+COCO_FIXTURE = ("coco-mask_rcnn-dla_l-d50-s0", {"bbox_ap": 12.5, "bbox_ap50": 30.0, "bbox_ap75": 8.25,
+                                                "segm_ap": 10.75})
+COCO_CORRUPT = "coco-faster_rcnn-dla_l-d50-s0"
+
+
+def coco_fixture_metrics(run: gridlib.Run, values: dict) -> dict:
+    """A detection metrics.json with made-up numbers (a test fixture)."""
+    metrics = {f"{kind}_{m}": 1.0 for kind in ("bbox", "segm") for m in ("ap", "ap50", "ap75", "aps", "apm", "apl")}
+    metrics.update(values)
+    return {"run": {"dataset": "coco", "detector": run.detector, "arch": run.arch, "depth": run.depth,
+                    "seed": run.seed}, "params": 46_900_000, "wall_seconds": 2.0, "synthetic": True, **metrics}
 
 # TEST FIXTURES (hand-written metrics.json): best top-1 per seed 0..4, chosen so that the Welch test
 # has a definite answer; final top-1 is best - 1.
@@ -73,6 +90,7 @@ BROKEN = {
     "cifar10-mrla_l-d11-s0": "corrupt",      # describes another run
     "cifar10-none-d11-s9": "not_in_grid",    # seed 9 is not declared
 }
+PROBLEMS = {**BROKEN, COCO_CORRUPT: "corrupt"}  # what problems.csv must list
 
 
 def fixture_metrics(run: gridlib.Run, best: float) -> dict:
@@ -124,6 +142,16 @@ def tree(tmp_path_factory) -> Path:
             folder = runs_dir / run.run_id
             folder.mkdir(parents=True)
             (folder / "metrics.json").write_text(json.dumps(fixture_metrics(run, best)))
+    (runs_dir / IMAGENET_FIXTURE[0]).mkdir(parents=True)
+    (runs_dir / IMAGENET_FIXTURE[0] / "metrics.json").write_text(
+        json.dumps(fixture_metrics(runs[IMAGENET_FIXTURE[0]], IMAGENET_FIXTURE[1])))
+    (runs_dir / COCO_FIXTURE[0]).mkdir(parents=True)
+    (runs_dir / COCO_FIXTURE[0] / "metrics.json").write_text(
+        json.dumps(coco_fixture_metrics(runs[COCO_FIXTURE[0]], COCO_FIXTURE[1])))
+    broken = coco_fixture_metrics(runs[COCO_CORRUPT], {})
+    del broken["bbox_ap"]
+    (runs_dir / COCO_CORRUPT).mkdir(parents=True)
+    (runs_dir / COCO_CORRUPT / "metrics.json").write_text(json.dumps(broken))
     for run_id, status in BROKEN.items():
         folder = runs_dir / run_id
         folder.mkdir(parents=True)
@@ -170,7 +198,7 @@ def read_csv(ctx: Context, name: str) -> pd.DataFrame:
 def test_aggregate_counts_and_statistics(ctx):
     result = agg.aggregate(ctx, echo=lambda s: None)
     runs = read_csv(ctx, "runs.csv")
-    n_fixtures = sum(len(v) for v in FIXTURE_BEST.values())
+    n_fixtures = sum(len(v) for v in FIXTURE_BEST.values()) + 2  # + the ImageNet and COCO fixtures
     assert len(runs) == result.finished == len(REAL_RUNS) + n_fixtures
     assert sorted(runs.run_id) == sorted(runs.run_id.unique())
     real = runs[runs.run_id.isin(REAL_RUNS)]
@@ -202,18 +230,19 @@ def test_problem_folders_are_listed_printed_and_left_out(ctx):
     lines: list[str] = []
     agg.aggregate(ctx, echo=lines.append)
     problems = read_csv(ctx, "problems.csv")
-    assert dict(zip(problems.run_id, problems.status)) == BROKEN
+    assert dict(zip(problems.run_id, problems.status)) == PROBLEMS
     details = dict(zip(problems.run_id, problems.detail))
+    assert "bbox_ap" in details[COCO_CORRUPT]
     assert "not valid JSON" in details["cifar10-eca-d11-s0"]
     assert "best_top1" in details["cifar10-dia-d11-s0"]
     assert "another run" in details["cifar10-mrla_l-d11-s0"]
     runs = read_csv(ctx, "runs.csv")
-    assert not set(BROKEN) & set(runs.run_id)
+    assert not set(PROBLEMS) & set(runs.run_id)
     summary = read_csv(ctx, "summary.csv").set_index("config_id")
     assert summary.loc["cifar10-none-d11"].n_seeds == 2          # the seed-9 folder is not averaged in
     assert summary.loc["cifar10-eca-d11"].n_seeds == 0
     printed = "\n".join(lines)
-    for run_id in BROKEN:
+    for run_id in PROBLEMS:
         assert run_id in printed
 
 
@@ -222,7 +251,7 @@ def test_headline_json_and_figure4_csv(ctx):
     head = json.loads((ctx.results_dir / "headline.json").read_text())
     assert all(isinstance(v, (int, float)) for v in head.values())        # flat: DVC metrics
     assert head["table1/cifar100/dla_l-20/best_top1_mean"] == pytest.approx(np.mean(FIXTURE_BEST["cifar100-dla_l-d11"]))
-    assert head["runs_problems"] == len(BROKEN)
+    assert head["runs_problems"] == len(PROBLEMS)
     assert not any("cifar10/se-" in k for k in head)                       # not run: no number invented
     fig4 = read_csv(ctx, "figure4.csv")
     assert list(fig4.columns[:6]) == ["dataset", "method", "arch", "depth", "trained_depth", "n"]
@@ -298,9 +327,21 @@ def test_every_table_is_complete_and_escaped(built):
     assert rows["CBAM"][2] == r"\textit{n/b}" and rows["CBAM"][4] == r"\textit{not run}"
     assert rows["ResNet-50"][2] == "25.6" and rows["ResNet-50"][3] == "4.09"   # our count (fake here)
     assert rows["DIANet"][7] == "--"                                           # the paper prints '-'
+    dla50 = rows["DLA-L (ours)"]
+    assert dla50[4] == "71.2" and dla50[5] == "91.2"                          # fixture: best, final top-5
+    assert rows["ResNet-50"][4] == r"\textit{not run}"
     t3 = (folder / "table3.tex").read_text()
-    assert "quoted from the paper" in t3 and "mask AP" in t3
-    assert [r[-1] for r in body_rows(t3)] == [r"\textit{not run}"] * 30
+    assert "Paper (quoted)" in t3 and "mask AP" in t3 and "Synthetic data" in t3
+    t3_rows = body_rows(t3)
+    ours = [r[-11:-7] for r in t3_rows]  # AP^b, AP^b_50, AP^b_75, AP^m
+    assert len(t3_rows) == 30
+    faster50, _, mask50, mask101 = [o for r, o in zip(t3_rows, ours) if r[-13] == "DLA-L (ours)"]
+    assert mask50 == ["12.5", "30.0", "8.2", "10.8"]
+    assert mask101 == [r"\textit{not run}"] * 4
+    assert faster50 == [r"\textit{not run}"] * 3 + ["--"]                     # corrupt run: not averaged
+    built_faster = sum(1 for r in paper.load_table(3).itertuples() if r.detector == "faster_rcnn" and r.arch)
+    assert sum(o == [r"\textit{not run}"] * 3 + ["--"] for o in ours) == built_faster == 10
+    assert sum(o == [r"\textit{n/b}"] * 3 + ["--"] for o in ours) == 3         # RLAg, BA, RLAg
     t4 = body_rows((folder / "table4.tex").read_text())
     assert [r[0] for r in t4] == ["Original RNN", "LSTM", "DIA", "DSU"]
     t5 = body_rows((folder / "table5.tex").read_text())

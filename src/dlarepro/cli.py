@@ -106,7 +106,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     import yaml
 
     from . import grid
-    from .submit import prepare_data
+    from .prepare import DataNotAvailable, prepare_data
 
     g = _grid(args)
     try:
@@ -118,8 +118,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
         elif args.action == "config":
             print(yaml.safe_dump(grid.run_config(g, args.run_id, args.profile), sort_keys=True), end="")
         elif args.action == "prepare-data":
-            print(prepare_data(g, args.profile))
-    except grid.GridError as err:
+            print(prepare_data(g, args.profile, datasets=args.datasets or None))
+    except (grid.GridError, DataNotAvailable) as err:
         raise CliError(str(err)) from None
     return 0
 
@@ -196,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
             action.add_argument("run_id")
         if name == "list":
             action.add_argument("--long", action="store_true", help="also show the experiments of each run")
+        if name == "prepare-data":
+            action.add_argument("--datasets", nargs="+", metavar="DATASET",
+                                help="only these datasets (default: every dataset the profile's runs use)")
         action.set_defaults(func=cmd_grid)
 
     submit = sub.add_parser(

@@ -3,7 +3,7 @@ import json
 import shlex
 
 from dlarepro import grid as gridlib
-from dlarepro.submit import executor_settings
+from dlarepro.submit import executor_settings, slurm_for_family
 
 validate(config, str(gridlib.schema_path()))
 
@@ -29,3 +29,17 @@ def run_outputs(experiment=None):
 
 def dataset_marker(dataset):
     return gridlib.dataset_marker(PROFILE, dataset)
+
+
+def train_inputs(wildcards):
+    """The run's dataset and, for a detector, the finished ImageNet run of its backbone."""
+    run = RUNS[wildcards.run_id]
+    inputs = {"data": dataset_marker(run.dataset)}
+    if run.backbone is not None:
+        inputs["backbone"] = f"{gridlib.run_dir(PROFILE, run.backbone.run_id)}/metrics.json"
+    return inputs
+
+
+def slurm_options(run):
+    """The profile's SLURM options for this run's family (ImageNet/COCO jobs take a whole node)."""
+    return slurm_for_family(EXECUTOR, run.family)

@@ -1,17 +1,59 @@
-# The profile's datasets: generated synthetic CIFAR (smoke) or downloaded real CIFAR (paper).
-# Outputs are files inside the dataset folders, so a prepared folder (e.g. by `dvc repro`, or
-# copied by hand on a cluster) is simply used.
+# The profile's datasets: generated in the real formats (synthetic profiles), downloaded (real
+# CIFAR) or checked (real ImageNet and COCO, placed by hand: the job fails with where to put them).
+# Outputs are files or folders inside the dataset folders, so a prepared folder (e.g. by
+# `dvc repro`, or copied by hand on a cluster) is simply used.
+
+DATASETS = sorted({run.dataset for run in RUNS.values()})
+CIFAR_DATASETS = [d for d in DATASETS if d in gridlib.CIFAR]
 
 
-rule prepare_data:
-    output:
-        [dataset_marker(d) for d in sorted({r.dataset for r in RUNS.values()}) if d != "imagenet"],
-    params:
-        grid=GRID_FILE,
-        profile=PROFILE,
-    log:
-        f"results/{PROFILE}/logs/prepare_data.log",
-    conda:
-        ENV_FILE
-    shell:
-        "dla-repro grid prepare-data --grid {params.grid} --profile {params.profile} > {log} 2>&1"
+if CIFAR_DATASETS:
+
+    rule prepare_data:
+        output:
+            [dataset_marker(d) for d in CIFAR_DATASETS],
+        params:
+            grid=GRID_FILE,
+            profile=PROFILE,
+            datasets=" ".join(CIFAR_DATASETS),
+        log:
+            f"results/{PROFILE}/logs/prepare_data.log",
+        conda:
+            ENV_FILE
+        shell:
+            "dla-repro grid prepare-data --grid {params.grid} --profile {params.profile}"
+            " --datasets {params.datasets} > {log} 2>&1"
+
+
+if "imagenet" in DATASETS:
+
+    rule prepare_imagenet:
+        output:
+            directory(dataset_marker("imagenet")),
+        params:
+            grid=GRID_FILE,
+            profile=PROFILE,
+        log:
+            f"results/{PROFILE}/logs/prepare_imagenet.log",
+        conda:
+            ENV_FILE
+        shell:
+            "dla-repro grid prepare-data --grid {params.grid} --profile {params.profile} --datasets imagenet"
+            " > {log} 2>&1"
+
+
+if "coco" in DATASETS:
+
+    rule prepare_coco:
+        output:
+            dataset_marker("coco"),
+        params:
+            grid=GRID_FILE,
+            profile=PROFILE,
+        log:
+            f"results/{PROFILE}/logs/prepare_coco.log",
+        conda:
+            ENV_FILE
+        shell:
+            "dla-repro grid prepare-data --grid {params.grid} --profile {params.profile} --datasets coco"
+            " > {log} 2>&1"

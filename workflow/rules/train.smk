@@ -2,6 +2,7 @@
 # or debug executor from the profile), records the job id in the run folder (a restarted workflow
 # re-attaches to a job still running) and waits. Only metrics.json is a declared output:
 # Snakemake deletes the outputs of failed jobs, and checkpoints must survive a failure.
+# A COCO run's backbone is initialised from its ImageNet run, an upstream node of the DAG.
 
 
 wildcard_constraints:
@@ -10,14 +11,14 @@ wildcard_constraints:
 
 rule train:
     input:
-        lambda wc: dataset_marker(RUNS[wc.run_id].dataset),
+        unpack(train_inputs),
     output:
         f"results/{PROFILE}/runs/{{run_id}}/metrics.json",
     params:
         grid=GRID_FILE,
         profile=PROFILE,
         executor=EXECUTOR["executor"],
-        slurm=shlex.quote(json.dumps(EXECUTOR["slurm"])),
+        slurm=lambda wc: shlex.quote(json.dumps(slurm_options(RUNS[wc.run_id]))),
         poll=EXECUTOR["poll_seconds"],
     resources:
         gpu_jobs=1,

@@ -32,6 +32,10 @@ RUN_COLUMNS = ("run_id", "config_id", "experiments", "dataset", "arch", "paper_d
                "best_top1", "best_epoch", "final_top1", "final_top5", "final_test_loss", "epochs", "params", "macs",
                "step_seconds", "wall_seconds", "attempts", "synthetic", "device", "threads", "torch_version",
                "git_commit", "attention_scores")
+#: COCO runs: box (and for Mask R-CNN mask) AP from pycocotools, in percent
+DETECTION_METRICS = tuple(f"{kind}_{m}" for kind in ("bbox", "segm") for m in ("ap", "ap50", "ap75", "aps", "apm", "apl"))
+DETECTION_REQUIRED = ("run", "bbox_ap", "params", "wall_seconds", "synthetic")
+RUN_COLUMNS += ("detector", *DETECTION_METRICS)
 PROBLEM_COLUMNS = ("run_id", "status", "detail", "path")
 FIGURE4_COLUMNS = ("dataset", "method", "arch", "depth", "trained_depth", "n", "mean", "std", "final_mean")
 FLOAT_FORMAT = "%.10g"
@@ -60,28 +64,50 @@ def knob_text(knobs) -> str:
     return ",".join(f"{k}={v}" for k, v in knobs)
 
 
+def _numbers_problem(metrics: dict[str, Any], required: tuple[str, ...], numbers: tuple[str, ...],
+                     percent: tuple[str, ...]) -> str | None:
+    missing = [k for k in required if k not in metrics]
+    if missing:
+        return f"metrics.json lacks {', '.join(missing)}"
+    for key in numbers:
+        value = metrics[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return f"metrics.json: {key} is {value!r}, not a finite number"
+    for key in percent:
+        if not 0 <= metrics[key] <= 100:
+            return f"metrics.json: {key} = {metrics[key]} is not a percentage"
+    return None
+
+
 def check_metrics(metrics: Any, run: gridlib.Run) -> str | None:
     """None if ``metrics`` is a usable record of ``run``, else why not."""
     if not isinstance(metrics, dict):
         return f"metrics.json holds a {type(metrics).__name__}, not an object"
-    missing = [k for k in REQUIRED if k not in metrics]
-    if missing:
-        return f"metrics.json lacks {', '.join(missing)}"
-    for key in (*PERCENT, "params", "macs", "step_seconds", "wall_seconds", "epochs", "best_epoch"):
-        value = metrics[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return f"metrics.json: {key} is {value!r}, not a finite number"
-    for key in PERCENT:
-        if not 0 <= metrics[key] <= 100:
-            return f"metrics.json: {key} = {metrics[key]} is not a percentage"
-    if metrics["params"] <= 0 or metrics["epochs"] < 1:
-        return "metrics.json: params and epochs must be positive"
+    if run.detector:
+        boxes = tuple(m for m in DETECTION_METRICS if m.startswith("bbox"))
+        masks = tuple(m for m in DETECTION_METRICS if m.startswith("segm")) if run.detector == "mask_rcnn" else ()
+        required = tuple(dict.fromkeys(DETECTION_REQUIRED + boxes + masks))
+        why = _numbers_problem(metrics, required, ("params", "wall_seconds") + boxes + masks,
+                               boxes + masks)
+        if why:
+            return why
+    else:
+        why = _numbers_problem(metrics, REQUIRED, (*PERCENT, "params", "macs", "step_seconds", "wall_seconds",
+                                                   "epochs", "best_epoch"), PERCENT)
+        if why:
+            return why
+        if metrics["epochs"] < 1:
+            return "metrics.json: epochs must be positive"
+    if metrics["params"] <= 0:
+        return "metrics.json: params must be positive"
     if not isinstance(metrics["synthetic"], bool):
         return f"metrics.json: synthetic is {metrics['synthetic']!r}, not true/false"
     ident = metrics["run"]
     if not isinstance(ident, dict):
         return "metrics.json: run is not an object"
     expected = {"dataset": run.dataset, "arch": run.arch, "depth": run.depth, "seed": run.seed}
+    if run.detector and "detector" in ident:
+        expected["detector"] = run.detector
     wrong = [f"{k}={ident.get(k)!r} (folder: {v!r})" for k, v in expected.items() if ident.get(k) != v]
     knobs = {**method_defaults(run.arch), **run.knob_dict}
     for key in gridlib.KNOB_KEYS:
@@ -153,7 +179,7 @@ def collect(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame, int]:
             "run_id": run_id, "config_id": run.config_id, "experiments": ";".join(sorted(run.experiments)),
             "dataset": run.dataset, "arch": run.arch, "paper_depth": run.paper_depth, "depth": run.depth,
             "knobs": knob_text(run.knobs), "seed": run.seed,
-            **{k: metrics.get(k) for k in RUN_COLUMNS[9:]},
+            **{k: metrics.get(k) for k in RUN_COLUMNS[9:]}, "detector": run.detector or "",
         })
     if ctx.runs_dir.is_dir():
         for folder in sorted(p for p in ctx.runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -202,7 +228,7 @@ def summarise(ctx: Context, runs: pd.DataFrame) -> pd.DataFrame:
         row: dict[str, Any] = {
             "config_id": cid, "experiments": ";".join(sorted(experiments[cid])), "dataset": run.dataset,
             "arch": run.arch, "method": METHODS.get(run.arch, run.arch), "paper_depth": run.paper_depth,
-            "depth": run.depth,
+            "depth": run.depth, "detector": run.detector or "",
             "knobs": knob_text(run.knobs), "n_expected": expected[cid], "n_seeds": n,
             "seeds": "" if g is None else ";".join(str(s) for s in sorted(g["seed"])),
         }
@@ -213,9 +239,12 @@ def summarise(ctx: Context, runs: pd.DataFrame) -> pd.DataFrame:
             row[f"{col}_min"] = v.min() if n else np.nan
             row[f"{col}_max"] = v.max() if n else np.nan
         row["final_top5_mean"] = values(cid, "final_top5").mean() if n else np.nan
-        row["params"] = int(np.median(values(cid, "params"))) if n else np.nan
-        row["macs"] = int(np.median(values(cid, "macs"))) if n else np.nan
-        row["step_seconds_median"] = float(np.median(values(cid, "step_seconds"))) if n else np.nan
+        for metric in DETECTION_METRICS:
+            v = values(cid, metric)
+            row[f"{metric}_mean"] = v.mean() if n and run.detector and np.isfinite(v).all() else np.nan
+        row["params"] = _median(values(cid, "params"), int) if n else np.nan
+        row["macs"] = _median(values(cid, "macs"), int) if n else np.nan
+        row["step_seconds_median"] = _median(values(cid, "step_seconds"), float) if n else np.nan
         row["n_synthetic"] = 0 if g is None else int(g["synthetic"].astype(bool).sum())
         pub = published.loc[cid] if cid in published.index else None
         row["paper_table"] = "" if pub is None else int(pub["table"])
@@ -235,6 +264,12 @@ def summarise(ctx: Context, runs: pd.DataFrame) -> pd.DataFrame:
         row["p_welch_final"] = welch_p(values(cid, "final_top1"), values(base, "final_top1")) if base else np.nan
         out.append(row)
     return pd.DataFrame(out)
+
+
+def _median(v: np.ndarray, kind):
+    """Median of a column, NaN when the runs do not record it (e.g. MACs of a detector)."""
+    v = v[np.isfinite(v)]
+    return kind(np.median(v)) if len(v) else np.nan
 
 
 def figure4_data(ctx: Context, summary: pd.DataFrame) -> pd.DataFrame:
@@ -306,12 +341,12 @@ def read_outputs(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame]:
                           f"{ctx.profile}` first")
     runs = pd.read_csv(paths[0], keep_default_na=False, na_values=[""],
                        dtype={"knobs": str, "experiments": str, "run_id": str, "config_id": str,
-                              "attention_scores": str, "git_commit": str})
+                              "attention_scores": str, "git_commit": str, "detector": str})
     summary = pd.read_csv(paths[1], keep_default_na=False, na_values=[""],
                           dtype={"knobs": str, "experiments": str, "seeds": str, "baseline": str,
-                                 "paper_label": str, "config_id": str})
+                                 "paper_label": str, "config_id": str, "detector": str})
     for df in (runs, summary):
-        for col in ("knobs", "experiments", "seeds", "baseline", "paper_label", "attention_scores"):
+        for col in ("knobs", "experiments", "seeds", "baseline", "paper_label", "attention_scores", "detector"):
             if col in df:
                 df[col] = df[col].fillna("")
     return runs, summary

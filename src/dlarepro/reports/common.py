@@ -86,12 +86,15 @@ class Context:
     def runs(self) -> dict[str, gridlib.Run]:
         return gridlib.expand(self.grid, self.profile)
 
-    def config_id(self, dataset: str, arch: str, paper_depth: int, knobs: Mapping[str, Any] | None = None) -> str:
+    def config_id(self, dataset: str, arch: str, paper_depth: int, knobs: Mapping[str, Any] | None = None,
+                  detector: str | None = None) -> str:
         """The config id the grid gives a paper row (default knob values dropped, as the grid does)."""
         defaults = method_defaults(arch)
         kept = tuple(sorted((k, v) for k, v in (knobs or {}).items() if v not in (None, "")
                             and defaults.get(k, object()) != v))
-        return gridlib.Run(dataset, arch, int(paper_depth), self.trained_depth(paper_depth), 0, kept).config_id
+        # the depth map stands for CIFAR depths only (as in the grid)
+        depth = self.trained_depth(paper_depth) if dataset in gridlib.CIFAR else int(paper_depth)
+        return gridlib.Run(dataset, arch, int(paper_depth), depth, 0, kept, detector=detector).config_id
 
     def depth_note(self, paper_depths) -> str:
         """'rows 20/56/110 trained at depths 11/20/29' when the profile trains other depths, else ''."""
