@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -71,18 +73,39 @@ def saved_bytes(setup: StepSetup) -> int:
     return sum(n for ptr, n in storages.items() if ptr not in params)
 
 
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def step_peak_rss() -> Callable[[Callable[[], None]], int]:
+    """A function that runs a step and returns its peak RSS above the RSS just before it (bytes).
+
+    ``ru_maxrss`` only ever grows: in a process whose start-up (imports, model building) once
+    held more memory than the step does, a step's peak never shows in it (the bench printed 0).
+    Linux resets the high-water mark (VmHWM) when "5" is written to /proc/self/clear_refs.
+    """
+
+    def measure(step: Callable[[], None]) -> int:
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_kib("VmRSS")
+        step()
+        return max(0, _status_kib("VmHWM") - before) * 1024
+
+    return measure
+
+
 def peak_rss_of_step(setup: StepSetup) -> int:
     """Peak RSS increase (bytes) of one training step, in a fresh interpreter."""
     code = (
-        "import json, resource, sys, torch\n"
-        "from dlarepro.bench import StepSetup\n"
+        "import json, sys, torch\n"
+        "from dlarepro.bench import StepSetup, step_peak_rss\n"
         "torch.set_num_threads(2)\n"
         "s = StepSetup(**json.loads(sys.argv[1]))\n"
         "model, step = s.build()\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "step()\n"
-        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print(json.dumps((after - before) * 1024))\n"
+        "print(json.dumps(step_peak_rss()(step)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code, json.dumps(setup.__dict__)],
                          check=True, capture_output=True, text=True)
