@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dlarepro import grid as gridlib
 from dlarepro.train import train
 
 pytestmark = pytest.mark.slow
@@ -232,3 +233,20 @@ def test_lint_and_paper_dry_run():
     assert dry.returncode == 0, dry.stderr
     counts = dict(line.split()[:2] for line in dry.stdout.splitlines() if line.split()[:1] == ["train"])
     assert int(counts["train"]) >= 265
+    # every ImageNet and COCO job is planned, each detector after the ImageNet run of its backbone
+    jobs = {}
+    for block in dry.stdout.split("rule ")[1:]:
+        fields = dict(line.strip().split(": ", 1) for line in block.splitlines()[1:] if ": " in line)
+        if block.startswith("train:"):
+            jobs[fields["wildcards"].split("=", 1)[1]] = fields["input"].split(", ")
+    runs = gridlib.expand(gridlib.load(REPO / "params.yaml"), "paper")
+    planned = {r for r in runs if r.startswith(("imagenet-", "coco-"))}
+    assert len(planned) == 30 and planned <= set(jobs)
+    for run_id in planned:
+        run = runs[run_id]
+        if run.detector:
+            assert jobs[run_id] == ["data/paper/coco/annotations/instances_train2017.json",
+                                    f"results/paper/runs/{run.backbone.run_id}/metrics.json"], run_id
+        else:
+            assert jobs[run_id] == ["data/paper/imagenet/train"], run_id
+    assert "rule prepare_imagenet:" in dry.stdout and "rule prepare_coco:" in dry.stdout
