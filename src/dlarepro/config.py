@@ -72,6 +72,8 @@ RUN_KEYS: dict[str, Key] = {
     "capture_attention": Key(lambda v: isinstance(v, bool), "true or false", False),
     "max_batches_per_epoch": Key(lambda v: _int(v) and v >= 1, "null or an integer >= 1", nullable=True),
     "log_every": Key(lambda v: _int(v) and v >= 0, "an integer >= 0 (batches; 0: once per epoch)", 0),
+    "crop_size": Key(lambda v: _int(v) and v >= 16, "an integer >= 16 (ImageNet train crop; the test image is "
+                     "resized to crop * 256/224, then centre-cropped)", 224),
 }
 
 ALL_KEYS = {**RECIPE_KEYS, **RUN_KEYS}

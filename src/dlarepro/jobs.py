@@ -7,6 +7,7 @@ submitting process and unpickles it on the node, where ``__call__`` imports torc
 from __future__ import annotations
 
 import signal
+import time
 from typing import Any
 
 import submitit
@@ -21,6 +22,8 @@ class TrainJob(submitit.helpers.Checkpointable):
     job starts this same callable, which resumes where the checkpoint left off.
     """
 
+    REQUEUE_GRACE_S = 180
+
     def __init__(self, config: dict[str, Any]):
         self.config = config
 
@@ -32,7 +35,11 @@ class TrainJob(submitit.helpers.Checkpointable):
         except Interrupted as stop:
             handler = signal.getsignal(stop.signum)  # submitit's, restored by train()
             if stop.signum == signal.SIGUSR2 and callable(handler):
-                handler(stop.signum, None)  # checkpoint() + scontrol requeue + exit
+                handler(stop.signum, None)  # rank 0: checkpoint() + scontrol requeue + exit
+                if submitit.JobEnvironment().global_rank != 0:
+                    # Other tasks of a multi-GPU job must not end the job step with an error before
+                    # rank 0 has requeued it; the requeue stops them.
+                    time.sleep(self.REQUEUE_GRACE_S)
             raise
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:

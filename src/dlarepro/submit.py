@@ -61,14 +61,15 @@ def make_executor(kind: str, folder: Path, run_id: str, slurm: Mapping[str, Any]
         return submitit.AutoExecutor(folder=folder, cluster="debug")
     if kind == "local":
         executor = submitit.AutoExecutor(folder=folder, cluster="local")
-        executor.update_parameters(timeout_min=opts["timeout_min"], cpus_per_task=threads or 1, name=f"dla-{run_id}")
+        executor.update_parameters(timeout_min=opts["timeout_min"], cpus_per_task=threads or 1, name=f"dla-{run_id}",
+                                   tasks_per_node=int(opts.get("tasks_per_node") or 1))
         return executor
     if kind != "slurm":
         raise SubmitError(f"unknown executor {kind!r}; choose slurm, local or debug")
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=opts["max_num_timeout"])
     params: dict[str, Any] = dict(
         name=f"dla-{run_id}", timeout_min=opts["timeout_min"], gpus_per_node=opts["gpus_per_node"],
-        cpus_per_task=opts["cpus_per_task"], mem_gb=opts["mem_gb"], tasks_per_node=1, nodes=1,
+        cpus_per_task=opts["cpus_per_task"], mem_gb=opts["mem_gb"], tasks_per_node=tasks_per_node(opts), nodes=1,
         slurm_signal_delay_s=opts["signal_delay_s"],
     )
     if opts.get("partition"):
@@ -79,6 +80,11 @@ def make_executor(kind: str, folder: Path, run_id: str, slurm: Mapping[str, Any]
         params["slurm_additional_parameters"] = dict(opts["additional_parameters"])
     executor.update_parameters(**params)
     return executor
+
+
+def tasks_per_node(opts: Mapping[str, Any]) -> int:
+    """One process per GPU (torch DDP) unless ``tasks_per_node`` says otherwise (e.g. CPU-only tests)."""
+    return int(opts.get("tasks_per_node") or max(1, int(opts.get("gpus_per_node") or 0)))
 
 
 def slurm_state(job_id: str) -> str | None:
@@ -205,4 +211,18 @@ def executor_settings(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def slurm_for_family(settings: Mapping[str, Any], family: str) -> dict[str, Any]:
     """The flat SLURM options with the family's own (``slurm_by_family``) on top."""
-    return {**settings["slurm"], **(settings.get("slurm_by_family", {}).get(family) or {})}
+    merged = {**settings["slurm"], **(settings.get("slurm_by_family", {}).get(family) or {})}
+    return {k: _number(v) for k, v in merged.items()}
+
+
+def _number(value: Any) -> Any:
+    """Snakemake's ``--config key={a: 1}`` hands nested values over as strings."""
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                return float(value)
+            except ValueError:
+                return value
+    return value

@@ -9,6 +9,11 @@ and the checkpoint carries every RNG and the position inside the epoch, so a run
 and restarted ends with bit-identical weights (CPU, same thread count). SIGTERM and SIGUSR2 (SLURM's
 warnings before a time limit or preemption) save a checkpoint at the next batch boundary and raise
 ``Interrupted``.
+
+Several processes (one per GPU, ``dlarepro.distributed``): every process takes an equal share of
+each global batch (``batch_size`` is the global batch), gradients are averaged by
+DistributedDataParallel, the processes agree at every batch on whether to stop, and only rank 0
+writes files. A run resumes only with the number of processes it was started with.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import torch.nn.functional as F
 import yaml
 
 from . import __version__, io
+from . import distributed as dist_
 from .config import lr_at, model_knobs, resolve
 from .models import build_model
 from .models.interactions import BaseAttention
@@ -67,6 +73,8 @@ def log(message: str) -> None:
 
 def config_digest(config: dict[str, Any]) -> str:
     semantic = {k: v for k, v in sorted(config.items()) if k not in NON_SEMANTIC}
+    if config.get("dataset") != "imagenet":
+        semantic.pop("crop_size", None)  # ImageNet only: CIFAR checkpoints from before it still resume
     return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -208,7 +216,8 @@ def make_datasets(config: dict[str, Any]):
     from . import data
 
     if config["dataset"] == "imagenet":
-        train_set, test_set = data.imagenet_datasets(config["data_root"], seed=config["seed"])
+        train_set, test_set = data.imagenet_datasets(config["data_root"], seed=config["seed"],
+                                                     crop_size=config["crop_size"])
         return train_set, test_set, len(train_set.classes), data.imagenet_is_synthetic(config["data_root"])
     root, name = config["data_root"], config["dataset"]
     train_images, train_labels = data.load_cifar(root, name, train=True)
@@ -248,10 +257,24 @@ class Run:
         c = self.config
         if c["threads"]:
             torch.set_num_threads(c["threads"])
+        self.world = dist_.setup(c["device"])
+        try:
+            return self._execute(metrics_path)
+        finally:
+            dist_.teardown(self.world)
+
+    def _execute(self, metrics_path: Path) -> dict[str, Any]:
+        c, world = self.config, self.world
+        if c["batch_size"] % world.size:
+            raise ValueError(f"batch_size={c['batch_size']} (the global batch) is not divisible by the "
+                             f"{world.size} processes of this job")
         self.device = select_device(c["device"])
+        if world.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", torch.cuda.current_device())
         train_set, test_set, classes, synthetic = make_datasets(c)  # data errors surface before any work
-        self.folder.mkdir(parents=True, exist_ok=True)
-        io.write_text(self.folder / "config.yaml", yaml.safe_dump(c, sort_keys=True))
+        if world.main:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            io.write_text(self.folder / "config.yaml", yaml.safe_dump(c, sort_keys=True))
 
         seed_everything(c["seed"])
         model = build_model(c["arch"], c["depth"], c["dataset"], num_classes=classes, **model_knobs(c))
@@ -261,7 +284,12 @@ class Run:
                                     weight_decay=c["weight_decay"], nesterov=c["nesterov"])
         state = {"epoch": 0, "batch": 0, "history": [], "partial": None, "elapsed": 0.0, "attempts": 0}
         payload, note = find_resume_point(self.folder, self.digest)
-        log(f"{self.folder}: {note}")
+        if world.main:
+            log(f"{self.folder}: {note}")
+        if payload is not None and payload.get("world_size", 1) != world.size:
+            raise RuntimeError(f"{self.folder}: the checkpoint was written by {payload.get('world_size', 1)} "
+                               f"process(es) and this job has {world.size}; resume with the same number of "
+                               f"processes (GPUs), or delete the folder to start over")
         if payload is not None:
             model.load_state_dict(payload["model"])
             optimizer.load_state_dict(payload["optimizer"])
@@ -269,16 +297,24 @@ class Run:
             state = {k: payload[k] for k in ("epoch", "batch", "history", "partial", "elapsed")}
             state["attempts"] = payload.get("attempts", 0)
         state["attempts"] += 1
+        self.model = model  # the module whose weights are saved; training steps go through DDP
+        trained = model
+        if world.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
         with StopSignals() as stop:
             started = time.time() - state["elapsed"]
             while state["epoch"] < c["epochs"]:
-                self._train_epoch(model, optimizer, train_set, test_set, state, stop, started, fmt)
-        scores_file = self._capture_attention(model, test_set, fmt) if c["capture_attention"] else None
-        metrics = self._metrics(model, state, synthetic, scores_file)
-        io.write_json(metrics_path, metrics)  # last: its presence marks a finished run
-        log(f"{self.folder}: finished, top-1 final {metrics['final_top1']:.2f} / best {metrics['best_top1']:.2f}")
-        return metrics
+                self._train_epoch(trained, optimizer, train_set, test_set, state, stop, started, fmt)
+        if world.main:
+            scores_file = self._capture_attention(model, test_set, fmt) if c["capture_attention"] else None
+            metrics = self._metrics(model, state, synthetic, scores_file)
+            io.write_json(metrics_path, metrics)  # last: its presence marks a finished run
+            log(f"{self.folder}: finished, top-1 final {metrics['final_top1']:.2f} / best "
+                f"{metrics['best_top1']:.2f}")
+        dist_.barrier(world)
+        return metrics if world.main else json.loads(metrics_path.read_text())
 
     # -- one epoch --------------------------------------------------------------------------
     def _train_epoch(self, model, optimizer, train_set, test_set, state, stop, started, fmt):
@@ -294,8 +330,8 @@ class Run:
         model.train()
         epoch_start = time.time() - partial["seconds"]
         bar = self._bar(len(batches), start_batch, f"epoch {epoch + 1}/{c['epochs']}")
-        for b, (x, y) in enumerate(loader(train_set, batches[start_batch:], c, c["seed"] * 7919 + epoch),
-                                   start=start_batch):
+        mine = [dist_.shard(batch, self.world) for batch in batches[start_batch:]]
+        for b, (x, y) in enumerate(loader(train_set, mine, c, c["seed"] * 7919 + epoch), start=start_batch):
             x = x.to(self.device, non_blocking=True).contiguous(memory_format=fmt)
             y = y.to(self.device, non_blocking=True)
             t0 = time.perf_counter()
@@ -305,9 +341,11 @@ class Run:
             loss.backward()
             optimizer.step()
             partial["step_times"].append(time.perf_counter() - t0)
-            partial["loss"] += loss.item() * len(y)
-            partial["correct"] += int((out.argmax(1) == y).sum())
-            partial["seen"] += len(y)
+            loss_sum, correct, seen = dist_.all_sum([loss.item() * len(y), int((out.argmax(1) == y).sum()),
+                                                     len(y)], self.world)
+            partial["loss"] += loss_sum
+            partial["correct"] += int(correct)
+            partial["seen"] += int(seen)
             if not math.isfinite(partial["loss"]):
                 raise FloatingPointError(f"training loss became {loss.item()} at epoch {epoch + 1}, batch {b + 1}")
             if bar is not None:
@@ -315,41 +353,52 @@ class Run:
                 bar.set_postfix(loss=f"{partial['loss'] / partial['seen']:.3f}")
             elif c["log_every"] and (b + 1) % c["log_every"] == 0:
                 log(f"epoch {epoch + 1} batch {b + 1}/{len(batches)} loss {partial['loss'] / partial['seen']:.4f}")
-            if stop.received is not None:
+            signum = dist_.any_stop(stop.received, self.world)  # every process stops at the same batch
+            if signum is not None:
                 partial["seconds"] = time.time() - epoch_start
                 state.update(batch=b + 1, partial=partial, elapsed=time.time() - started)
-                path = self._save(model, optimizer, state)
+                path = self._save(optimizer, state)
                 if bar is not None:
                     bar.close()
-                log(f"{signal.Signals(stop.received).name} received: checkpoint written at epoch {epoch + 1}, "
-                    f"batch {b + 1}")
-                raise Interrupted(stop.received, path)
+                if self.world.main:
+                    log(f"{signal.Signals(signum).name} received: checkpoint written at epoch {epoch + 1}, "
+                        f"batch {b + 1}")
+                raise Interrupted(signum, path)
         if bar is not None:
             bar.close()
-        test_loss, top1, top5 = self.evaluate(model, test_set, fmt)
+        dist_.sync_buffers(self.model, self.world)  # rank 0's BatchNorm statistics everywhere
+        test_loss, top1, top5 = self.evaluate(self.model, test_set, fmt)
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": partial["loss"] / partial["seen"],
                "train_top1": 100.0 * partial["correct"] / partial["seen"], "test_loss": test_loss,
                "test_top1": top1, "test_top5": top5, "epoch_seconds": time.time() - epoch_start,
                "step_seconds": statistics.median(partial["step_times"])}
         state["history"].append(row)
         state.update(epoch=epoch + 1, batch=0, partial=None, elapsed=time.time() - started)
-        self._save(model, optimizer, state)
+        self._save(optimizer, state)
+        if not self.world.main:
+            return
         self._write_history(state["history"])
         log(f"epoch {epoch + 1}/{c['epochs']}: lr {lr:.4g} train loss {row['train_loss']:.4f} "
             f"top-1 {row['train_top1']:.2f} | test loss {test_loss:.4f} top-1 {top1:.2f} top-5 {top5:.2f} "
             f"| {row['epoch_seconds']:.1f}s, {row['step_seconds'] * 1000:.0f} ms/step")
 
     def _bar(self, total, start, desc):
-        if not self.progress:
+        if not self.progress or not self.world.main:
             return None
         from tqdm import tqdm
 
         return tqdm(total=total, initial=start, desc=desc, leave=False, dynamic_ncols=True)
 
-    def _save(self, model, optimizer, state) -> Path:
-        payload = {"format": CHECKPOINT_FORMAT, "digest": self.digest, "model": model.state_dict(),
-                   "optimizer": optimizer.state_dict(), "rng": rng_state(), **state}
-        return save_checkpoint(self.folder, payload)
+    def _save(self, optimizer, state) -> Path:
+        """Rank 0 writes the checkpoint; every process returns once it is on disk."""
+        path = self.folder / CHECKPOINT
+        if self.world.main:
+            payload = {"format": CHECKPOINT_FORMAT, "digest": self.digest, "model": self.model.state_dict(),
+                       "optimizer": optimizer.state_dict(), "rng": rng_state(), "world_size": self.world.size,
+                       **state}
+            path = save_checkpoint(self.folder, payload)
+        dist_.barrier(self.world)
+        return path
 
     def _write_history(self, history: list[dict[str, Any]]) -> None:
         lines = [",".join(HISTORY_COLUMNS)]
@@ -367,7 +416,8 @@ class Run:
         c = self.config
         model.eval()
         loss = top1 = top5 = seen = 0
-        for x, y in loader(test_set, self._test_batches(test_set), c, 0):
+        world = getattr(self, "world", dist_.World())
+        for x, y in loader(test_set, self._test_batches(test_set)[world.rank::world.size], c, 0):
             x = x.to(self.device).contiguous(memory_format=fmt)
             y = y.to(self.device)
             out = model(x)
@@ -376,6 +426,7 @@ class Run:
             top1 += int((best5[:, 0] == y).sum())
             top5 += int((best5 == y[:, None]).any(1).sum())
             seen += len(y)
+        loss, top1, top5, seen = dist_.all_sum([loss, top1, top5, seen], world)
         return loss / seen, 100.0 * top1 / seen, 100.0 * top5 / seen
 
     @torch.no_grad()
@@ -421,7 +472,7 @@ class Run:
             "params": count_params(model), "macs": count_macs(model.cpu(), c["dataset"]),
             "step_seconds": statistics.median(r["step_seconds"] for r in history),
             "wall_seconds": state["elapsed"], "attempts": state["attempts"],
-            "device": str(self.device), "threads": torch.get_num_threads(),
+            "device": str(self.device), "threads": torch.get_num_threads(), "world_size": self.world.size,
             "torch_version": torch.__version__, "dlarepro_version": __version__, "git_commit": git_commit(),
             "synthetic": bool(synthetic), "config_digest": self.digest,
             "attention_scores": scores_file,

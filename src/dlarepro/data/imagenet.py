@@ -30,13 +30,15 @@ def how_to_get_imagenet(root: str | Path) -> str:
             f"small synthetic stand-in with `dla-repro data synthetic --dataset imagenet --root {root}`")
 
 
-def imagenet_transforms(train: bool) -> Callable:
+def imagenet_transforms(train: bool, crop_size: int = 224) -> Callable:
     """train: RandomResizedCrop(224) + RandomHorizontalFlip; val: Resize(256) + CenterCrop(224); both
-    then ToTensor and Normalize with the ImageNet mean/std."""
+    then ToTensor and Normalize with the ImageNet mean/std. ``crop_size`` scales both (tests use small
+    images; the recipe's 224 is the default)."""
     from torchvision import transforms as T
 
-    steps = ([T.RandomResizedCrop(224), T.RandomHorizontalFlip()] if train
-             else [T.Resize(256), T.CenterCrop(224)])
+    resize = round(crop_size * 256 / 224)
+    steps = ([T.RandomResizedCrop(crop_size), T.RandomHorizontalFlip()] if train
+             else [T.Resize(resize), T.CenterCrop(crop_size)])
     return T.Compose([*steps, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
@@ -78,15 +80,16 @@ def _require_split(root: Path, split: str) -> Path:
     return folder
 
 
-def _image_folder(folder: Path, train: bool, seed: int) -> SeededImageFolder:
+def _image_folder(folder: Path, train: bool, seed: int, crop_size: int = 224) -> SeededImageFolder:
     try:
-        return SeededImageFolder(folder, imagenet_transforms(train), seed=seed, seeded=train)
+        return SeededImageFolder(folder, imagenet_transforms(train, crop_size), seed=seed, seeded=train)
     except FileNotFoundError as err:  # ImageFolder: no class folders, or a class without images
         raise DatasetNotFoundError(f"ImageNet incomplete: {folder}: {err}; {how_to_get_imagenet(folder.parent)}",
                                    folder) from err
 
 
-def imagenet_datasets(root: str | Path, seed: int = 0) -> tuple[SeededImageFolder, SeededImageFolder]:
+def imagenet_datasets(root: str | Path, seed: int = 0,
+                      crop_size: int = 224) -> tuple[SeededImageFolder, SeededImageFolder]:
     """(train, val) ImageFolders under ``root`` with the recipe transforms.
 
     Checks that both splits exist, hold images, and have the same classes (a mismatch would make
@@ -94,8 +97,8 @@ def imagenet_datasets(root: str | Path, seed: int = 0) -> tuple[SeededImageFolde
     """
     root = Path(root)
     train_dir, val_dir = (_require_split(root, split) for split in SPLITS)
-    train = _image_folder(train_dir, True, seed)
-    val = _image_folder(val_dir, False, seed)
+    train = _image_folder(train_dir, True, seed, crop_size)
+    val = _image_folder(val_dir, False, seed, crop_size)
     if train.classes != val.classes:
         only_train = sorted(set(train.classes) - set(val.classes))[:5]
         only_val = sorted(set(val.classes) - set(train.classes))[:5]
