@@ -165,14 +165,22 @@ def test_time_limit_requeues_and_resumes(tmp_path):
 
 
 def test_killed_snakemake_reattaches_and_finishes_only_what_is_missing(tmp_path):
-    grid = tiny_grid(n_train=256, epochs=30, milestones=[3], max_batches_per_epoch=3, log_every=1)
+    # The test cluster has one (fake) GPU, so the two jobs run one after the other, in an order
+    # Snakemake chooses: the workflow is killed once one run has finished and the other has
+    # started (30 epochs of 3 batches of 64: tens of seconds still to go).
+    grid = tiny_grid(n_train=256, epochs=30, milestones=[3], max_batches_per_epoch=3, batch_size=64, log_every=1)
     grid["experiments"]["table1"][0]["archs"] = ["none", "dla_b"]
     workdir = make_workdir(tmp_path / "wf", grid)
-    quick, slow = run_dir(workdir, "cifar10-none-d11-s0"), run_dir(workdir, "cifar10-dla_b-d11-s0")
+    runs = [run_dir(workdir, "cifar10-none-d11-s0"), run_dir(workdir, "cifar10-dla_b-d11-s0")]
+
+    def one_finished_one_running():
+        done = [r for r in runs if (r / "metrics.json").exists()]
+        running = [r for r in runs if r not in done and log_shows(r, "epoch 2 batch")]
+        return (done[0], running[0]) if len(done) == 1 and running else None
+
     proc = start_snakemake(workdir)
     try:
-        wait_for(lambda: (quick / "metrics.json").exists() and log_shows(slow, "epoch 2 batch"), 300,
-                 "one run finished and the other one running")
+        quick, slow = wait_for(one_finished_one_running, 300, "one run finished and the other one running")
         os.killpg(proc.pid, signal.SIGKILL)  # the workflow dies; the SLURM job does not
         proc.wait(timeout=60)
     finally:
