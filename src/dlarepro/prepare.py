@@ -26,12 +26,6 @@ def _same(info: Mapping[str, str] | None, size: Mapping[str, Any]) -> bool:
     return bool(info) and all(info.get(k) == str(v) for k, v in size.items())
 
 
-def how_to_get_coco(root: Path) -> str:
-    return (f"COCO 2017 is not downloaded automatically: place train2017/, val2017/ and "
-            f"annotations/instances_{{train,val}}2017.json (from cocodataset.org) in {root}, or use a profile "
-            f"with data: synthetic")
-
-
 def prepare_dataset(dataset: str, profile: Mapping[str, Any], root: Path) -> None:
     """Generate (synthetic) or check/download (real) one dataset below ``root`` (data/<profile>)."""
     from . import data
@@ -60,7 +54,9 @@ def prepare_dataset(dataset: str, profile: Mapping[str, Any], root: Path) -> Non
         size = {**COCO_SIZE, **(gridlib.family_settings(profile, "coco").get("synthetic_size") or {})}
         if not synthetic:
             if not (root / gridlib.DATASET_MARKERS["coco"]).is_file():
-                raise DataNotAvailable(how_to_get_coco(root / "coco"))
+                from .data.coco import how_to_get_coco
+
+                raise DataNotAvailable(f"COCO 2017 is not downloaded automatically: {how_to_get_coco(root)}")
         else:
             from .data import coco
 

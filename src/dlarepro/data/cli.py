@@ -15,9 +15,9 @@ from typing import Any
 # Names only: the parser is built for every `dla-repro` command (one per Snakemake job), and the
 # data modules import torch, so they are imported by the actions that need them.
 CIFAR_DATASETS = ("cifar10", "cifar100")
-ALL_DATASETS = (*CIFAR_DATASETS, "imagenet")
+ALL_DATASETS = (*CIFAR_DATASETS, "imagenet", "coco")
 ROOT_HELP = ("for CIFAR the folder that holds cifar-10-batches-py/ or cifar-100-python/ (torchvision's "
-             "root); for ImageNet the folder that holds train/ and val/")
+             "root); for ImageNet the folder that holds train/ and val/; for COCO the folder that holds coco/")
 
 
 def _fail(action: str, message: str) -> int:
@@ -36,6 +36,12 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
                 if value is not None:
                     kwargs[key] = value
             where = write_synthetic_imagefolder(args.root, **kwargs)
+        elif args.dataset == "coco":
+            from .coco import write_synthetic_coco
+
+            kwargs = {k: v for k, v in (("n_train", args.n_train), ("n_val", args.n_test), ("image_size", args.size))
+                      if v is not None}
+            where = write_synthetic_coco(args.root, seed=args.seed, **kwargs)
         else:
             kwargs = {k: v for k, v in (("n_train", args.n_train), ("n_test", args.n_test)) if v is not None}
             where = write_synthetic_cifar(args.root, args.dataset, seed=args.seed, **kwargs)
@@ -84,6 +90,22 @@ def _imagenet_summary(root: str) -> dict[str, Any]:
             "synthetic": marker is not None, "marker": marker}
 
 
+def _coco_summary(root: str) -> dict[str, Any]:
+    from .coco import CocoDetection, coco_dir, synthetic_coco_info
+
+    splits = {}
+    for split in ("train", "val"):
+        data = CocoDetection(root, split, train=False)
+        # every image decodes, as training will need it (a spread of 100 on the real 118k)
+        indices = range(len(data)) if len(data) <= 1000 else range(0, len(data), len(data) // 100)
+        for index in indices:
+            data[index]
+        splits[split] = {"images": len(data), "objects": len(data.coco.anns)}
+    marker = synthetic_coco_info(root)
+    return {"dataset": "coco", "folder": str(coco_dir(root)), "classes": len(data.category_ids), "splits": splits,
+            "synthetic": marker is not None, "marker": marker}
+
+
 def _print_summary(s: dict[str, Any]) -> None:
     if s["synthetic"]:
         seed = (s["marker"] or {}).get("seed", "?")
@@ -97,15 +119,18 @@ def _print_summary(s: dict[str, Any]) -> None:
     print(f"{s['dataset']} at {s['folder']}: {kind}")
     print(f"  classes: {s['classes']}")
     for name, split in s["splits"].items():
-        print(f"  {name}: {split['images']} images, {split['classes_present']} classes present")
+        what = f"{split['objects']} objects" if "objects" in split else f"{split['classes_present']} classes present"
+        print(f"  {name}: {split['images']} images, {what}")
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from .cifar import DatasetError
 
     try:
-        summary = _imagenet_summary(args.root) if args.dataset == "imagenet" else _cifar_summary(args.root,
-                                                                                                 args.dataset)
+        if args.dataset in ("imagenet", "coco"):
+            summary = _imagenet_summary(args.root) if args.dataset == "imagenet" else _coco_summary(args.root)
+        else:
+            summary = _cifar_summary(args.root, args.dataset)
     except DatasetError as err:
         return _fail("check", str(err))
     if args.json:
@@ -118,7 +143,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``data`` and its actions (synthetic, download, check) to an argparse subparsers object."""
     data = subparsers.add_parser(
-        "data", help="get, generate or check datasets (CIFAR-10/100, ImageNet)",
+        "data", help="get, generate or check datasets (CIFAR-10/100, ImageNet, COCO 2017)",
         description="Datasets in their real on-disk formats. Without internet, `data synthetic` writes a small "
                     "stand-in in the same format, marked by a SYNTHETIC file that every result inherits.",
     )
@@ -135,12 +160,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     synthetic.add_argument("--root", required=True, metavar="DIR", help=ROOT_HELP)
     synthetic.add_argument("--n-train", type=int, metavar="N",
                            help="training images: in total for CIFAR (default 500), per class for ImageNet "
-                                "(default 8)")
+                                "(default 8), in total for COCO (default 8)")
     synthetic.add_argument("--n-test", type=int, metavar="N",
                            help="test images: in total for CIFAR (default 200), val images per class for "
-                                "ImageNet (default 4)")
+                                "ImageNet (default 4), val images for COCO (default 4)")
     synthetic.add_argument("--n-classes", type=int, metavar="N", help="ImageNet only: number of classes (default 4)")
-    synthetic.add_argument("--size", type=int, metavar="PX", help="ImageNet only: image side in pixels (default 64)")
+    synthetic.add_argument("--size", type=int, metavar="PX", help="ImageNet and COCO: image side in pixels (default 64; COCO 128)")
     synthetic.add_argument("--seed", type=int, default=0, metavar="S", help="generator seed (default 0)")
     synthetic.set_defaults(func=cmd_synthetic)
 

@@ -55,12 +55,13 @@ def _write_file(path: Path, data: bytes) -> None:
 
 
 def _check_replaceable(final: Path) -> None:
-    """Only a previous synthetic stand-in (or an empty folder) may be replaced, never real data."""
+    """Only a previous synthetic stand-in, or a folder without any file (such as the empty
+    annotations/ folder Snakemake makes for an output), may be replaced; never real data."""
     if not final.exists():
         return
     if not final.is_dir():
         raise FileExistsError(f"{final} exists and is not a folder; refusing to replace it")
-    if (final / MARKER).is_file() or not any(final.iterdir()):
+    if (final / MARKER).is_file() or not any(p.is_file() or p.is_symlink() for p in final.rglob("*")):
         return
     raise FileExistsError(f"{final} exists and has no {MARKER} marker (it may hold real data); refusing to "
                           f"overwrite it: remove it or choose another --root")
