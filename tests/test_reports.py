@@ -63,8 +63,9 @@ GRID = {
 # TEST FIXTURES for Tables 2 and 3: an ImageNet run and a Mask R-CNN run with made-up numbers; the
 # Faster R-CNN run has a metrics.json without box AP (corrupt), the ResNet-50 ImageNet run none.
 IMAGENET_FIXTURE = ("imagenet-dla_l-d50-s0", 71.25)
+# (AP of large objects is null, as COCOeval reports for images without large objects)
 COCO_FIXTURE = ("coco-mask_rcnn-dla_l-d50-s0", {"bbox_ap": 12.5, "bbox_ap50": 30.0, "bbox_ap75": 8.25,
-                                                "segm_ap": 10.75})
+                                                "segm_ap": 10.75, "bbox_apl": None, "segm_apl": None})
 COCO_CORRUPT = "coco-faster_rcnn-dla_l-d50-s0"
 
 

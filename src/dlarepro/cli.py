@@ -62,29 +62,53 @@ EXIT_INTERRUPTED = 3  # a stop signal arrived and a checkpoint was written: run 
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_run_config, recipe_names
+
+    return _run_training(args, load_run_config, recipe_names, "train")
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from .config import load_run_config
+    from .detection.config import recipe_names, resolve
+
+    def load(path, overrides):
+        return load_run_config(path, overrides, resolver=resolve)
+
+    return _run_training(args, load, recipe_names, "detect")
+
+
+def _run_training(args: argparse.Namespace, load, recipe_names, command: str) -> int:
+    """Shared by ``train`` and ``detect``: validate, then train (or print the config / recipes)."""
     import yaml
 
-    from .config import ConfigError, load_run_config, recipe_names
+    from .config import ConfigError
 
     if args.list_recipes:
         print("\n".join(recipe_names()))
         return 0
     try:
-        config = load_run_config(args.config, args.overrides)
+        config = load(args.config, args.overrides)
     except ConfigError as err:
         raise CliError(str(err)) from None
     if args.print_config:
         print(yaml.safe_dump(config, sort_keys=True), end="")
         return 0
     from .data import DatasetError
-    from .train import Interrupted, train
+    from .train import Interrupted
 
+    if command == "detect":
+        from .detection import train_detection as train
+        from .detection.model import PretrainedWeightsError
+        user_errors: tuple[type[Exception], ...] = (DatasetError, PretrainedWeightsError)
+    else:
+        from .train import train
+        user_errors = (DatasetError,)
     try:
         metrics = train(config, progress=False if args.no_progress else None)
-    except DatasetError as err:
+    except user_errors as err:
         raise CliError(str(err)) from None
     except Interrupted as err:
-        print(f"dla-repro train: {err}", file=sys.stderr)
+        print(f"dla-repro {command}: {err}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if args.json:
         print(json.dumps(metrics, sort_keys=True))
@@ -175,14 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one run defined by a YAML config plus key=value overrides.",
         epilog=_train_epilog(),
     )
-    train.add_argument("--config", metavar="FILE", help="run config (YAML mapping of the keys below)")
-    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override any key, e.g. lr=0.05 "
-                                                                          "milestones=[2,3]")
-    train.add_argument("--print-config", action="store_true", help="validate, print the resolved config, exit")
-    train.add_argument("--list-recipes", action="store_true", help="list the named recipes and exit")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
-    train.add_argument("--json", action="store_true", help="print metrics.json's content when done")
+    _training_options(train)
     train.set_defaults(func=cmd_train)
+
+    detect = sub.add_parser(
+        "detect", help="train and evaluate one COCO detection run (Faster / Mask R-CNN; resumes)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a Faster or Mask R-CNN with FPN on an ImageNet backbone of the zoo (pretrained: the "
+                    "folder of its finished ImageNet run) with the COCO 1x schedule, then score it with "
+                    "pycocotools (box AP; mask AP for Mask R-CNN) into metrics.json.",
+        epilog=_train_epilog(detection=True),
+    )
+    _training_options(detect)
+    detect.set_defaults(func=cmd_detect)
 
     grid = sub.add_parser("grid", help="inspect the experiment grid, prepare a profile's data",
                           description="The declared experiment grid (params.yaml) expanded into runs.")
@@ -223,13 +252,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train_epilog() -> str:
-    from .config import RECIPE_KEYS, RUN_KEYS
+def _training_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="run config (YAML mapping of the keys below)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override any key, e.g. lr=0.05 "
+                                                                           "milestones=[2,3]")
+    parser.add_argument("--print-config", action="store_true", help="validate, print the resolved config, exit")
+    parser.add_argument("--list-recipes", action="store_true", help="list the named recipes and exit")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar even on a terminal")
+    parser.add_argument("--json", action="store_true", help="print metrics.json's content when done")
+
+
+def _train_epilog(detection: bool = False) -> str:
+    if detection:
+        from .detection.config import RECIPE_KEYS, RUN_KEYS
+    else:
+        from .config import RECIPE_KEYS, RUN_KEYS
 
     lines = ["run keys:"]
     lines += [f"  {k:<22} {key.expected}" + (f" (default {key.default})" if key.default is not None else "")
               for k, key in RUN_KEYS.items()]
-    lines += ["recipe keys (defaults from the recipe, cifar for CIFAR and imagenet for ImageNet):"]
+    lines += ["recipe keys (defaults from the recipe: coco)" if detection else
+              "recipe keys (defaults from the recipe, cifar for CIFAR and imagenet for ImageNet):"]
     lines += [f"  {k:<22} {key.expected}" for k, key in RECIPE_KEYS.items()]
     lines += ["", "exit status: 0 finished, 2 bad config or data, 3 stopped by SIGTERM/SIGUSR2 (checkpoint "
               "written; run again to resume)"]

@@ -189,8 +189,10 @@ def model_knobs(c: Mapping[str, Any]) -> dict[str, Any]:
     return knobs
 
 
-def load_run_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Read a run file (YAML), apply ``key=value`` overrides, validate, resolve."""
+def load_run_config(path: str | os.PathLike | None, overrides: list[str] | None = None,
+                    resolver: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Read a run file (YAML), apply ``key=value`` overrides, validate and resolve (with
+    ``resolver``, e.g. the detection runs' own, instead of :func:`resolve`)."""
     run: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -198,7 +200,7 @@ def load_run_config(path: str | os.PathLike | None, overrides: list[str] | None 
             raise ConfigError(f"config file {str(p)!r} does not exist")
         run = _parse_yaml(p.read_text(), str(p))
     run.update(parse_overrides(overrides or []))
-    return resolve(run)
+    return (resolver or resolve)(run)
 
 
 def lr_at(config: Mapping[str, Any], epoch: int) -> float:

@@ -14,7 +14,8 @@ import submitit
 
 
 class TrainJob(submitit.helpers.Checkpointable):
-    """Train ``config`` (a ``dlarepro.train`` config); resumes from the run folder's checkpoint.
+    """Train ``config`` (a ``dlarepro.train`` config, or a ``dlarepro.detection`` one when it names a
+    detector); resumes from the run folder's checkpoint.
 
     ``dlarepro.train`` turns SLURM's warning signal (USR2, sent ``signal_delay_s`` before the time
     limit) into a checkpoint at the next batch boundary. Once that checkpoint is on disk the job
@@ -30,6 +31,8 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict[str, Any]:
         from .train import Interrupted, train
 
+        if "detector" in self.config:
+            from .detection import train_detection as train
         try:
             return train(self.config, progress=False)
         except Interrupted as stop:

@@ -53,6 +53,17 @@ def check_data(config: Mapping[str, Any], profile: str) -> None:
         )
 
 
+def check_backbone(config: Mapping[str, Any]) -> None:
+    """A detector starts from its finished ImageNet run: fail before submission when it is not there."""
+    pretrained = config.get("pretrained")
+    if pretrained and Path(pretrained).is_dir() and not (Path(pretrained) / "metrics.json").is_file():
+        raise SubmitError(f"the ImageNet backbone run {pretrained} has not finished (no metrics.json); "
+                          f"train it first (Snakemake does: it is an upstream job of this run)")
+    if pretrained and not Path(pretrained).exists():
+        raise SubmitError(f"the ImageNet backbone run {pretrained} does not exist; train it first "
+                          f"(Snakemake does: it is an upstream job of this run)")
+
+
 def make_executor(kind: str, folder: Path, run_id: str, slurm: Mapping[str, Any] | None, threads: int | None):
     import submitit
 
@@ -124,11 +135,12 @@ def _attach(record: dict[str, Any], folder: Path):
 def submit_run(grid: Mapping[str, Any], run_id: str, profile: str | None = None, *, workdir: str | Path = ".",
                executor: str = "local", slurm: Mapping[str, Any] | None = None, poll_seconds: float = 10.0) -> int:
     """Submit (or re-attach to) one run and wait for it; 0 when ``metrics.json`` exists."""
+    from . import detection
     from .config import ConfigError, resolve
 
     try:
         config = gridlib.run_config(grid, run_id, profile, workdir)
-        resolved = resolve(config)
+        resolved = (detection.resolve if detection.is_detection(config) else resolve)(config)
     except (gridlib.GridError, ConfigError) as err:
         raise SubmitError(str(err)) from None
     run_dir = Path(config["out_dir"])
@@ -137,6 +149,7 @@ def submit_run(grid: Mapping[str, Any], run_id: str, profile: str | None = None,
         say(run_id, "already finished")
         return 0
     check_data(config, gridlib.profile_of(grid, profile)[0])
+    check_backbone(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     record_path, folder = run_dir / "job.json", run_dir / "submitit"
 

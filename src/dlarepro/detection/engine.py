@@ -1,0 +1,308 @@
+"""One COCO detection run, end to end: data, detector, the 1x schedule, checkpoints, COCO AP.
+
+The run folder follows the classification runs' contract (``dlarepro.train``): ``config.yaml``,
+``history.csv`` (one row per epoch), ``checkpoint.pt`` (+ ``checkpoint.prev.pt``), and last
+``metrics.json``. Image order and flips are functions of (seed, epoch, index) and the checkpoint
+carries every RNG and the position inside the epoch, so a run killed anywhere and restarted ends
+with bit-identical weights (CPU, same thread count); SIGTERM / SIGUSR2 checkpoint at the next
+iteration and raise :class:`dlarepro.train.Interrupted`. Several processes (one per GPU) split each
+global batch and the validation images; rank 0 writes files and runs pycocotools' COCOeval.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io as pyio
+import json
+import math
+import signal
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from .. import __version__, io
+from .. import distributed as dist_
+from ..train import (CHECKPOINT, CHECKPOINT_FORMAT, Interrupted, StopSignals, config_digest, epoch_batches,
+                     find_resume_point, git_commit, log, rng_state, save_checkpoint, seed_everything, select_device,
+                     set_rng_state, weights_digest)
+from .config import lr_at, model_knobs, resolve
+from .model import build_detector, pretrained_state
+
+HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "iterations", "epoch_seconds", "iter_seconds"]
+COCO_STATS = ("ap", "ap50", "ap75", "aps", "apm", "apl")
+
+
+def coco_results(outputs: list[dict[str, torch.Tensor]], image_ids: list[int], category_ids: list[int],
+                 masks: bool) -> list[dict[str, Any]]:
+    """torchvision detections -> COCO result entries (xywh boxes, original category ids, RLE masks)."""
+    from pycocotools import mask as mask_utils
+
+    results = []
+    for out, image_id in zip(outputs, image_ids):
+        boxes = out["boxes"].detach().cpu().numpy().astype(np.float64)
+        scores, labels = out["scores"].detach().cpu().tolist(), out["labels"].detach().cpu().tolist()
+        rles = []
+        if masks:
+            binary = (out["masks"][:, 0] > 0.5).cpu().numpy().astype(np.uint8)
+            rles = [mask_utils.encode(np.asfortranarray(m)) for m in binary]
+        for i, (x1, y1, x2, y2) in enumerate(boxes):
+            entry = {"image_id": int(image_id), "category_id": category_ids[labels[i] - 1],
+                     "bbox": [round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2),
+                              round(float(y2 - y1), 2)], "score": round(float(scores[i]), 5)}
+            if masks:
+                rle = rles[i]
+                entry["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+            results.append(entry)
+    return results
+
+
+def coco_average_precision(coco_gt, results: list[dict[str, Any]], kind: str, image_ids: list[int]) -> dict[str, Any]:
+    """COCOeval's six AP figures for ``kind`` (bbox or segm), in percent; null where COCO has no
+    ground truth of that size (COCOeval's -1); 0 when nothing was detected."""
+    from pycocotools.cocoeval import COCOeval
+
+    keys = [f"{kind}_{s}" for s in COCO_STATS]
+    if not results:
+        return dict.fromkeys(keys, 0.0)
+    with contextlib.redirect_stdout(pyio.StringIO()):  # pycocotools prints its tables
+        coco_dt = coco_gt.loadRes(results)
+        evaluator = COCOeval(coco_gt, coco_dt, kind)
+        evaluator.params.imgIds = sorted(image_ids)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {k: (None if v < 0 else round(100.0 * float(v), 4)) for k, v in zip(keys, evaluator.stats[:6])}
+
+
+class DetectionRun:
+    """Train ``config`` in ``config['out_dir']``; ``DetectionRun(config).execute()`` returns the metrics."""
+
+    def __init__(self, config: dict[str, Any], progress: bool | None = None):
+        self.config = resolve(config)
+        self.folder = Path(self.config["out_dir"])
+        self.digest = config_digest(self.config)
+        self.progress = sys.stderr.isatty() if progress is None else progress
+
+    def execute(self) -> dict[str, Any]:
+        metrics_path = self.folder / "metrics.json"
+        if metrics_path.exists():
+            log(f"{self.folder}: already finished (metrics.json exists); nothing to do")
+            return json.loads(metrics_path.read_text())
+        if self.config["threads"]:
+            torch.set_num_threads(self.config["threads"])
+        self.world = dist_.setup(self.config["device"])
+        try:
+            return self._execute(metrics_path)
+        finally:
+            dist_.teardown(self.world)
+
+    # -- set-up -----------------------------------------------------------------------------
+    def _datasets(self):
+        from ..data.coco import CocoDetection, coco_is_synthetic
+
+        c, masks = self.config, self.config["detector"] == "mask_rcnn"
+        train_set = CocoDetection(c["data_root"], "train", train=True, seed=c["seed"], masks=masks)
+        val_set = CocoDetection(c["data_root"], "val", train=False, seed=c["seed"], masks=masks)
+        if train_set.category_ids != val_set.category_ids:
+            raise ValueError(f"{c['data_root']}: train and val annotations list different categories")
+        if not len(train_set):
+            raise ValueError(f"{c['data_root']}: no training image has an annotated object")
+        return train_set, val_set, coco_is_synthetic(c["data_root"])
+
+    def _execute(self, metrics_path: Path) -> dict[str, Any]:
+        c, world = self.config, self.world
+        if c["batch_size"] % world.size:
+            raise ValueError(f"batch_size={c['batch_size']} (the global batch) is not divisible by the "
+                             f"{world.size} processes of this job")
+        self.device = select_device(c["device"])
+        if world.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        train_set, val_set, synthetic = self._datasets()  # data and weight errors surface before any work
+        backbone_state, backbone = (pretrained_state(c["pretrained"], c["arch"], c["depth"]) if c["pretrained"]
+                                    else (None, {"path": None}))
+        if world.main:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            io.write_text(self.folder / "config.yaml", yaml.safe_dump(c, sort_keys=True))
+
+        seed_everything(c["seed"])
+        model = build_detector(c["detector"], c["arch"], c["depth"], train_set.num_classes, min_size=c["min_size"],
+                               max_size=c["max_size"], trainable_stages=c["trainable_stages"],
+                               pretrained=backbone_state, **model_knobs(c)).to(self.device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=lr_at(c, 0, 0), momentum=c["momentum"],
+                                    weight_decay=c["weight_decay"])
+        state = {"epoch": 0, "batch": 0, "history": [], "partial": None, "elapsed": 0.0, "attempts": 0}
+        payload, note = find_resume_point(self.folder, self.digest)
+        if world.main:
+            log(f"{self.folder}: {note}")
+        if payload is not None:
+            if payload.get("world_size", 1) != world.size:
+                raise RuntimeError(f"{self.folder}: the checkpoint was written by {payload.get('world_size', 1)} "
+                                   f"process(es) and this job has {world.size}; resume with the same number of "
+                                   f"processes (GPUs), or delete the folder to start over")
+            model.load_state_dict(payload["model"])
+            optimizer.load_state_dict(payload["optimizer"])
+            set_rng_state(payload["rng"])
+            state = {k: payload[k] for k in ("epoch", "batch", "history", "partial", "elapsed")}
+            state["attempts"] = payload.get("attempts", 0)
+        state["attempts"] += 1
+        self.model, trained = model, model
+        if world.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+        with StopSignals() as stop:
+            started = time.time() - state["elapsed"]
+            while state["epoch"] < c["epochs"]:
+                self._train_epoch(trained, optimizer, train_set, state, stop, started)
+        scores = self.evaluate(model, val_set)
+        if world.main:
+            metrics = self._metrics(model, state, synthetic, scores, backbone)
+            io.write_json(metrics_path, metrics)  # last: its presence marks a finished run
+            log(f"{self.folder}: finished, box AP {metrics['bbox_ap']:.2f}"
+                + (f", mask AP {metrics['segm_ap']:.2f}" if "segm_ap" in metrics else ""))
+        dist_.barrier(world)
+        return metrics if world.main else json.loads(metrics_path.read_text())
+
+    # -- one epoch --------------------------------------------------------------------------
+    def _train_epoch(self, model, optimizer, train_set, state, stop, started):
+        from ..data.coco import collate
+
+        c, epoch = self.config, state["epoch"]
+        batches = epoch_batches(len(train_set), c["batch_size"], c["seed"], epoch, c["max_iters_per_epoch"])
+        per_epoch = len(epoch_batches(len(train_set), c["batch_size"], c["seed"], 0, c["max_iters_per_epoch"]))
+        train_set.set_epoch(epoch)
+        partial = state["partial"] or {"loss": 0.0, "iters": 0, "iter_times": [], "seconds": 0.0}
+        start_batch = state["batch"]
+        model.train()
+        epoch_start = time.time() - partial["seconds"]
+        mine = [dist_.shard(batch, self.world) for batch in batches[start_batch:]]
+        data = torch.utils.data.DataLoader(train_set, batch_sampler=mine, num_workers=c["num_workers"],
+                                           collate_fn=collate, generator=torch.Generator().manual_seed(epoch))
+        bar = None
+        if self.progress and self.world.main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(batches), initial=start_batch, desc=f"epoch {epoch + 1}/{c['epochs']}", leave=False)
+        lr = lr_at(c, epoch, epoch * per_epoch + start_batch)
+        for b, (images, targets) in enumerate(data, start=start_batch):
+            lr = lr_at(c, epoch, epoch * per_epoch + b)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images = [img.to(self.device) for img in images]
+            targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+            t0 = time.perf_counter()
+            losses = model(images, targets)
+            loss = sum(losses.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            partial["iter_times"].append(time.perf_counter() - t0)
+            (total,) = dist_.all_sum([float(loss.detach())], self.world)
+            partial["loss"] += total / self.world.size
+            partial["iters"] += 1
+            if not math.isfinite(partial["loss"]):
+                raise FloatingPointError(f"detection loss became {float(loss)} at epoch {epoch + 1}, "
+                                         f"iteration {b + 1}: {({k: float(v) for k, v in losses.items()})}")
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{partial['loss'] / partial['iters']:.3f}")
+            elif self.world.main and c["log_every"] and (b + 1) % c["log_every"] == 0:
+                parts = " ".join(f"{k} {float(v):.3f}" for k, v in losses.items())
+                log(f"epoch {epoch + 1} iter {b + 1}/{len(batches)} lr {lr:.4g} loss "
+                    f"{partial['loss'] / partial['iters']:.4f} ({parts})")
+            signum = dist_.any_stop(stop.received, self.world)
+            if signum is not None:
+                partial["seconds"] = time.time() - epoch_start
+                state.update(batch=b + 1, partial=partial, elapsed=time.time() - started)
+                path = self._save(optimizer, state)
+                if bar is not None:
+                    bar.close()
+                if self.world.main:
+                    log(f"{signal.Signals(signum).name} received: checkpoint written at epoch {epoch + 1}, "
+                        f"iteration {b + 1}")
+                raise Interrupted(signum, path)
+        if bar is not None:
+            bar.close()
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": partial["loss"] / max(partial["iters"], 1),
+               "iterations": len(batches), "epoch_seconds": time.time() - epoch_start,
+               "iter_seconds": statistics.median(partial["iter_times"]) if partial["iter_times"] else 0.0}
+        state["history"].append(row)
+        state.update(epoch=epoch + 1, batch=0, partial=None, elapsed=time.time() - started)
+        self._save(optimizer, state)
+        if self.world.main:
+            lines = [",".join(HISTORY_COLUMNS)] + [",".join(str(r[k]) for k in HISTORY_COLUMNS)
+                                                   for r in state["history"]]
+            io.write_text(self.folder / "history.csv", "\n".join(lines) + "\n")
+            log(f"epoch {epoch + 1}/{c['epochs']}: lr {lr:.4g} train loss {row['train_loss']:.4f} | "
+                f"{row['epoch_seconds']:.1f}s, {row['iter_seconds'] * 1000:.0f} ms/iteration")
+
+    def _save(self, optimizer, state) -> Path:
+        path = self.folder / CHECKPOINT
+        if self.world.main:
+            payload = {"format": CHECKPOINT_FORMAT, "digest": self.digest, "model": self.model.state_dict(),
+                       "optimizer": optimizer.state_dict(), "rng": rng_state(), "world_size": self.world.size,
+                       **state}
+            path = save_checkpoint(self.folder, payload)
+        dist_.barrier(self.world)
+        return path
+
+    # -- evaluation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model, val_set) -> dict[str, Any]:
+        """COCO AP on the validation images (rank r takes every r-th batch); rank 0 scores them."""
+        from ..data.coco import collate
+
+        c, world, masks = self.config, self.world, self.config["detector"] == "mask_rcnn"
+        n = min(len(val_set), c["max_val_images"] or len(val_set))
+        size = c["test_batch_size"]
+        batches = [list(range(i, min(i + size, n))) for i in range(0, n, size)][world.rank::world.size]
+        model.eval()
+        results: list[dict[str, Any]] = []
+        data = torch.utils.data.DataLoader(val_set, batch_sampler=batches, num_workers=c["num_workers"],
+                                           collate_fn=collate)
+        for images, targets in data:
+            outputs = model([img.to(self.device) for img in images])
+            results += coco_results(outputs, [t["image_id"] for t in targets], val_set.category_ids, masks)
+        if world.distributed:
+            gathered: list[Any] = [None] * world.size
+            torch.distributed.all_gather_object(gathered, results)
+            results = [r for part in gathered for r in part]
+        if not world.main:
+            return {}
+        image_ids = val_set.ids[:n]
+        scores = coco_average_precision(val_set.coco, results, "bbox", image_ids)
+        if masks:
+            scores.update(coco_average_precision(val_set.coco, results, "segm", image_ids))
+        scores.update(val_images=n, detections=len(results))
+        return scores
+
+    def _metrics(self, model, state, synthetic: bool, scores: dict[str, Any], backbone: dict[str, Any]):
+        from ..modelinfo import count_params
+
+        c, history = self.config, state["history"]
+        return {
+            "run": {k: c[k] for k in ("dataset", "detector", "arch", "depth", "seed", "recipe", "cell", "sigma",
+                                      "reduction")},
+            **scores,
+            "final_train_loss": history[-1]["train_loss"], "epochs": len(history),
+            "iterations": sum(r["iterations"] for r in history),
+            "lr": c["lr"] * c["batch_size"] / c["lr_reference_batch"],
+            "params": count_params(model), "step_seconds": statistics.median(r["iter_seconds"] for r in history),
+            "wall_seconds": state["elapsed"], "attempts": state["attempts"],
+            "device": str(self.device), "threads": torch.get_num_threads(), "world_size": self.world.size,
+            "torch_version": torch.__version__, "dlarepro_version": __version__, "git_commit": git_commit(),
+            "synthetic": bool(synthetic or backbone.get("synthetic")), "config_digest": self.digest,
+            "backbone": backbone, "weights_sha256": weights_digest(model),
+        }
+
+
+def train_detection(config: dict[str, Any], progress: bool | None = None) -> dict[str, Any]:
+    """Train one detection run (resuming if its folder has a checkpoint); return its metrics."""
+    return DetectionRun(config, progress).execute()
