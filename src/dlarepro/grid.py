@@ -221,7 +221,12 @@ def run_config(grid: Mapping[str, Any], run_id: str, profile: str | None = None,
     runs = expand(grid, name)
     if run_id not in runs:
         raise GridError(f"run {run_id!r} is not in the {name!r} grid")
-    run = runs[run_id]
+    return config_of(runs[run_id], name, prof, workdir)
+
+
+def config_of(run: Run, name: str, prof: Mapping[str, Any], workdir: str | Path = ".") -> dict[str, Any]:
+    """The training config of ``run`` in profile ``name`` (settings ``prof``)."""
+    run_id = run.run_id
     workdir = Path(workdir).resolve()
     family = family_settings(prof, run.family)
     config = {"dataset": run.dataset, "arch": run.arch, "depth": run.depth, "seed": run.seed,
@@ -234,6 +239,24 @@ def run_config(grid: Mapping[str, Any], run_id: str, profile: str | None = None,
         config["capture_attention"] = True
     config.update(family.get("overrides") or {})
     return config
+
+
+def check_run_configs(grid: Mapping[str, Any], profile: str | None = None) -> None:
+    """Validate the training config of every run of the profile (recipe, overrides, knobs), so a
+    bad value stops the workflow before the first job is submitted rather than at its own job."""
+    from .config import ConfigError, resolve
+    from .detection.config import is_detection, resolve as resolve_detection
+
+    name, prof = profile_of(grid, profile)
+    problems: dict[str, str] = {}
+    for run in expand(grid, name).values():
+        config = config_of(run, name, prof)
+        try:
+            (resolve_detection if is_detection(config) else resolve)(config)
+        except ConfigError as err:
+            problems.setdefault(str(err), run.run_id)
+    if problems:
+        raise GridError(f"profile {name!r}: " + "\n".join(f"run {run_id}: {text}" for text, run_id in problems.items()))
 
 
 def family_settings(profile: Mapping[str, Any], family: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ ENV_FILE = "../../environment.yml"
 
 PROFILE, _ = gridlib.profile_of(config, config.get("profile"))
 RUNS = gridlib.expand(config, PROFILE)
+gridlib.check_run_configs(config, PROFILE)  # a bad recipe value fails here, before any job
 EXECUTOR = executor_settings(config)
 # `dla-repro submit` reads the same grid file Snakemake was given (the one declaring experiments)
 GRID_FILE = next((f for f in map(str, workflow.configfiles) if "experiments" in (gridlib.read_yaml(f) or {})),
