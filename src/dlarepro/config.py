@@ -81,25 +81,36 @@ MODEL_KNOBS = ("cell", "sigma", "reduction")
 CAPTURE_ARCHS = ("mrla_b", "dla_b")
 
 
-def recipe_names() -> list[str]:
-    folder = resources.files("dlarepro") / "resources" / "recipes"
+def _recipe_folder():
+    return resources.files("dlarepro") / "resources" / "recipes"
+
+
+def recipe_names(folder=None) -> list[str]:
+    """Names of the packaged recipes in ``folder`` (default: the classification recipes)."""
+    folder = folder or _recipe_folder()
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_recipe(name_or_path: str, folder, recipe_keys: Mapping[str, Key], kind: str = "recipe") -> dict[str, Any]:
+    """A ``kind`` of recipe by packaged name (a YAML file in ``folder``) or from a YAML file path;
+    keys outside ``recipe_keys`` are refused."""
+    names = recipe_names(folder)
+    if name_or_path in names:
+        text, source = (folder / f"{name_or_path}.yaml").read_text(), f"{kind} {name_or_path!r}"
+    elif Path(name_or_path).is_file():
+        text, source = Path(name_or_path).read_text(), name_or_path
+    else:
+        raise ConfigError(f"unknown {kind} {name_or_path!r}: not one of {names} and not a file")
+    data = _parse_yaml(text, source)
+    unknown = sorted(set(data) - set(recipe_keys))
+    if unknown:
+        raise ConfigError(f"{source}: unknown {kind} keys {unknown}; {kind} keys are {sorted(recipe_keys)}")
+    return data
 
 
 def load_recipe(name_or_path: str) -> dict[str, Any]:
     """A recipe by name (``cifar``, ``imagenet``, ``smoke``) or from a YAML file."""
-    if name_or_path in recipe_names():
-        text = (resources.files("dlarepro") / "resources" / "recipes" / f"{name_or_path}.yaml").read_text()
-        source = f"recipe {name_or_path!r}"
-    elif Path(name_or_path).is_file():
-        text, source = Path(name_or_path).read_text(), name_or_path
-    else:
-        raise ConfigError(f"unknown recipe {name_or_path!r}: not one of {recipe_names()} and not a file")
-    data = _parse_yaml(text, source)
-    unknown = sorted(set(data) - set(RECIPE_KEYS))
-    if unknown:
-        raise ConfigError(f"{source}: unknown recipe keys {unknown}; recipe keys are {sorted(RECIPE_KEYS)}")
-    return data
+    return read_recipe(name_or_path, _recipe_folder(), RECIPE_KEYS)
 
 
 def _parse_yaml(text: str, source: str) -> dict[str, Any]:
@@ -131,34 +142,49 @@ def default_recipe(dataset: Any) -> str:
 
 def resolve(run: Mapping[str, Any]) -> dict[str, Any]:
     """Validate ``run`` (run keys, recipe keys as overrides) and return the full resolved config."""
+    return resolve_keys(run, run.get("recipe") or default_recipe(run.get("dataset")), load_recipe,
+                        RECIPE_KEYS, RUN_KEYS, _cross_checks, "run configuration")
+
+
+def resolve_any(run: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`resolve` for a classification run, the detection resolver for a run naming a detector."""
+    from .detection.config import is_detection, resolve as resolve_detection
+
+    return (resolve_detection if is_detection(run) else resolve)(run)
+
+
+def resolve_keys(run: Mapping[str, Any], recipe_name: str, load: Callable[[str], dict[str, Any]],
+                 recipe_keys: Mapping[str, Key], run_keys: Mapping[str, Key],
+                 cross_checks: Callable[[dict[str, Any]], list[str]], what: str) -> dict[str, Any]:
+    """Run-key defaults, then the recipe ``load(recipe_name)``, then ``run``; every key checked, then
+    ``cross_checks`` on a config whose keys are all valid. One :class:`ConfigError` lists every problem."""
+    all_keys = {**recipe_keys, **run_keys}
     problems: list[str] = []
-    unknown = [k for k in run if k not in ALL_KEYS]
-    for key in unknown:
-        close = difflib.get_close_matches(key, list(ALL_KEYS), n=1)
+    for key in (k for k in run if k not in all_keys):
+        close = difflib.get_close_matches(key, list(all_keys), n=1)
         problems.append(f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    recipe_name = run.get("recipe") or default_recipe(run.get("dataset"))
     try:
-        recipe = load_recipe(recipe_name)
+        recipe = load(recipe_name)
     except ConfigError as err:
         problems.append(str(err))
         recipe = {}
-    config: dict[str, Any] = {k: key.default for k, key in RUN_KEYS.items()}
+    config: dict[str, Any] = {k: key.default for k, key in run_keys.items()}
     config.update(recipe)
-    config.update({k: v for k, v in run.items() if k in ALL_KEYS})
+    config.update({k: v for k, v in run.items() if k in all_keys})
     config["recipe"] = recipe_name
 
-    for name, key in ALL_KEYS.items():
+    for name, key in all_keys.items():
         value = config.get(name)
         if value is None:
             if not key.nullable:
-                where = f" (the recipe {recipe_name!r} does not set it)" if name in RECIPE_KEYS else ""
+                where = f" (the recipe {recipe_name!r} does not set it)" if name in recipe_keys else ""
                 problems.append(f"{name} is required: {key.expected}{where}")
         elif not key.check(value):
             problems.append(f"{name}={value!r} is invalid: expected {key.expected}")
     if not problems:
-        problems += _cross_checks(config)
+        problems += cross_checks(config)
     if problems:
-        raise ConfigError("invalid run configuration:\n  - " + "\n  - ".join(problems))
+        raise ConfigError(f"invalid {what}:\n  - " + "\n  - ".join(problems))
     return config
 
 
@@ -176,9 +202,11 @@ def _cross_checks(c: dict[str, Any]) -> list[str]:
         problems.append("set either milestones or step_size, not both")
     if c["capture_attention"] and c["arch"] not in CAPTURE_ARCHS:
         problems.append(f"capture_attention is only available for {list(CAPTURE_ARCHS)}, not arch={c['arch']!r}")
-    if c["device"].startswith("cuda:") and not c["device"][5:].isdigit():
-        problems.append(f"device={c['device']!r} is invalid: expected cuda:N")
-    return problems
+    return problems + device_problems(c["device"])
+
+
+def device_problems(device: str) -> list[str]:
+    return [f"device={device!r} is invalid: expected cuda:N"] if device.startswith("cuda:") and not device[5:].isdigit() else []
 
 
 def model_knobs(c: Mapping[str, Any]) -> dict[str, Any]:

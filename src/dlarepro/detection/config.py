@@ -8,13 +8,14 @@ image sizes and an iteration-based warm-up.
 
 from __future__ import annotations
 
-import difflib
+import json
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..archspec import ARCHS, check_model_args
-from ..config import ConfigError, Key, _int, _num, _parse_yaml
+from .. import config as classification
+from ..config import Key, _int, _num, device_problems, read_recipe, resolve_keys
 
 DETECTORS = ("faster_rcnn", "mask_rcnn")
 MODEL_KNOBS = ("cell", "sigma", "reduction")
@@ -62,30 +63,17 @@ RUN_KEYS: dict[str, Key] = {
     "log_every": Key(lambda v: _int(v) and v >= 0, "an integer >= 0 (iterations; 0: once per epoch)", 20),
 }
 
-ALL_KEYS = {**RECIPE_KEYS, **RUN_KEYS}
-
-
 def _recipe_folder():
     return resources.files("dlarepro") / "resources" / "recipes" / "detection"
 
 
 def recipe_names() -> list[str]:
-    return sorted(p.name[:-5] for p in _recipe_folder().iterdir() if p.name.endswith(".yaml"))
+    return classification.recipe_names(_recipe_folder())
 
 
 def load_recipe(name_or_path: str) -> dict[str, Any]:
     """A detection recipe by name (``coco``) or from a YAML file."""
-    if name_or_path in recipe_names():
-        text, source = (_recipe_folder() / f"{name_or_path}.yaml").read_text(), f"detection recipe {name_or_path!r}"
-    elif Path(name_or_path).is_file():
-        text, source = Path(name_or_path).read_text(), name_or_path
-    else:
-        raise ConfigError(f"unknown detection recipe {name_or_path!r}: not one of {recipe_names()} and not a file")
-    data = _parse_yaml(text, source)
-    unknown = sorted(set(data) - set(RECIPE_KEYS))
-    if unknown:
-        raise ConfigError(f"{source}: unknown detection recipe keys {unknown}; they are {sorted(RECIPE_KEYS)}")
-    return data
+    return read_recipe(name_or_path, _recipe_folder(), RECIPE_KEYS, "detection recipe")
 
 
 def is_detection(config: Mapping[str, Any]) -> bool:
@@ -95,33 +83,8 @@ def is_detection(config: Mapping[str, Any]) -> bool:
 
 def resolve(run: Mapping[str, Any]) -> dict[str, Any]:
     """Validate ``run`` and return the full resolved detection config."""
-    problems: list[str] = []
-    for key in (k for k in run if k not in ALL_KEYS):
-        close = difflib.get_close_matches(key, list(ALL_KEYS), n=1)
-        problems.append(f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    recipe_name = run.get("recipe") or "coco"
-    try:
-        recipe = load_recipe(recipe_name)
-    except ConfigError as err:
-        problems.append(str(err))
-        recipe = {}
-    config: dict[str, Any] = {k: key.default for k, key in RUN_KEYS.items()}
-    config.update(recipe)
-    config.update({k: v for k, v in run.items() if k in ALL_KEYS})
-    config["recipe"] = recipe_name
-    for name, key in ALL_KEYS.items():
-        value = config.get(name)
-        if value is None:
-            if not key.nullable:
-                where = f" (the recipe {recipe_name!r} does not set it)" if name in RECIPE_KEYS else ""
-                problems.append(f"{name} is required: {key.expected}{where}")
-        elif not key.check(value):
-            problems.append(f"{name}={value!r} is invalid: expected {key.expected}")
-    if not problems:
-        problems += _cross_checks(config)
-    if problems:
-        raise ConfigError("invalid detection run configuration:\n  - " + "\n  - ".join(problems))
-    return config
+    return resolve_keys(run, run.get("recipe") or "coco", load_recipe, RECIPE_KEYS, RUN_KEYS,
+                        _cross_checks, "detection run configuration")
 
 
 def _cross_checks(c: dict[str, Any]) -> list[str]:
@@ -134,9 +97,38 @@ def _cross_checks(c: dict[str, Any]) -> list[str]:
         problems.append(f"milestones {c['milestones']} lie beyond epochs={c['epochs']}")
     if c["min_size"] > c["max_size"]:
         problems.append(f"min_size={c['min_size']} is larger than max_size={c['max_size']}")
-    if c["device"].startswith("cuda:") and not c["device"][5:].isdigit():
-        problems.append(f"device={c['device']!r} is invalid: expected cuda:N")
-    return problems
+    return problems + device_problems(c["device"])
+
+
+class PretrainedWeightsError(RuntimeError):
+    """The ImageNet weights a detector should start from are missing, unfinished or do not fit."""
+
+
+def backbone_run(path: str | Path, arch: str, depth: int) -> dict[str, Any]:
+    """Where the ImageNet weights for an ``arch``-``depth`` backbone are (a finished run folder, or a
+    checkpoint file) and what is known of them; :class:`PretrainedWeightsError` says why they are
+    unusable. Reads no weights, so the workflow checks this before submitting a job."""
+    path = Path(path)
+    folder, checkpoint = (path, path / "checkpoint.pt") if path.is_dir() else (path.parent, path)
+    info: dict[str, Any] = {"path": str(folder), "checkpoint": str(checkpoint)}
+    if path.is_dir():
+        metrics_file = folder / "metrics.json"
+        if not metrics_file.is_file():
+            raise PretrainedWeightsError(f"pretrained backbone {folder} has not finished training (no metrics.json)")
+        try:
+            metrics = json.loads(metrics_file.read_text())
+            run = metrics["run"]
+        except (ValueError, KeyError, TypeError) as err:
+            raise PretrainedWeightsError(f"{metrics_file}: not a dla-repro metrics file ({err})") from None
+        if (run.get("dataset"), run.get("arch"), run.get("depth")) != ("imagenet", arch, depth):
+            raise PretrainedWeightsError(
+                f"pretrained backbone {folder} is {run.get('dataset')}/{run.get('arch')}-{run.get('depth')}, "
+                f"not imagenet/{arch}-{depth}")
+        info.update(synthetic=bool(metrics.get("synthetic")), weights_sha256=metrics.get("weights_sha256"))
+    if not checkpoint.is_file():
+        raise PretrainedWeightsError(f"pretrained backbone not found: {checkpoint} does not exist (train the "
+                                     f"ImageNet run first, or set pretrained=null to start from random weights)")
+    return info
 
 
 def model_knobs(c: Mapping[str, Any]) -> dict[str, Any]:
