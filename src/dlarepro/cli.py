@@ -62,50 +62,40 @@ EXIT_INTERRUPTED = 3  # a stop signal arrived and a checkpoint was written: run 
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_run_config, recipe_names
+    from .config import recipe_names, resolve
 
-    return _run_training(args, load_run_config, recipe_names, "train")
+    return _run_training(args, "train", recipe_names, resolve)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from .config import load_run_config
     from .detection.config import recipe_names, resolve
 
-    def load(path, overrides):
-        return load_run_config(path, overrides, resolver=resolve)
-
-    return _run_training(args, load, recipe_names, "detect")
+    return _run_training(args, "detect", recipe_names, resolve)
 
 
-def _run_training(args: argparse.Namespace, load, recipe_names, command: str) -> int:
+def _run_training(args: argparse.Namespace, command: str, recipe_names, resolver) -> int:
     """Shared by ``train`` and ``detect``: validate, then train (or print the config / recipes)."""
     import yaml
 
-    from .config import ConfigError
+    from .config import ConfigError, load_run_config
 
     if args.list_recipes:
         print("\n".join(recipe_names()))
         return 0
     try:
-        config = load(args.config, args.overrides)
+        config = load_run_config(args.config, args.overrides, resolver)
     except ConfigError as err:
         raise CliError(str(err)) from None
     if args.print_config:
         print(yaml.safe_dump(config, sort_keys=True), end="")
         return 0
     from .data import DatasetError
-    from .train import Interrupted
+    from .detection.config import PretrainedWeightsError
+    from .train import Interrupted, train_any
 
-    if command == "detect":
-        from .detection import train_detection as train
-        from .detection.model import PretrainedWeightsError
-        user_errors: tuple[type[Exception], ...] = (DatasetError, PretrainedWeightsError)
-    else:
-        from .train import train
-        user_errors = (DatasetError,)
     try:
-        metrics = train(config, progress=False if args.no_progress else None)
-    except user_errors as err:
+        metrics = train_any(config, progress=False if args.no_progress else None)
+    except (DatasetError, PretrainedWeightsError) as err:
         raise CliError(str(err)) from None
     except Interrupted as err:
         print(f"dla-repro {command}: {err}", file=sys.stderr)

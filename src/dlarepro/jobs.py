@@ -29,12 +29,10 @@ class TrainJob(submitit.helpers.Checkpointable):
         self.config = config
 
     def __call__(self) -> dict[str, Any]:
-        from .train import Interrupted, train
+        from .train import Interrupted, train_any
 
-        if "detector" in self.config:
-            from .detection import train_detection as train
         try:
-            return train(self.config, progress=False)
+            return train_any(self.config, progress=False)
         except Interrupted as stop:
             handler = signal.getsignal(stop.signum)  # submitit's, restored by train()
             if stop.signum == signal.SIGUSR2 and callable(handler):

@@ -47,6 +47,7 @@ CHECKPOINT, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
 HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5",
                    "epoch_seconds", "step_seconds"]
 CHECKPOINT_FORMAT = 1
+COUNT_COLUMNS = ("epoch", "iterations")  # history.csv columns written as integers
 #: config keys that do not change what is computed (a run may resume with other values)
 NON_SEMANTIC = ("out_dir", "data_root", "num_workers", "log_every", "device", "capture_attention")
 
@@ -239,11 +240,15 @@ def loader(dataset, batches: list[list[int]], config: dict[str, Any], seed: int)
 # the run
 
 
-class Run:
-    """Train ``config`` in ``config['out_dir']``; ``Run(config).execute()`` returns the metrics."""
+class RunBase:
+    """What every kind of run shares: the run folder contract, device and process set-up, resuming
+    from a checkpoint, DDP, progress, checkpoints at a stop signal. A subclass names its config
+    ``resolver`` and implements ``_execute(metrics_path)``."""
+
+    resolver = staticmethod(resolve)
 
     def __init__(self, config: dict[str, Any], progress: bool | None = None):
-        self.config = resolve(config)
+        self.config = self.resolver(config)
         self.folder = Path(self.config["out_dir"])
         self.digest = config_digest(self.config)
         self.progress = sys.stderr.isatty() if progress is None else progress
@@ -264,6 +269,10 @@ class Run:
             dist_.teardown(self.world)
 
     def _execute(self, metrics_path: Path) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- set-up -----------------------------------------------------------------------------
+    def _select_device(self) -> None:
         c, world = self.config, self.world
         if c["batch_size"] % world.size:
             raise ValueError(f"batch_size={c['batch_size']} (the global batch) is not divisible by the "
@@ -271,17 +280,16 @@ class Run:
         self.device = select_device(c["device"])
         if world.distributed and self.device.type == "cuda":
             self.device = torch.device("cuda", torch.cuda.current_device())
-        train_set, test_set, classes, synthetic = make_datasets(c)  # data errors surface before any work
-        if world.main:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            io.write_text(self.folder / "config.yaml", yaml.safe_dump(c, sort_keys=True))
 
-        seed_everything(c["seed"])
-        model = build_model(c["arch"], c["depth"], c["dataset"], num_classes=classes, **model_knobs(c))
-        fmt = torch.channels_last if c["channels_last"] else torch.contiguous_format
-        model = model.to(self.device, memory_format=fmt)
-        optimizer = torch.optim.SGD(model.parameters(), lr=c["lr"], momentum=c["momentum"],
-                                    weight_decay=c["weight_decay"], nesterov=c["nesterov"])
+    def _write_config(self) -> None:
+        if self.world.main:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            io.write_text(self.folder / "config.yaml", yaml.safe_dump(self.config, sort_keys=True))
+
+    def _resume(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], torch.nn.Module]:
+        """Load the newest usable checkpoint into ``model`` and ``optimizer``; return the run state
+        and the module training steps go through (DDP around ``model`` with several processes)."""
+        world = self.world
         state = {"epoch": 0, "batch": 0, "history": [], "partial": None, "elapsed": 0.0, "attempts": 0}
         payload, note = find_resume_point(self.folder, self.digest)
         if world.main:
@@ -298,10 +306,70 @@ class Run:
             state["attempts"] = payload.get("attempts", 0)
         state["attempts"] += 1
         self.model = model  # the module whose weights are saved; training steps go through DDP
-        trained = model
-        if world.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if not world.distributed:
+            return state, model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return state, torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    # -- during an epoch --------------------------------------------------------------------
+    def _bar(self, total, start, desc):
+        if not self.progress or not self.world.main:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, initial=start, desc=desc, leave=False, dynamic_ncols=True)
+
+    def _stop_if_asked(self, stop: StopSignals, optimizer, state, partial, done: int, epoch_start: float,
+                       started: float, bar, unit: str) -> None:
+        """After ``done`` steps of the epoch: if any process got a stop signal, checkpoint here and
+        raise :class:`Interrupted` (every process stops at the same step)."""
+        signum = dist_.any_stop(stop.received, self.world)
+        if signum is None:
+            return
+        partial["seconds"] = time.time() - epoch_start
+        state.update(batch=done, partial=partial, elapsed=time.time() - started)
+        path = self._save(optimizer, state)
+        if bar is not None:
+            bar.close()
+        if self.world.main:
+            log(f"{signal.Signals(signum).name} received: checkpoint written at epoch {state['epoch'] + 1}, "
+                f"{unit} {done}")
+        raise Interrupted(signum, path)
+
+    def _save(self, optimizer, state) -> Path:
+        """Rank 0 writes the checkpoint; every process returns once it is on disk."""
+        path = self.folder / CHECKPOINT
+        if self.world.main:
+            payload = {"format": CHECKPOINT_FORMAT, "digest": self.digest, "model": self.model.state_dict(),
+                       "optimizer": optimizer.state_dict(), "rng": rng_state(), "world_size": self.world.size,
+                       **state}
+            path = save_checkpoint(self.folder, payload)
+        dist_.barrier(self.world)
+        return path
+
+    def _write_history(self, history: list[dict[str, Any]], columns: list[str]) -> None:
+        """history.csv from the finished epochs (counts as integers, other values as exact floats)."""
+        lines = [",".join(columns)]
+        lines += [",".join(str(r[k]) if k in COUNT_COLUMNS else repr(float(r[k])) for k in columns) for r in history]
+        io.write_text(self.folder / "history.csv", "\n".join(lines) + "\n")
+
+
+class Run(RunBase):
+    """Train ``config`` in ``config['out_dir']``; ``Run(config).execute()`` returns the metrics."""
+
+    def _execute(self, metrics_path: Path) -> dict[str, Any]:
+        c, world = self.config, self.world
+        self._select_device()
+        train_set, test_set, classes, synthetic = make_datasets(c)  # data errors surface before any work
+        self._write_config()
+
+        seed_everything(c["seed"])
+        model = build_model(c["arch"], c["depth"], c["dataset"], num_classes=classes, **model_knobs(c))
+        fmt = torch.channels_last if c["channels_last"] else torch.contiguous_format
+        model = model.to(self.device, memory_format=fmt)
+        optimizer = torch.optim.SGD(model.parameters(), lr=c["lr"], momentum=c["momentum"],
+                                    weight_decay=c["weight_decay"], nesterov=c["nesterov"])
+        state, trained = self._resume(model, optimizer)
 
         with StopSignals() as stop:
             started = time.time() - state["elapsed"]
@@ -353,17 +421,7 @@ class Run:
                 bar.set_postfix(loss=f"{partial['loss'] / partial['seen']:.3f}")
             elif c["log_every"] and (b + 1) % c["log_every"] == 0:
                 log(f"epoch {epoch + 1} batch {b + 1}/{len(batches)} loss {partial['loss'] / partial['seen']:.4f}")
-            signum = dist_.any_stop(stop.received, self.world)  # every process stops at the same batch
-            if signum is not None:
-                partial["seconds"] = time.time() - epoch_start
-                state.update(batch=b + 1, partial=partial, elapsed=time.time() - started)
-                path = self._save(optimizer, state)
-                if bar is not None:
-                    bar.close()
-                if self.world.main:
-                    log(f"{signal.Signals(signum).name} received: checkpoint written at epoch {epoch + 1}, "
-                        f"batch {b + 1}")
-                raise Interrupted(signum, path)
+            self._stop_if_asked(stop, optimizer, state, partial, b + 1, epoch_start, started, bar, "batch")
         if bar is not None:
             bar.close()
         dist_.sync_buffers(self.model, self.world)  # rank 0's BatchNorm statistics everywhere
@@ -377,33 +435,10 @@ class Run:
         self._save(optimizer, state)
         if not self.world.main:
             return
-        self._write_history(state["history"])
+        self._write_history(state["history"], HISTORY_COLUMNS)
         log(f"epoch {epoch + 1}/{c['epochs']}: lr {lr:.4g} train loss {row['train_loss']:.4f} "
             f"top-1 {row['train_top1']:.2f} | test loss {test_loss:.4f} top-1 {top1:.2f} top-5 {top5:.2f} "
             f"| {row['epoch_seconds']:.1f}s, {row['step_seconds'] * 1000:.0f} ms/step")
-
-    def _bar(self, total, start, desc):
-        if not self.progress or not self.world.main:
-            return None
-        from tqdm import tqdm
-
-        return tqdm(total=total, initial=start, desc=desc, leave=False, dynamic_ncols=True)
-
-    def _save(self, optimizer, state) -> Path:
-        """Rank 0 writes the checkpoint; every process returns once it is on disk."""
-        path = self.folder / CHECKPOINT
-        if self.world.main:
-            payload = {"format": CHECKPOINT_FORMAT, "digest": self.digest, "model": self.model.state_dict(),
-                       "optimizer": optimizer.state_dict(), "rng": rng_state(), "world_size": self.world.size,
-                       **state}
-            path = save_checkpoint(self.folder, payload)
-        dist_.barrier(self.world)
-        return path
-
-    def _write_history(self, history: list[dict[str, Any]]) -> None:
-        lines = [",".join(HISTORY_COLUMNS)]
-        lines += [",".join(repr(float(r[k])) if k != "epoch" else str(r[k]) for k in HISTORY_COLUMNS) for r in history]
-        io.write_text(self.folder / "history.csv", "\n".join(lines) + "\n")
 
     # -- evaluation -------------------------------------------------------------------------
     def _test_batches(self, test_set) -> list[list[int]]:
@@ -492,6 +527,13 @@ def weights_digest(model: torch.nn.Module) -> str:
 def train(config: dict[str, Any], progress: bool | None = None) -> dict[str, Any]:
     """Train one run (resuming if its folder has a checkpoint); return its metrics."""
     return Run(config, progress).execute()
+
+
+def train_any(config: dict[str, Any], progress: bool | None = None) -> dict[str, Any]:
+    """:func:`train`, or :func:`dlarepro.detection.train_detection` for a config naming a detector."""
+    from .detection import is_detection, train_detection
+
+    return (train_detection if is_detection(config) else train)(config, progress)
 
 
 #: metrics that measure the machine or the history of a run, not what it computed

@@ -15,22 +15,17 @@ import contextlib
 import io as pyio
 import json
 import math
-import signal
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from .. import __version__, io
 from .. import distributed as dist_
-from ..train import (CHECKPOINT, CHECKPOINT_FORMAT, Interrupted, StopSignals, config_digest, epoch_batches,
-                     find_resume_point, git_commit, log, rng_state, save_checkpoint, seed_everything, select_device,
-                     set_rng_state, weights_digest)
+from ..train import RunBase, StopSignals, epoch_batches, git_commit, log, seed_everything, weights_digest
 from .config import lr_at, model_knobs, resolve
 from .model import build_detector, pretrained_state
 
@@ -80,27 +75,10 @@ def coco_average_precision(coco_gt, results: list[dict[str, Any]], kind: str, im
     return {k: (None if v < 0 else round(100.0 * float(v), 4)) for k, v in zip(keys, evaluator.stats[:6])}
 
 
-class DetectionRun:
+class DetectionRun(RunBase):
     """Train ``config`` in ``config['out_dir']``; ``DetectionRun(config).execute()`` returns the metrics."""
 
-    def __init__(self, config: dict[str, Any], progress: bool | None = None):
-        self.config = resolve(config)
-        self.folder = Path(self.config["out_dir"])
-        self.digest = config_digest(self.config)
-        self.progress = sys.stderr.isatty() if progress is None else progress
-
-    def execute(self) -> dict[str, Any]:
-        metrics_path = self.folder / "metrics.json"
-        if metrics_path.exists():
-            log(f"{self.folder}: already finished (metrics.json exists); nothing to do")
-            return json.loads(metrics_path.read_text())
-        if self.config["threads"]:
-            torch.set_num_threads(self.config["threads"])
-        self.world = dist_.setup(self.config["device"])
-        try:
-            return self._execute(metrics_path)
-        finally:
-            dist_.teardown(self.world)
+    resolver = staticmethod(resolve)
 
     # -- set-up -----------------------------------------------------------------------------
     def _datasets(self):
@@ -117,18 +95,11 @@ class DetectionRun:
 
     def _execute(self, metrics_path: Path) -> dict[str, Any]:
         c, world = self.config, self.world
-        if c["batch_size"] % world.size:
-            raise ValueError(f"batch_size={c['batch_size']} (the global batch) is not divisible by the "
-                             f"{world.size} processes of this job")
-        self.device = select_device(c["device"])
-        if world.distributed and self.device.type == "cuda":
-            self.device = torch.device("cuda", torch.cuda.current_device())
+        self._select_device()
         train_set, val_set, synthetic = self._datasets()  # data and weight errors surface before any work
         backbone_state, backbone = (pretrained_state(c["pretrained"], c["arch"], c["depth"]) if c["pretrained"]
                                     else (None, {"path": None}))
-        if world.main:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            io.write_text(self.folder / "config.yaml", yaml.safe_dump(c, sort_keys=True))
+        self._write_config()
 
         seed_everything(c["seed"])
         model = build_detector(c["detector"], c["arch"], c["depth"], train_set.num_classes, min_size=c["min_size"],
@@ -137,25 +108,7 @@ class DetectionRun:
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=lr_at(c, 0, 0), momentum=c["momentum"],
                                     weight_decay=c["weight_decay"])
-        state = {"epoch": 0, "batch": 0, "history": [], "partial": None, "elapsed": 0.0, "attempts": 0}
-        payload, note = find_resume_point(self.folder, self.digest)
-        if world.main:
-            log(f"{self.folder}: {note}")
-        if payload is not None:
-            if payload.get("world_size", 1) != world.size:
-                raise RuntimeError(f"{self.folder}: the checkpoint was written by {payload.get('world_size', 1)} "
-                                   f"process(es) and this job has {world.size}; resume with the same number of "
-                                   f"processes (GPUs), or delete the folder to start over")
-            model.load_state_dict(payload["model"])
-            optimizer.load_state_dict(payload["optimizer"])
-            set_rng_state(payload["rng"])
-            state = {k: payload[k] for k in ("epoch", "batch", "history", "partial", "elapsed")}
-            state["attempts"] = payload.get("attempts", 0)
-        state["attempts"] += 1
-        self.model, trained = model, model
-        if world.distributed:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        state, trained = self._resume(model, optimizer)
 
         with StopSignals() as stop:
             started = time.time() - state["elapsed"]
@@ -185,11 +138,7 @@ class DetectionRun:
         mine = [dist_.shard(batch, self.world) for batch in batches[start_batch:]]
         data = torch.utils.data.DataLoader(train_set, batch_sampler=mine, num_workers=c["num_workers"],
                                            collate_fn=collate, generator=torch.Generator().manual_seed(epoch))
-        bar = None
-        if self.progress and self.world.main:
-            from tqdm import tqdm
-
-            bar = tqdm(total=len(batches), initial=start_batch, desc=f"epoch {epoch + 1}/{c['epochs']}", leave=False)
+        bar = self._bar(len(batches), start_batch, f"epoch {epoch + 1}/{c['epochs']}")
         lr = lr_at(c, epoch, epoch * per_epoch + start_batch)
         for b, (images, targets) in enumerate(data, start=start_batch):
             lr = lr_at(c, epoch, epoch * per_epoch + b)
@@ -217,17 +166,7 @@ class DetectionRun:
                 parts = " ".join(f"{k} {float(v):.3f}" for k, v in losses.items())
                 log(f"epoch {epoch + 1} iter {b + 1}/{len(batches)} lr {lr:.4g} loss "
                     f"{partial['loss'] / partial['iters']:.4f} ({parts})")
-            signum = dist_.any_stop(stop.received, self.world)
-            if signum is not None:
-                partial["seconds"] = time.time() - epoch_start
-                state.update(batch=b + 1, partial=partial, elapsed=time.time() - started)
-                path = self._save(optimizer, state)
-                if bar is not None:
-                    bar.close()
-                if self.world.main:
-                    log(f"{signal.Signals(signum).name} received: checkpoint written at epoch {epoch + 1}, "
-                        f"iteration {b + 1}")
-                raise Interrupted(signum, path)
+            self._stop_if_asked(stop, optimizer, state, partial, b + 1, epoch_start, started, bar, "iteration")
         if bar is not None:
             bar.close()
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": partial["loss"] / max(partial["iters"], 1),
@@ -237,21 +176,9 @@ class DetectionRun:
         state.update(epoch=epoch + 1, batch=0, partial=None, elapsed=time.time() - started)
         self._save(optimizer, state)
         if self.world.main:
-            lines = [",".join(HISTORY_COLUMNS)] + [",".join(str(r[k]) for k in HISTORY_COLUMNS)
-                                                   for r in state["history"]]
-            io.write_text(self.folder / "history.csv", "\n".join(lines) + "\n")
+            self._write_history(state["history"], HISTORY_COLUMNS)
             log(f"epoch {epoch + 1}/{c['epochs']}: lr {lr:.4g} train loss {row['train_loss']:.4f} | "
                 f"{row['epoch_seconds']:.1f}s, {row['iter_seconds'] * 1000:.0f} ms/iteration")
-
-    def _save(self, optimizer, state) -> Path:
-        path = self.folder / CHECKPOINT
-        if self.world.main:
-            payload = {"format": CHECKPOINT_FORMAT, "digest": self.digest, "model": self.model.state_dict(),
-                       "optimizer": optimizer.state_dict(), "rng": rng_state(), "world_size": self.world.size,
-                       **state}
-            path = save_checkpoint(self.folder, payload)
-        dist_.barrier(self.world)
-        return path
 
     # -- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
