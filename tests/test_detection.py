@@ -160,6 +160,26 @@ def test_unusable_imagenet_weights_are_refused_with_the_reason(tmp_path):
         pretrained_state(tmp_path / "corrupt", "none", 50)
 
 
+def test_submission_is_refused_while_the_backbone_run_is_unusable(tmp_path):
+    from dlarepro.submit import SubmitError, check_backbone
+
+    def config(folder):
+        return {"detector": "faster_rcnn", "arch": "none", "depth": 50, "pretrained": str(folder)}
+
+    with pytest.raises(SubmitError, match="missing does not exist.*upstream job"):
+        check_backbone(config(tmp_path / "missing"))
+    imagenet_run(tmp_path / "running")
+    (tmp_path / "running/metrics.json").unlink()
+    with pytest.raises(SubmitError, match="has not finished"):
+        check_backbone(config(tmp_path / "running"))
+    imagenet_run(tmp_path / "se", arch="se")
+    with pytest.raises(SubmitError, match="imagenet/se-50, not imagenet/none-50"):
+        check_backbone(config(tmp_path / "se"))
+    imagenet_run(tmp_path / "done")
+    check_backbone(config(tmp_path / "done"))  # a finished run of the right model is accepted
+    check_backbone({**config(tmp_path), "pretrained": None})  # no backbone: random initialisation
+
+
 def test_bad_detection_config_names_every_problem(tmp_path):
     with pytest.raises(ConfigError) as err:
         resolve({"detector": "retinanet", "arch": "dla_l", "depth": 50, "data_root": "d", "out_dir": "o",

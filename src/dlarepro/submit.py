@@ -54,14 +54,15 @@ def check_data(config: Mapping[str, Any], profile: str) -> None:
 
 
 def check_backbone(config: Mapping[str, Any]) -> None:
-    """A detector starts from its finished ImageNet run: fail before submission when it is not there."""
-    pretrained = config.get("pretrained")
-    if pretrained and Path(pretrained).is_dir() and not (Path(pretrained) / "metrics.json").is_file():
-        raise SubmitError(f"the ImageNet backbone run {pretrained} has not finished (no metrics.json); "
-                          f"train it first (Snakemake does: it is an upstream job of this run)")
-    if pretrained and not Path(pretrained).exists():
-        raise SubmitError(f"the ImageNet backbone run {pretrained} does not exist; train it first "
-                          f"(Snakemake does: it is an upstream job of this run)")
+    """A detector starts from its finished ImageNet run: fail before submission when it is unusable."""
+    if not config.get("pretrained"):
+        return
+    from .detection.config import PretrainedWeightsError, backbone_run
+
+    try:
+        backbone_run(config["pretrained"], config["arch"], config["depth"])
+    except PretrainedWeightsError as err:
+        raise SubmitError(f"{err}; Snakemake trains the ImageNet run first (it is an upstream job of this run)") from None
 
 
 def make_executor(kind: str, folder: Path, run_id: str, slurm: Mapping[str, Any] | None, threads: int | None):
@@ -135,12 +136,11 @@ def _attach(record: dict[str, Any], folder: Path):
 def submit_run(grid: Mapping[str, Any], run_id: str, profile: str | None = None, *, workdir: str | Path = ".",
                executor: str = "local", slurm: Mapping[str, Any] | None = None, poll_seconds: float = 10.0) -> int:
     """Submit (or re-attach to) one run and wait for it; 0 when ``metrics.json`` exists."""
-    from . import detection
-    from .config import ConfigError, resolve
+    from .config import ConfigError, resolve_any
 
     try:
         config = gridlib.run_config(grid, run_id, profile, workdir)
-        resolved = (detection.resolve if detection.is_detection(config) else resolve)(config)
+        resolved = resolve_any(config)
     except (gridlib.GridError, ConfigError) as err:
         raise SubmitError(str(err)) from None
     run_dir = Path(config["out_dir"])

@@ -18,13 +18,9 @@ from torch import Tensor, nn
 
 from ..models import build_model
 from ..models.resnet import ImageNetResNet
-from .config import DETECTORS
+from .config import DETECTORS, PretrainedWeightsError, backbone_run
 
 FPN_CHANNELS = 256
-
-
-class PretrainedWeightsError(RuntimeError):
-    """The ImageNet weights a detector should start from are missing, unfinished or do not fit."""
 
 
 class ResNetFPN(nn.Module):
@@ -76,28 +72,8 @@ def pretrained_state(path: str | Path, arch: str, depth: int) -> tuple[dict[str,
     and what is known about them (path, synthetic flag, weights digest)."""
     from ..train import CorruptCheckpointError, read_checkpoint
 
-    path = Path(path)
-    folder, checkpoint = (path, path / "checkpoint.pt") if path.is_dir() else (path.parent, path)
-    if not checkpoint.is_file():
-        raise PretrainedWeightsError(f"pretrained backbone not found: {checkpoint} does not exist (train the "
-                                     f"ImageNet run first, or set pretrained=null to start from random weights)")
-    info: dict[str, Any] = {"path": str(folder)}
-    metrics_file = folder / "metrics.json"
-    if path.is_dir():
-        if not metrics_file.is_file():
-            raise PretrainedWeightsError(f"pretrained backbone {folder} has not finished training (no metrics.json)")
-        import json
-
-        try:
-            metrics = json.loads(metrics_file.read_text())
-            run = metrics["run"]
-        except (ValueError, KeyError, TypeError) as err:
-            raise PretrainedWeightsError(f"{metrics_file}: not a dla-repro metrics file ({err})") from None
-        if (run.get("dataset"), run.get("arch"), run.get("depth")) != ("imagenet", arch, depth):
-            raise PretrainedWeightsError(
-                f"pretrained backbone {folder} is {run.get('dataset')}/{run.get('arch')}-{run.get('depth')}, "
-                f"not imagenet/{arch}-{depth}")
-        info.update(synthetic=bool(metrics.get("synthetic")), weights_sha256=metrics.get("weights_sha256"))
+    info = backbone_run(path, arch, depth)
+    checkpoint = Path(info.pop("checkpoint"))  # metrics.json records the run folder
     try:
         payload = read_checkpoint(checkpoint)
     except CorruptCheckpointError as err:
