@@ -244,15 +244,14 @@ def config_of(run: Run, name: str, prof: Mapping[str, Any], workdir: str | Path 
 def check_run_configs(grid: Mapping[str, Any], profile: str | None = None) -> None:
     """Validate the training config of every run of the profile (recipe, overrides, knobs), so a
     bad value stops the workflow before the first job is submitted rather than at its own job."""
-    from .config import ConfigError, resolve
-    from .detection.config import is_detection, resolve as resolve_detection
+    from .config import ConfigError, resolve_any
 
     name, prof = profile_of(grid, profile)
     problems: dict[str, str] = {}
     for run in expand(grid, name).values():
         config = config_of(run, name, prof)
         try:
-            (resolve_detection if is_detection(config) else resolve)(config)
+            resolve_any(config)
         except ConfigError as err:
             problems.setdefault(str(err), run.run_id)
     if problems:
