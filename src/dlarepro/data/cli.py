@@ -65,7 +65,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 def _cifar_summary(root: str, dataset: str) -> dict[str, Any]:
     import numpy as np
 
-    from .cifar import DatasetError, cifar_classes, dataset_dir, load_cifar, official_checksums_match, synthetic_info
+    from .cifar import cifar_classes, dataset_dir, load_cifar, official_checksums_match, synthetic_info
 
     classes = cifar_classes(root, dataset)
     splits = {}
@@ -127,10 +127,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .cifar import DatasetError
 
     try:
-        if args.dataset in ("imagenet", "coco"):
-            summary = _imagenet_summary(args.root) if args.dataset == "imagenet" else _coco_summary(args.root)
-        else:
+        if args.dataset in CIFAR_DATASETS:
             summary = _cifar_summary(args.root, args.dataset)
+        else:
+            summary = {"imagenet": _imagenet_summary, "coco": _coco_summary}[args.dataset](args.root)
     except DatasetError as err:
         return _fail("check", str(err))
     if args.json:

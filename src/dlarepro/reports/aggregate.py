@@ -87,15 +87,11 @@ def check_metrics(metrics: Any, run: gridlib.Run) -> str | None:
         boxes = tuple(m for m in DETECTION_METRICS if m.startswith("bbox"))
         masks = tuple(m for m in DETECTION_METRICS if m.startswith("segm")) if run.detector == "mask_rcnn" else ()
         required = tuple(dict.fromkeys(DETECTION_REQUIRED + boxes + masks))
-        # AP by object size is null (COCOeval's -1) where the images hold no object of that size
-        core = tuple(m for m in boxes + masks if m.endswith(("_ap", "_ap50", "_ap75")))
-        why = _numbers_problem(metrics, required, ("params", "wall_seconds") + core, core)
+        # AP by object size may be null (COCOeval's -1) where the images hold no object of that size
+        scores = tuple(m for m in boxes + masks if m.endswith(("_ap", "_ap50", "_ap75")) or metrics.get(m) is not None)
+        why = _numbers_problem(metrics, required, ("params", "wall_seconds") + scores, scores)
         if why:
             return why
-        for key in (m for m in boxes + masks if m not in core and metrics[m] is not None):
-            why = _numbers_problem(metrics, (), (key,), (key,))
-            if why:
-                return why
     else:
         why = _numbers_problem(metrics, REQUIRED, (*PERCENT, "params", "macs", "step_seconds", "wall_seconds",
                                                    "epochs", "best_epoch"), PERCENT)
