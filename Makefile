@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dla-repro-installed
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: setup system-deps slurm latex run test bench clean-smoke
+.PHONY: setup slurm latex run test bench
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml scripts/setup.sh $(wildcard constraints/*.txt)

@@ -5,9 +5,9 @@
 #   snakemake --profile workflow/profiles/slurm --config profile=paper
 #   snakemake -n --config profile=paper                              # what would run
 #   snakemake runs / paper_pdf                                       # only the runs / also compile
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
-min_version("8.0")
+min_version("9.19")
 
 configfile: "params.yaml"
 

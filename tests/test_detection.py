@@ -4,23 +4,22 @@ end to end (COCO AP from pycocotools) and its resume after a stop signal."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from dlarepro.config import ConfigError
-from dlarepro.data.cifar import CorruptDatasetError, DatasetNotFoundError
+from conftest import ENV, REPO, snakemake_command, training_command
+from dlarepro.checkpoints import CHECKPOINT_FORMAT, read_checkpoint, save_checkpoint
+from dlarepro.data.common import CorruptDatasetError, DatasetNotFoundError
 from dlarepro.data.coco import CocoDetection, load_coco_api, synthetic_coco_info, write_synthetic_coco
-from dlarepro.detection import resolve
+from dlarepro.detection.config import resolve
 from dlarepro.detection.model import PretrainedWeightsError, build_detector, pretrained_state
 from dlarepro.models import build_model
-from dlarepro.train import CHECKPOINT_FORMAT, read_checkpoint, save_checkpoint
+from dlarepro.runconfig import ConfigError
 
 pytestmark = pytest.mark.slow
 
@@ -120,7 +119,7 @@ def test_layer_attention_backbone_is_frozen_where_the_official_setup_freezes_it(
 
 
 def imagenet_run(folder: Path, arch: str = "none", depth: int = 50, **metrics) -> dict[str, torch.Tensor]:
-    """A finished ImageNet run folder as dlarepro.train leaves it (checkpoint + metrics.json)."""
+    """A finished ImageNet run folder as a classification run leaves it (checkpoint + metrics.json)."""
     torch.manual_seed(1)
     model = build_model(arch, depth, "imagenet", num_classes=4)
     folder.mkdir(parents=True)
@@ -207,8 +206,7 @@ def tiny_run(coco_root: Path, out: Path, pretrained: Path | None = None) -> dict
 
 
 def cli(config: dict) -> list[str]:
-    args = [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in config.items()]
-    return [sys.executable, "-m", "dlarepro", "detect", "--no-progress", *args]
+    return training_command("detect", config)
 
 
 @pytest.fixture(scope="module")
@@ -232,8 +230,11 @@ def test_run_writes_coco_average_precision(reference, coco_root):
             value = reference[f"{kind}_{stat}"]
             assert value is None or 0.0 <= value <= 100.0, (kind, stat, value)
         assert reference[f"{kind}_ap"] is not None
-    assert reference["run"] == {"dataset": "coco", "detector": "mask_rcnn", "arch": "none", "depth": 50, "seed": 1,
-                                "recipe": "coco", "cell": None, "sigma": None, "reduction": None}
+    assert reference["run"] == {"run_id": "coco-mask_rcnn-none-d50-s1", "config_id": "coco-mask_rcnn-none-d50",
+                                "dataset": "coco", "detector": "mask_rcnn", "arch": "none", "depth": 50,
+                                "paper_depth": 50, "seed": 1, "knobs": {}, "experiments": [], "profile": None,
+                                "backbone": None, "recipe": "coco"}
+    assert reference["run_id"] == "coco-mask_rcnn-none-d50-s1"
     assert reference["synthetic"] is True and reference["backbone"]["synthetic"] is True
     assert reference["epochs"] == 2 and reference["iterations"] == 4 and reference["val_images"] == 2
     assert reference["params"] == sum(p.numel() for p in build_detector("mask_rcnn", "none", 50, 4).parameters())
@@ -246,7 +247,7 @@ def test_stopped_run_resumes_bit_identical(coco_root, backbone, reference, tmp_p
     seen, deadline = [], time.time() + 600
     for line in proc.stdout:
         seen.append(line)
-        if "epoch 2 iter 1/2" in line:
+        if "epoch 2 iteration 1/2" in line:
             proc.send_signal(signal.SIGTERM)
             break
         assert time.time() < deadline, "".join(seen)
@@ -280,16 +281,14 @@ def test_tiny_profile_runs_imagenet_then_coco_and_builds_tables_2_and_3(tmp_path
     detector waits for its ImageNet backbone, both tables show our numbers, the paper compiles."""
     import yaml
 
-    repo = Path(__file__).resolve().parents[1]
-    grid = yaml.safe_load((repo / "params.yaml").read_text())
+    grid = yaml.safe_load((REPO / "params.yaml").read_text())
     grid["profile"] = "tiny"
     grid["experiments"]["table2"] = [{"datasets": ["imagenet"], "depths": [50], "archs": ["none"]}]
     grid["experiments"]["table3"] = [{"datasets": ["coco"], "detectors": ["faster_rcnn"], "depths": [50],
                                       "archs": ["none"]}]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(grid, sort_keys=False))
-    done = subprocess.run(["snakemake", "-s", str(repo / "Snakefile"), "--profile", str(repo / "workflow/profiles/local"),
-                           "--directory", str(tmp_path), "paper_pdf"], capture_output=True, text=True, timeout=1200,
-                          env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    done = subprocess.run(snakemake_command(tmp_path, "paper_pdf", profile="local"), capture_output=True, text=True,
+                          timeout=1200, env=ENV)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     runs = tmp_path / "results/tiny/runs"
     imagenet = json.loads((runs / "imagenet-none-d50-s0/metrics.json").read_text())

@@ -20,11 +20,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlarepro import grid as gridlib
+from conftest import BIN, REPO, snakemake_command
+from dlarepro import layout
 from dlarepro.data import write_synthetic_imagefolder
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
 RUN = {"epochs": 2, "warmup_epochs": 1, "step_size": None, "milestones": [2], "batch_size": 4,
        "test_batch_size": 2, "crop_size": 64, "threads": 1, "max_batches_per_epoch": 3, "log_every": 1}
@@ -104,9 +103,8 @@ def test_resume_with_another_number_of_processes_is_refused(reference):
 # through Snakemake and submitit on the local SLURM
 
 
-SLURM_OPTIONS = ["slurm_partition=debug", "poll_seconds=1",
-                 "slurm_by_family={imagenet: {gpus_per_node: 0, tasks_per_node: 2, cpus_per_task: 1, mem_gb: 4, "
-                 "timeout_min: 10, signal_delay_s: 20}}"]
+SLURM_OPTIONS = ["executor_options_by_family={imagenet: {gpus_per_node: 0, tasks_per_node: 2, cpus_per_task: 1, "
+                 "mem_gb: 4, timeout_min: 10, signal_delay_s: 20}}"]
 
 
 def imagenet_grid() -> dict:
@@ -121,9 +119,8 @@ def test_two_task_slurm_job_is_requeued_and_resumes(reference, tmp_path):
     assert status.returncode == 0, "the local SLURM is not running (make test starts it)\n" + status.stdout
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(imagenet_grid(), sort_keys=False))
     run_id = "imagenet-dla_l-d50-s0"
-    folder = tmp_path / gridlib.run_dir("tiny", run_id)
-    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "workflow/profiles/slurm"),
-           "--directory", str(tmp_path), "--cores", "2", "runs", "--config", *SLURM_OPTIONS]
+    folder = tmp_path / layout.run_dir("tiny", run_id)
+    cmd = snakemake_command(tmp_path, "runs", cores=2, config=SLURM_OPTIONS)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
                             start_new_session=True)
     try:

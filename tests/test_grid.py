@@ -34,7 +34,7 @@ def test_every_detection_run_depends_on_its_imagenet_run():
         backbone = run.backbone
         assert backbone.run_id in runs, run.run_id
         assert (backbone.arch, backbone.depth, backbone.knobs) == (run.arch, run.depth, run.knobs)
-        config = gridlib.run_config(GRID, run.run_id, "paper", workdir="/w")
+        config = gridlib.run_record(GRID, run.run_id, "paper", workdir="/w").config
         assert config["pretrained"] == f"/w/results/paper/runs/{backbone.run_id}"
         assert config["detector"] == run.detector and config["recipe"] == "coco"
     # a backbone listed by table2 too is one node serving both tables
@@ -58,15 +58,16 @@ def test_smoke_skips_imagenet_and_coco_and_tiny_runs_only_them():
 
 def test_family_settings_do_not_leak_between_families():
     tiny = GRID["profiles"]["tiny"]
-    imagenet = gridlib.run_config(GRID, "imagenet-none-d50-s0", "tiny", workdir="/w")
+    imagenet = gridlib.run_record(GRID, "imagenet-none-d50-s0", "tiny", workdir="/w").config
     assert imagenet["recipe"] == "imagenet" and imagenet["data_root"] == "/w/data/tiny/imagenet"
     assert {k: imagenet[k] for k in tiny["imagenet"]["overrides"]} == tiny["imagenet"]["overrides"]
-    coco = gridlib.run_config(GRID, "coco-faster_rcnn-none-d50-s0", "tiny", workdir="/w")
+    coco = gridlib.run_record(GRID, "coco-faster_rcnn-none-d50-s0", "tiny", workdir="/w").config
     assert coco["data_root"] == "/w/data/tiny" and "crop_size" not in coco
-    cifar = gridlib.run_config(GRID, "cifar100-dla_l-d20-s0", "smoke", workdir="/w")
+    cifar = gridlib.run_record(GRID, "cifar100-dla_l-d20-s0", "smoke", workdir="/w").config
     assert cifar["batch_size"] == GRID["profiles"]["smoke"]["overrides"]["batch_size"]
-    paper_imagenet = gridlib.run_config(GRID, "imagenet-dla_l-d101-s0", "paper", workdir="/w")
-    assert paper_imagenet["depth"] == 101 and "batch_size" not in paper_imagenet  # the recipe's own
+    paper_imagenet = gridlib.run_record(GRID, "imagenet-dla_l-d101-s0", "paper", workdir="/w").config
+    assert paper_imagenet["depth"] == 101 and paper_imagenet["batch_size"] == 256  # the recipe's own
+    assert paper_imagenet["reduction"] == 16 and paper_imagenet["cell"] == "dsu"  # every default filled in
 
 
 @pytest.mark.parametrize("change, message", [

@@ -8,7 +8,8 @@ import re
 import pytest
 import torch
 
-from dlarepro.models import ARCHS, build_model, check_model_args
+from dlarepro.methods import METHODS, check_model_args
+from dlarepro.models import build_model
 from dlarepro.models.cells import DSUCell
 from reference_dla_b import use_direct_form
 
@@ -17,7 +18,7 @@ def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# Official implementations, instantiated on the CPU (../shared/ARCHITECTURE.md): (CIFAR-10, CIFAR-100).
+# Counts of the official implementations, instantiated on the CPU: (CIFAR-10, CIFAR-100).
 OFFICIAL_CIFAR = {
     "none": {20: (220378, 243508), 56: (591322, 614452), 110: (1147738, 1170868)},
     "se": {20: (241882, 265012), 56: (655834, 678964), 110: (1276762, 1299892)},
@@ -82,7 +83,7 @@ def test_any_valid_cifar_depth_builds_and_runs():
         assert out.shape == (2, 10)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", list(METHODS))
 def test_every_arch_trains_one_step(arch):
     torch.manual_seed(0)
     model = build_model(arch, 20, "cifar100", **({"drop_path": 0.2} if "la" in arch else {}))
@@ -131,7 +132,7 @@ def test_bad_knobs_are_named(arch, knobs, message):
 
 def test_imagenet_defaults_to_official_reduction():
     assert check_model_args("dla_l", 50, "imagenet")["reduction"] == 16
-    assert "reduction" not in check_model_args("dla_l", 56, "cifar10")
+    assert check_model_args("dla_l", 56, "cifar10")["reduction"] == 4  # every default filled in
 
 
 @pytest.mark.parametrize("sigma", ["sigmoid", "identity", "tanh", "relu"])
@@ -200,25 +201,25 @@ def test_channels_last_gives_same_output():
     torch.testing.assert_close(model(x.to(memory_format=torch.channels_last)), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_archspec_matches_the_registry():
-    """The torch-free spec the workflow validates with describes the classes that are built."""
+def test_method_specs_match_the_registry():
+    """The torch-free specs the workflow validates with describe the classes that are built."""
     import inspect
 
-    from dlarepro.archspec import ARCH_KNOBS, DEFAULTS
     from dlarepro.models.interactions import INTERACTIONS
 
-    assert list(INTERACTIONS) == list(ARCH_KNOBS)
+    assert set(INTERACTIONS) == set(METHODS)
     for arch, cls in INTERACTIONS.items():
         params = inspect.signature(cls.__init__).parameters
         accepted = {k for k in params if k not in ("self", "channels", "num_blocks", "knobs")}
-        assert accepted == set(ARCH_KNOBS[arch]), arch
-        assert {k: params[k].default for k in accepted} == DEFAULTS.get(arch, {}), arch
+        assert accepted == set(METHODS[arch].knob_names), arch
+        assert {k: params[k].default for k in accepted} == METHODS[arch].defaults("cifar"), arch
 
 
 def test_grid_validation_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, dlarepro.grid, dlarepro.config; print('torch' in sys.modules)"
+    code = ("import sys, dlarepro.grid, dlarepro.kinds, dlarepro.submit, dlarepro.cli; "
+            "dlarepro.cli.build_parser(); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from dlarepro import paper
-from dlarepro.paper import COLUMNS, TABLES, load_table, published_params
+from dlarepro.paper import COLUMNS, TABLES, load_table
 
 
 def one(df, **match):
@@ -109,16 +109,3 @@ def test_bad_columns_are_reported(monkeypatch):
     monkeypatch.setitem(paper.COLUMNS, 4, COLUMNS[4][:-1] + ("top1_sd",))
     with pytest.raises(ValueError, match=r"table4\.csv.*missing \['top1_sd'\].*unexpected \['top1_std'\]"):
         load_table(4)
-
-
-def test_published_params():
-    assert published_params("dla_l", 110, "cifar100") == 1.41  # Table 1
-    assert published_params("dla_l", 110, "cifar100", cell="dsu") == 1.41  # default cell: Table 1
-    assert published_params("mrla_b", 20, "cifar10") == 0.23
-    assert published_params("dla_l", 110, "cifar100", cell="lstm") == 1.93  # Table 4
-    assert published_params("dia", 110, "cifar100", cell="lstm") == 1.86  # Table 6
-    assert published_params("dia", 56, "cifar100", cell="dsu") == 0.79
-    assert published_params("dia", 56, "cifar100", cell="dia") == 0.83  # default cell: Table 1
-    assert published_params("dla_b", 56, "cifar10") is None  # no DLA-B-56 row
-    assert published_params("dla_l", 56, "cifar100", cell="lstm") is None  # Table 4 is depth 110 only
-    assert published_params("none", 20, "cifar100", cell="lstm") is None

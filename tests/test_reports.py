@@ -1,6 +1,6 @@
 """``dla-repro report``: aggregation, LaTeX tables, figures, the paper and its pdflatex build.
 
-The run tree is built in a temporary folder: a few REAL tiny runs (``dlarepro.train.train`` on
+The run tree is built in a temporary folder: a few REAL tiny runs (``dlarepro.classification.engine.train`` on
 generated data, one batch of one epoch) plus hand-written ``metrics.json`` TEST FIXTURES where the
 statistics need many seeds with known values, plus broken folders (unfinished, corrupt, foreign).
 """
@@ -19,6 +19,7 @@ import yaml
 from scipy import stats
 
 from dlarepro import grid as gridlib
+from dlarepro import layout
 from dlarepro import paper
 from dlarepro.reports import aggregate as agg
 from dlarepro.reports import figures, paper_tex, tables
@@ -125,18 +126,18 @@ class FakeCounts(tables.ModelCounts):
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory) -> Path:
     from dlarepro.data import write_synthetic_cifar
-    from dlarepro.train import train
+    from dlarepro.classification.engine import train
 
     root = tmp_path_factory.mktemp("project")
     (root / "params.yaml").write_text(yaml.safe_dump(GRID, sort_keys=False))
     g = gridlib.load(root / "params.yaml")
     runs = gridlib.expand(g, PROFILE)
-    data = root / gridlib.data_root(PROFILE)
+    data = root / layout.data_root(PROFILE)
     for dataset in ("cifar10", "cifar100"):
         write_synthetic_cifar(data, dataset, n_train=256, n_test=100, seed=0)
     for run_id in REAL_RUNS:  # real tiny runs, seconds each
-        train(gridlib.run_config(g, run_id, PROFILE, workdir=root), progress=False)
-    runs_dir = root / gridlib.results_root(PROFILE) / "runs"
+        train(gridlib.run_record(g, run_id, PROFILE, workdir=root).config, progress=False)
+    runs_dir = root / layout.results_root(PROFILE) / "runs"
     for config_id, values in FIXTURE_BEST.items():
         for seed, best in enumerate(values):
             run = runs[f"{config_id}-s{seed}"]
@@ -364,7 +365,7 @@ def test_meta_device_counts_equal_modelinfo():
     from dlarepro.modelinfo import model_info
 
     info = model_info("dla_l", 20, "cifar100")
-    assert tables.meta_counts("dla_l", 20, "cifar100") == (info.params, info.macs)
+    assert __import__("dlarepro.modelinfo").modelinfo.meta_counts("dla_l", 20, "cifar100") == (info.params, info.macs)
 
 
 # ---------------------------------------------------------------------------------------------

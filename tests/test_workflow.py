@@ -7,25 +7,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import ENV, REPO, run_snakemake, snakemake_command
 from dlarepro import grid as gridlib
-from dlarepro.train import train
+from dlarepro.classification.engine import train
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-SLURM_TEST_OPTIONS = ["slurm_partition=debug", "slurm_cpus_per_task=1", "slurm_mem_gb=2", "slurm_gpus_per_node=1",
-                      "slurm_timeout_min=10", "slurm_signal_delay_s=20", "poll_seconds=1"]
 
 
 def tiny_grid(n_train: int = 128, **profile_overrides) -> dict:
@@ -46,12 +40,7 @@ def make_workdir(path: Path, grid: dict) -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, profile: str = "slurm", **kw) -> subprocess.CompletedProcess:
-    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "workflow" / "profiles" / profile),
-           "--directory", str(workdir), *args]
-    if profile == "slurm":
-        cmd += ["--cores", "4", "--config", *SLURM_TEST_OPTIONS]
-    return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=kw.get("timeout", 900))
+snakemake = run_snakemake
 
 
 def sacct(job_id: str, *extra: str) -> list[str]:
@@ -76,7 +65,7 @@ def reference_sha(workdir: Path, run_id: str, tmp_path: Path) -> str:
     """Train the same run uninterrupted in this process: the weights a resumed job must match."""
     from dlarepro import grid
 
-    config = grid.run_config(grid.load(workdir / "params.yaml"), run_id, workdir=workdir)
+    config = grid.run_record(grid.load(workdir / "params.yaml"), run_id, workdir=workdir).config
     config["out_dir"] = str(tmp_path / f"reference-{run_id}")
     return train(config, progress=False)["weights_sha256"]
 
@@ -111,9 +100,7 @@ def log_shows(folder: Path, text: str) -> bool:
 
 
 def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
-    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "workflow/profiles/slurm"),
-           "--directory", str(workdir), "--cores", "4", *args, "--config", *SLURM_TEST_OPTIONS]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+    return subprocess.Popen(snakemake_command(workdir, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
                             start_new_session=True)
 
 
@@ -148,14 +135,12 @@ def test_interrupted_job_resumes_to_the_same_weights(tmp_path, how):
 
 
 def test_time_limit_requeues_and_resumes(tmp_path):
-    """A real time limit: SLURM warns with USR2, the run checkpoints, submitit requeues it."""
-    grid = tiny_grid(epochs=40, milestones=[30], max_batches_per_epoch=2)
+    """A real time limit: SLURM warns with USR2, the run checkpoints, submitit requeues it. The run
+    needs about 1.5 minutes of training (150 epochs of 0.6 s here), so a 1-minute limit must interrupt it."""
+    grid = tiny_grid(epochs=150, milestones=[100], max_batches_per_epoch=2)
     grid["experiments"]["table1"][0]["archs"] = ["mrla_l"]
     workdir = make_workdir(tmp_path / "wf", grid)
-    options = [o for o in SLURM_TEST_OPTIONS if not o.startswith("slurm_timeout_min")] + ["slurm_timeout_min=1"]
-    cmd = ["snakemake", "-s", str(REPO / "Snakefile"), "--profile", str(REPO / "workflow/profiles/slurm"),
-           "--directory", str(workdir), "--cores", "4", "--config", *options]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=900)
+    done = snakemake(workdir, config=["executor_options={timeout_min: 1}"])
     assert done.returncode == 0, done.stdout + done.stderr
     folder = run_dir(workdir, "cifar10-mrla_l-d11-s0")
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -193,7 +178,7 @@ def test_killed_snakemake_reattaches_and_finishes_only_what_is_missing(tmp_path)
                    env=ENV, check=True, capture_output=True)
     again = snakemake(workdir, "--rerun-incomplete")
     assert again.returncode == 0, again.stdout + again.stderr
-    assert f"re-attaching to SLURM job {job_id}" in again.stderr + again.stdout
+    assert f"re-attaching to slurm job {job_id}" in again.stderr + again.stdout
     assert json.loads((slow / "job.json").read_text())["job_id"] == job_id  # no duplicate submission
     assert (quick / "metrics.json").stat().st_mtime_ns == finished_at  # not retrained
     assert json.loads((slow / "metrics.json").read_text())["attempts"] == 1

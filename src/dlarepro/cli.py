@@ -8,20 +8,26 @@ import json
 import sys
 from typing import Sequence
 
-from .archspec import ARCHS, CELLS, DATASETS, SIGMAS
+from .methods import DATASETS, METHODS, id_knob_names
 
 
 class CliError(Exception):
     """A user error: printed as one line on stderr, exit status 2, no traceback."""
 
 
+def _knob_options(parser: argparse.ArgumentParser) -> None:
+    """One option per model knob (cell, sigma, reduction, ...), from the method specs."""
+    for name in id_knob_names():
+        knobs = [spec.knob(name) for spec in METHODS.values() if name in spec.knob_names]
+        choices = list(dict.fromkeys(c for k in knobs for c in k.choices)) or None
+        takers = ", ".join(f"{spec.name} (default {spec.knob(name).default})" for spec in METHODS.values()
+                           if name in spec.knob_names)
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, choices=choices,
+                            type=None if choices else type(knobs[0].default), help=f"taken by {takers}")
+
+
 def _knobs(args: argparse.Namespace) -> dict:
-    knobs = {}
-    for name in ("cell", "sigma", "reduction", "drop_path"):
-        value = getattr(args, name, None)
-        if value is not None:
-            knobs[name] = value
-    return knobs
+    return {name: getattr(args, name) for name in id_knob_names() if getattr(args, name, None) is not None}
 
 
 def cmd_model_info(args: argparse.Namespace) -> int:
@@ -62,43 +68,33 @@ EXIT_INTERRUPTED = 3  # a stop signal arrived and a checkpoint was written: run 
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import recipe_names, resolve
-
-    return _run_training(args, "train", recipe_names, resolve)
-
-
-def cmd_detect(args: argparse.Namespace) -> int:
-    from .detection.config import recipe_names, resolve
-
-    return _run_training(args, "detect", recipe_names, resolve)
-
-
-def _run_training(args: argparse.Namespace, command: str, recipe_names, resolver) -> int:
-    """Shared by ``train`` and ``detect``: validate, then train (or print the config / recipes)."""
+    """``train`` and ``detect`` (one per run kind): validate, then train (or print the config / recipes)."""
     import yaml
 
-    from .config import ConfigError, load_run_config
+    from . import kinds
+    from .runconfig import ConfigError, load_run_config
 
+    kind = kinds.by_command(args.command)
     if args.list_recipes:
-        print("\n".join(recipe_names()))
+        print("\n".join(kind.config.recipe_names()))
         return 0
     try:
-        config = load_run_config(args.config, args.overrides, resolver)
+        config = load_run_config(args.config, args.overrides, kind.resolve)
     except ConfigError as err:
         raise CliError(str(err)) from None
     if args.print_config:
         print(yaml.safe_dump(config, sort_keys=True), end="")
         return 0
-    from .data import DatasetError
+    from .data.common import DatasetError
     from .detection.config import PretrainedWeightsError
-    from .train import Interrupted, train_any
+    from .runbase import Interrupted
 
     try:
-        metrics = train_any(config, progress=False if args.no_progress else None)
+        metrics = kind.train(config, progress=False if args.no_progress else None)
     except (DatasetError, PretrainedWeightsError) as err:
         raise CliError(str(err)) from None
     except Interrupted as err:
-        print(f"dla-repro {command}: {err}", file=sys.stderr)
+        print(f"dla-repro {args.command}: {err}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if args.json:
         print(json.dumps(metrics, sort_keys=True))
@@ -130,7 +126,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         elif args.action == "summary":
             print(grid.summary(g, args.profile))
         elif args.action == "config":
-            print(yaml.safe_dump(grid.run_config(g, args.run_id, args.profile), sort_keys=True), end="")
+            print(yaml.safe_dump(grid.run_record(g, args.run_id, args.profile).config, sort_keys=True), end="")
         elif args.action == "prepare-data":
             print(prepare_data(g, args.profile, datasets=args.datasets or None))
     except (grid.GridError, DataNotAvailable) as err:
@@ -138,14 +134,33 @@ def cmd_grid(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_submit(args: argparse.Namespace) -> int:
-    from .submit import SubmitError, submit_run
-
-    g = _grid(args)
-    slurm = json.loads(args.slurm) if args.slurm else {}
+def _json_argument(text: str, what: str) -> dict:
     try:
-        return submit_run(g, args.run_id, args.profile, executor=args.executor, slurm=slurm,
-                          poll_seconds=args.poll_seconds)
+        value = json.loads(text)
+    except ValueError as err:
+        raise CliError(f"{what} is not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise CliError(f"{what} must be a JSON object")
+    return value
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from . import grid
+    from .identity import RunRecord
+    from .submit import SubmitError, submit_record
+
+    if (args.run_id is None) == (args.record is None):
+        raise CliError("give either a RUN_ID of the grid or --record (what the workflow passes), not both")
+    try:
+        if args.record is not None:
+            record = RunRecord.from_dict(_json_argument(args.record, "--record"))
+        else:
+            record = grid.run_record(_grid(args), args.run_id, args.profile)
+    except (ValueError, grid.GridError) as err:
+        raise CliError(str(err)) from None
+    options = _json_argument(args.options, "--options") if args.options else {}
+    try:
+        return submit_record(record, executor=args.executor, options=options, poll_seconds=args.poll_seconds)
     except SubmitError as err:
         raise CliError(str(err)) from None
 
@@ -170,38 +185,27 @@ def build_parser() -> argparse.ArgumentParser:
                     "(torch.utils.flop_counter: convolutions and matrix products) of one model, or with "
                     "--table every model of the paper's Tables 1, 2, 4 and 6 next to its printed #P.",
     )
-    info.add_argument("--arch", choices=ARCHS, help="layer-interaction method (registry name)")
+    info.add_argument("--arch", choices=list(METHODS), help="layer-interaction method (registry name)")
     info.add_argument("--depth", type=int, help="CIFAR: 9n+2 (20, 56, 110, ...); ImageNet: 50 or 101")
     info.add_argument("--dataset", choices=list(DATASETS), help="decides the family and the number of classes")
-    info.add_argument("--cell", choices=CELLS, help="recurrent cell: dla_b/dla_l (dsu, rnn, lstm, dia; Table 4), "
-                                                    "dia (dia, lstm, dsu; Table 6)")
-    info.add_argument("--sigma", choices=list(SIGMAS), help="DSU state normalisation (Table 5), default sigmoid")
-    info.add_argument("--reduction", type=int, help="reduction of the DSU/DIA cells (default 4; ImageNet 16)")
+    _knob_options(info)
     info.add_argument("--table", action="store_true", help="check every paper model against the paper's #P; "
                                                           "exit status 1 on an unexplained mismatch")
     info.add_argument("--json", action="store_true", help="machine-readable output (one JSON object, or "
                                                          "a list of rows with --table)")
     info.set_defaults(func=cmd_model_info)
 
-    train = sub.add_parser(
-        "train", help="train one run (resumes from the run folder's checkpoint)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train one run defined by a YAML config plus key=value overrides.",
-        epilog=_train_epilog(),
-    )
-    _training_options(train)
-    train.set_defaults(func=cmd_train)
+    from .kinds import KINDS
 
-    detect = sub.add_parser(
-        "detect", help="train and evaluate one COCO detection run (Faster / Mask R-CNN; resumes)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train a Faster or Mask R-CNN with FPN on an ImageNet backbone of the zoo (pretrained: the "
-                    "folder of its finished ImageNet run) with the COCO 1x schedule, then score it with "
-                    "pycocotools (box AP; mask AP for Mask R-CNN) into metrics.json.",
-        epilog=_train_epilog(detection=True),
-    )
-    _training_options(detect)
-    detect.set_defaults(func=cmd_detect)
+    for kind in sorted(KINDS.values(), key=lambda k: k.command, reverse=True):
+        training = sub.add_parser(
+            kind.command, help=kind.description, formatter_class=argparse.RawDescriptionHelpFormatter,
+            description=f"{kind.description[0].upper()}{kind.description[1:]}: a YAML config plus key=value "
+                        f"overrides, validated as a whole (every problem named) before any work.",
+            epilog=_train_epilog(kind),
+        )
+        _training_options(training)
+        training.set_defaults(func=cmd_train)
 
     grid = sub.add_parser("grid", help="inspect the experiment grid, prepare a profile's data",
                           description="The declared experiment grid (params.yaml) expanded into runs.")
@@ -226,11 +230,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "one is still pending or running), wait, and exit 0 once metrics.json exists. On failure "
                     "the error and the log paths are printed and the exit status is 1.",
     )
-    submit.add_argument("run_id", help="a run id of the grid (see: dla-repro grid list)")
+    from .executors import EXECUTORS
+
+    submit.add_argument("run_id", nargs="?", help="a run id of the grid (see: dla-repro grid list)")
+    submit.add_argument("--record", metavar="JSON", help="the planned run (identity and resolved config) as JSON, "
+                        "instead of a run id: what the Snakemake workflow passes")
     _grid_options(submit)
-    submit.add_argument("--executor", choices=["slurm", "local", "debug"], default="local")
-    submit.add_argument("--slurm", metavar="JSON", help="SLURM options: partition, account, gpus_per_node, "
-                        "cpus_per_task, mem_gb, timeout_min, signal_delay_s, max_num_timeout, additional_parameters")
+    submit.add_argument("--executor", choices=list(EXECUTORS), default="local",
+                        help="; ".join(f"{name}: {cls.description}" for name, cls in EXECUTORS.items()))
+    submit.add_argument("--options", metavar="JSON", help="executor options as a JSON object: " + "; ".join(
+        f"{name}: {', '.join(cls.options) or 'none'}" for name, cls in EXECUTORS.items()))
     submit.add_argument("--poll-seconds", type=float, default=10.0, help="how often to check the job")
     submit.set_defaults(func=cmd_submit)
 
@@ -252,18 +261,12 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print metrics.json's content when done")
 
 
-def _train_epilog(detection: bool = False) -> str:
-    if detection:
-        from .detection.config import RECIPE_KEYS, RUN_KEYS
-    else:
-        from .config import RECIPE_KEYS, RUN_KEYS
-
+def _train_epilog(kind) -> str:
     lines = ["run keys:"]
     lines += [f"  {k:<22} {key.expected}" + (f" (default {key.default})" if key.default is not None else "")
-              for k, key in RUN_KEYS.items()]
-    lines += ["recipe keys (defaults from the recipe: coco)" if detection else
-              "recipe keys (defaults from the recipe, cifar for CIFAR and imagenet for ImageNet):"]
-    lines += [f"  {k:<22} {key.expected}" for k, key in RECIPE_KEYS.items()]
+              for k, key in kind.config.RUN_KEYS.items()]
+    lines += [f"recipe keys (defaults from the recipe: {', '.join(kind.config.recipe_names())}):"]
+    lines += [f"  {k:<22} {key.expected}" for k, key in kind.config.RECIPE_KEYS.items()]
     lines += ["", "exit status: 0 finished, 2 bad config or data, 3 stopped by SIGTERM/SIGUSR2 (checkpoint "
               "written; run again to resume)"]
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""The declared experiment grid (``params.yaml``) expanded into runs.
+"""The declared experiment grid (``params.yaml``), validated and expanded into runs once.
 
 Every table and figure lists the groups of runs it needs; a group is the product of its lists
 (datasets × detectors × depths × archs × knob values × the profile's seeds, or the first
@@ -9,59 +9,114 @@ for ImageNet and COCO, and the experiments it skips.
 
 A COCO run (a detector on an ImageNet backbone) depends on the ImageNet run of its backbone,
 which is added to the grid when no experiment lists it.
+
+:func:`plan` turns the expansion into what every run folder receives before its job is submitted
+(``run.yaml``: identity and resolved config); readers of the grid (the Snakefile, ``dla-repro``
+commands) call :func:`load`, which validates the whole file first.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
+import math
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import yaml
+from . import layout, yamlfile
+from .identity import RunIdentity, RunRecord, config_id_of, run_id_of
+from .methods import METHODS, check_model_args, id_knob_names, knob_names
 
-from .archspec import ARCH_KNOBS, DEFAULTS, check_model_args
-
-KNOB_KEYS = ("cell", "sigma", "reduction")
 CIFAR = ("cifar10", "cifar100")
 DETECTORS = ("faster_rcnn", "mask_rcnn")
 #: recipe used for a family when the profile does not name one
 FAMILY_RECIPES = {"imagenet": "imagenet", "coco": "coco"}
-SCHEMA = "grid.schema.yaml"
+#: run settings an override may not change: they say which run it is and where it lives
+IDENTITY_KEYS = ("dataset", "arch", "depth", "seed", "detector", "out_dir", "data_root", "pretrained",
+                 "capture_attention")
 
 
 class GridError(ValueError):
-    """The grid file cannot be expanded; the message names the experiment and the bad value."""
+    """The grid file cannot be used; the message names the file, the place and the bad value."""
 
 
-def schema_path() -> Path:
-    return Path(str(resources.files("dlarepro") / "resources" / SCHEMA))
+def schema() -> dict[str, Any]:
+    """The grid's JSON schema, completed with the registered executors and method knobs."""
+    from .executors import EXECUTORS, options_schema
+    from .runconfig import packaged
+
+    s = yamlfile.parse(packaged("schemas").joinpath("grid.schema.yaml").read_text(), "grid.schema.yaml")
+    props = s["properties"]
+    props["executor"] = {"enum": list(EXECUTORS), "description": props["executor"]["description"]}
+    props["executor_options"] = options_schema()
+    for family in props["executor_options_by_family"]["properties"]:
+        props["executor_options_by_family"]["properties"][family] = options_schema()
+    group = props["experiments"]["additionalProperties"]["items"]["properties"]
+    for name in knob_names():
+        group.setdefault(name, {"type": "array", "minItems": 1, "description": f"values of the {name} knob"})
+    return s
 
 
-def validate(grid: Mapping[str, Any]) -> None:
-    """JSON-schema validation (the same schema Snakemake's ``validate()`` applies)."""
+def _non_finite(value: Any, path: str = "") -> list[str]:
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{path or '(top level)'}: {value!r} is not a finite number"]
+    if isinstance(value, Mapping):
+        return [p for k, v in value.items() for p in _non_finite(v, f"{path}/{k}" if path else str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _non_finite(v, f"{path}/{i}")]
+    return []
+
+
+def normalise_executor_options(config: dict[str, Any]) -> None:
+    """Convert executor option values that Snakemake's ``--config`` hands over as strings (it parses
+    nested values as plain YAML strings) to the option's type, in place."""
+    from .executors import EXECUTORS, ExecutorError
+
+    options = {name: option for cls in EXECUTORS.values() for name, option in cls.options.items()}
+    blocks = [config.get("executor_options")] + list((config.get("executor_options_by_family") or {}).values())
+    for block in blocks:
+        if not isinstance(block, dict):
+            continue
+        for key, value in list(block.items()):
+            if key in options and isinstance(value, str) and options[key].kind in (int, float):
+                try:
+                    block[key] = options[key].convert(key, value)
+                except ExecutorError as err:
+                    raise GridError(str(err)) from None
+
+
+def validate(grid: Any, source: str = "the experiment grid") -> None:
+    """Schema, finite numbers, overrides that keep each run's identity; one GridError lists all."""
     import jsonschema
 
-    schema = yaml.safe_load(schema_path().read_text())
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(grid), key=lambda e: list(e.path))
-    if errors:
-        lines = [f"{'/'.join(map(str, e.path)) or '(top level)'}: {e.message}" for e in errors]
-        raise GridError("the experiment grid does not match its schema:\n  - " + "\n  - ".join(lines))
-
-
-def read_yaml(path: str | Path) -> Any:
-    return yaml.safe_load(Path(path).read_text())
+    if not isinstance(grid, Mapping):
+        raise GridError(f"{source}: expected a mapping of keys to values, got {type(grid).__name__}")
+    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(grid), key=lambda e: list(e.path))
+    lines = [f"{'/'.join(map(str, e.path)) or '(top level)'}: {e.message}" for e in errors]
+    lines += _non_finite(grid)
+    for name, prof in (grid.get("profiles") or {}).items() if not errors else ():
+        for where, block in (("", prof), ("imagenet/", prof.get("imagenet") or {}), ("coco/", prof.get("coco") or {})):
+            bad = sorted(set(block.get("overrides") or {}) & set(IDENTITY_KEYS + id_knob_names()))
+            if bad:
+                lines.append(f"profiles/{name}/{where}overrides: {bad} say which run it is or where it lives; "
+                             f"declare them in the experiments and the profile, not as overrides")
+    if not errors and grid.get("profile") not in grid.get("profiles", {}):
+        lines.append(f"profile: {grid.get('profile')!r} is not one of the profiles {sorted(grid['profiles'])}")
+    if lines:
+        raise GridError(f"{source} is not a valid experiment grid:\n  - " + "\n  - ".join(lines))
 
 
 def load(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read and validate the grid file (a GridError names the file and every problem)."""
     path = Path(path)
     if not path.is_file():
         raise GridError(f"grid file {str(path)!r} does not exist")
-    grid = read_yaml(path)
-    if not isinstance(grid, dict):
-        raise GridError(f"{path}: expected a mapping")
-    validate(grid)
+    try:
+        grid = yamlfile.read(path)
+    except yamlfile.YamlError as err:
+        raise GridError(str(err)) from None
+    validate(grid, str(path))
     return grid
 
 
@@ -82,10 +137,13 @@ class Run:
     backbone_seed: int | None = None
 
     @property
+    def config_id(self) -> str:
+        """The run id without the seed: the unit a table row averages over."""
+        return config_id_of(self.dataset, self.arch, self.depth, self.knobs, self.detector)
+
+    @property
     def run_id(self) -> str:
-        knobs = "".join(f"-{k}_{v}" for k, v in self.knobs)
-        detector = f"-{self.detector}" if self.detector else ""
-        return f"{self.dataset}{detector}-{self.arch}{knobs}-d{self.depth}-s{self.seed}"
+        return run_id_of(self.config_id, self.seed)
 
     @property
     def family(self) -> str:
@@ -101,13 +159,13 @@ class Run:
                    experiments=self.experiments)
 
     @property
-    def config_id(self) -> str:
-        """The run id without the seed: the unit a table row averages over."""
-        return self.run_id.rsplit("-s", 1)[0]
-
-    @property
     def knob_dict(self) -> dict[str, Any]:
         return dict(self.knobs)
+
+    def identity(self, profile: str | None = None) -> RunIdentity:
+        return RunIdentity(self.run_id, self.config_id, self.dataset, self.arch, self.depth, self.paper_depth,
+                           self.seed, self.detector, self.knobs, tuple(sorted(self.experiments)), profile,
+                           self.backbone.run_id if self.backbone else None)
 
 
 def profile_of(grid: Mapping[str, Any], name: str | None = None) -> tuple[str, dict[str, Any]]:
@@ -119,7 +177,7 @@ def profile_of(grid: Mapping[str, Any], name: str | None = None) -> tuple[str, d
 
 def _group_runs(experiment: str, group: Mapping[str, Any], profile: Mapping[str, Any]) -> Iterable[Run]:
     depth_map = {int(k): v for k, v in (profile.get("depth_map") or {}).items()}
-    knob_lists = [[(k, v) for v in group[k]] for k in KNOB_KEYS if k in group]
+    knob_lists = [[(k, v) for v in group[k]] for k in knob_names() if k in group]
     seeds = profile["seeds"][: group.get("n_seeds", len(profile["seeds"]))]
     detectors = group.get("detectors", [None])
     for dataset, detector, paper_depth, arch in itertools.product(group["datasets"], detectors, group["depths"],
@@ -127,17 +185,17 @@ def _group_runs(experiment: str, group: Mapping[str, Any], profile: Mapping[str,
         if (dataset == "coco") != (detector is not None):
             raise GridError(f"experiment {experiment!r}: 'detectors' is required for coco and only for coco "
                             f"(dataset {dataset!r}, detectors {group.get('detectors')})")
-        if arch not in ARCH_KNOBS:
-            raise GridError(f"experiment {experiment!r}: unknown arch {arch!r}; choose one of {list(ARCH_KNOBS)}")
-        defaults = DEFAULTS.get(arch, {})
+        if arch not in METHODS:
+            raise GridError(f"experiment {experiment!r}: unknown arch {arch!r}; choose one of {list(METHODS)}")
         # the smoke profile's depth map stands for CIFAR depths; ImageNet has only 50 and 101
         depth = depth_map.get(paper_depth, paper_depth) if dataset in CIFAR else paper_depth
+        model_dataset = "imagenet" if detector else dataset  # a detector's backbone is an ImageNet model
         for combo in itertools.product(*knob_lists):
-            knobs = tuple(sorted((k, v) for k, v in combo if defaults.get(k, object()) != v))
-            try:  # a detector's backbone is an ImageNet model
-                check_model_args(arch, depth, "imagenet" if detector else dataset, **dict(knobs))
+            try:
+                check_model_args(arch, depth, model_dataset, **dict(combo))
             except ValueError as err:
                 raise GridError(f"experiment {experiment!r}: {err}") from None
+            knobs = METHODS[arch].id_knobs(model_dataset, dict(combo))
             for seed in seeds:
                 yield Run(dataset, arch, paper_depth, depth, seed, knobs,
                           bool(group.get("capture_attention", False)), frozenset([experiment]), detector,
@@ -186,78 +244,6 @@ def runs_of(grid: Mapping[str, Any], experiment: str, profile: str | None = None
     return [r for r in expand(grid, profile).values() if experiment in r.experiments]
 
 
-def data_root(profile_name: str) -> str:
-    """Where a profile's datasets live, relative to the working directory (DVC output)."""
-    return f"data/{profile_name}"
-
-
-#: a file or folder inside a dataset's data root that exists once the dataset is in place
-DATASET_MARKERS = {"cifar10": "cifar-10-batches-py/batches.meta", "cifar100": "cifar-100-python/meta",
-                   "imagenet": "train", "coco": "coco/annotations/instances_train2017.json"}
-
-
-def dataset_root(profile_name: str, dataset: str) -> str:
-    """The ``data_root`` a run of ``dataset`` reads (ImageNet: the folder holding train/ and val/)."""
-    return f"{data_root(profile_name)}/imagenet" if dataset == "imagenet" else data_root(profile_name)
-
-
-def dataset_marker(profile_name: str, dataset: str) -> str:
-    """A file that exists once the profile's copy of ``dataset`` is in place (Snakemake input)."""
-    return f"{dataset_root(profile_name, dataset)}/{DATASET_MARKERS[dataset]}"
-
-
-def results_root(profile_name: str) -> str:
-    return f"results/{profile_name}"
-
-
-def run_dir(profile_name: str, run_id: str) -> str:
-    return f"{results_root(profile_name)}/runs/{run_id}"
-
-
-def run_config(grid: Mapping[str, Any], run_id: str, profile: str | None = None,
-               workdir: str | Path = ".") -> dict[str, Any]:
-    """The training config (``dlarepro.train``) of one run, absolute paths under ``workdir``."""
-    name, prof = profile_of(grid, profile)
-    runs = expand(grid, name)
-    if run_id not in runs:
-        raise GridError(f"run {run_id!r} is not in the {name!r} grid")
-    return config_of(runs[run_id], name, prof, workdir)
-
-
-def config_of(run: Run, name: str, prof: Mapping[str, Any], workdir: str | Path = ".") -> dict[str, Any]:
-    """The training config of ``run`` in profile ``name`` (settings ``prof``)."""
-    run_id = run.run_id
-    workdir = Path(workdir).resolve()
-    family = family_settings(prof, run.family)
-    config = {"dataset": run.dataset, "arch": run.arch, "depth": run.depth, "seed": run.seed,
-              "recipe": family["recipe"], "data_root": str(workdir / dataset_root(name, run.dataset)),
-              "out_dir": str(workdir / run_dir(name, run_id)), **run.knob_dict}
-    if run.detector:
-        config["detector"] = run.detector
-        config["pretrained"] = str(workdir / run_dir(name, run.backbone.run_id))
-    if run.capture_attention:
-        config["capture_attention"] = True
-    config.update(family.get("overrides") or {})
-    return config
-
-
-def check_run_configs(grid: Mapping[str, Any], profile: str | None = None) -> None:
-    """Validate the training config of every run of the profile (recipe, overrides, knobs), so a
-    bad value stops the workflow before the first job is submitted rather than at its own job."""
-    from .config import ConfigError, resolve_any
-
-    name, prof = profile_of(grid, profile)
-    problems: dict[str, str] = {}
-    for run in expand(grid, name).values():
-        config = config_of(run, name, prof)
-        try:
-            resolve_any(config)
-        except ConfigError as err:
-            problems.setdefault(str(err), run.run_id)
-    if problems:
-        raise GridError(f"profile {name!r}: " + "\n".join(f"run {run_id}: {text}" for text, run_id in problems.items()))
-
-
 def family_settings(profile: Mapping[str, Any], family: str) -> dict[str, Any]:
     """recipe, overrides and synthetic_size of a profile for one family (cifar, imagenet, coco).
 
@@ -269,6 +255,63 @@ def family_settings(profile: Mapping[str, Any], family: str) -> dict[str, Any]:
     block = dict(profile.get(family) or {})
     block.setdefault("recipe", FAMILY_RECIPES[family])
     return block
+
+
+def config_of(run: Run, name: str, prof: Mapping[str, Any], workdir: str | Path = ".") -> dict[str, Any]:
+    """The (unresolved) training config of ``run`` in profile ``name`` (settings ``prof``)."""
+    workdir = Path(workdir).resolve()
+    family = family_settings(prof, run.family)
+    config = {"dataset": run.dataset, "arch": run.arch, "depth": run.depth, "seed": run.seed,
+              "recipe": family["recipe"], "data_root": str(workdir / layout.dataset_root(name, run.dataset)),
+              "out_dir": str(workdir / layout.run_dir(name, run.run_id)), **run.knob_dict}
+    if run.detector:
+        config["detector"] = run.detector
+        config["pretrained"] = str(workdir / layout.run_dir(name, run.backbone.run_id))
+    if run.capture_attention:
+        config["capture_attention"] = True
+    config.update(copy.deepcopy(family.get("overrides") or {}))
+    return config
+
+
+def plan(grid: Mapping[str, Any], profile: str | None = None, workdir: str | Path = ".") -> dict[str, RunRecord]:
+    """Every run of the profile with its identity and resolved config (every default filled in).
+
+    A bad value anywhere (recipe, overrides, knobs) stops here, before any job is submitted: one
+    GridError names each distinct problem and a run it affects.
+    """
+    from . import kinds
+    from .runconfig import ConfigError
+
+    name, prof = profile_of(grid, profile)
+    records: dict[str, RunRecord] = {}
+    problems: dict[str, str] = {}
+    for run_id, run in expand(grid, name).items():
+        try:
+            config = kinds.resolve(config_of(run, name, prof, workdir))
+        except ConfigError as err:
+            problems.setdefault(str(err), run_id)
+            continue
+        records[run_id] = RunRecord(run.identity(name), config)
+    if problems:
+        raise GridError(f"profile {name!r}: " + "\n".join(f"run {rid}: {text}" for text, rid in problems.items()))
+    return records
+
+
+def run_record(grid: Mapping[str, Any], run_id: str, profile: str | None = None,
+               workdir: str | Path = ".") -> RunRecord:
+    """One run of the grid by id (a person's entry point: the workflow passes records along)."""
+    name, prof = profile_of(grid, profile)
+    runs = expand(grid, name)
+    if run_id not in runs:
+        raise GridError(f"run {run_id!r} is not in the {name!r} grid (see `dla-repro grid list --profile {name}`)")
+    from . import kinds
+    from .runconfig import ConfigError
+
+    try:
+        config = kinds.resolve(config_of(runs[run_id], name, prof, workdir))
+    except ConfigError as err:
+        raise GridError(f"run {run_id}: {err}") from None
+    return RunRecord(runs[run_id].identity(name), config)
 
 
 def datasets_of(grid: Mapping[str, Any], profile: str | None = None) -> list[str]:

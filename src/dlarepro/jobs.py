@@ -14,10 +14,10 @@ import submitit
 
 
 class TrainJob(submitit.helpers.Checkpointable):
-    """Train ``config`` (a ``dlarepro.train`` config, or a ``dlarepro.detection`` one when it names a
-    detector); resumes from the run folder's checkpoint.
+    """Train ``config`` (a resolved run config of any kind, :mod:`dlarepro.kinds`); resumes from the
+    run folder's checkpoint.
 
-    ``dlarepro.train`` turns SLURM's warning signal (USR2, sent ``signal_delay_s`` before the time
+    The run (:mod:`dlarepro.runbase`) turns SLURM's warning signal (USR2, sent ``signal_delay_s`` before the time
     limit) into a checkpoint at the next batch boundary. Once that checkpoint is on disk the job
     hands the signal back to submitit, which requeues it through ``checkpoint()``; the requeued
     job starts this same callable, which resumes where the checkpoint left off.
@@ -29,10 +29,11 @@ class TrainJob(submitit.helpers.Checkpointable):
         self.config = config
 
     def __call__(self) -> dict[str, Any]:
-        from .train import Interrupted, train_any
+        from . import kinds
+        from .runbase import Interrupted
 
         try:
-            return train_any(self.config, progress=False)
+            return kinds.train(self.config, progress=False)
         except Interrupted as stop:
             handler = signal.getsignal(stop.signum)  # submitit's, restored by train()
             if stop.signum == signal.SIGUSR2 and callable(handler):

@@ -10,7 +10,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import paper
-from .models import build_model, check_model_args, display_name
+from .methods import check_model_args, display_name
+from .models import build_model
 
 INPUT_SIZE = {"cifar10": 32, "cifar100": 32, "imagenet": 224}
 
@@ -32,10 +33,19 @@ def count_macs(model: torch.nn.Module, dataset: str) -> int:
     """Multiply-accumulates of one forward pass on one input, by torch's own FLOP counter
     (convolutions and matrix products; element-wise work is not counted, as in the paper)."""
     size = INPUT_SIZE[dataset]
+    device = next(model.parameters()).device
     model.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, 3, size, size))
+        model(torch.zeros(1, 3, size, size, device=device))
     return counter.get_total_flops() // 2
+
+
+def meta_counts(arch: str, depth: int, dataset: str, **knobs: Any) -> tuple[int, int]:
+    """(parameters, MACs) without allocating or initialising weights: the model is built on the
+    meta device (shapes only), which makes the ImageNet models' counts take a fraction of a second."""
+    with torch.device("meta"):
+        model = build_model(arch, depth, dataset, **knobs)
+    return count_params(model), count_macs(model, dataset)
 
 
 @dataclass

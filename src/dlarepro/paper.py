@@ -44,22 +44,3 @@ def load_table(number: int) -> pd.DataFrame:
         elif col not in _STR:
             df[col] = pd.to_numeric(df[col].replace("", float("nan"))).astype(float)
     return df
-
-
-def published_params(arch: str, depth: int, dataset: str, cell: str | None = None) -> float | None:
-    """The paper's #P (millions) for a CIFAR model, or None when the paper has no such row.
-
-    ``cell=None`` (or the default cell: ``dsu`` for dla_l, ``dia`` for dia) reads Table 1;
-    dla_l with cell rnn/lstm/dia reads Table 4; dia with cell lstm/dsu reads Table 6."""
-    if arch == "dla_l" and cell in ("rnn", "lstm", "dia"):
-        table = load_table(4)
-        table = table[table.cell == cell]
-    elif arch == "dia" and cell in ("lstm", "dsu"):
-        table = load_table(6)
-        table = table[table.cell == cell]
-    elif cell is None or (arch, cell) in (("dla_l", "dsu"), ("dia", "dia")):
-        table = load_table(1)
-    else:
-        return None
-    hit = table[(table.arch == arch) & (table.depth == depth) & (table.dataset == dataset)]
-    return float(hit.params_m.iloc[0]) if len(hit) else None

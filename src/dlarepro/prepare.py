@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import grid as gridlib
+from . import layout
 
 CIFAR_SIZE = {"n_train": 500, "n_test": 200}
 IMAGENET_SIZE = {"n_classes": 4, "n_train_per_class": 8, "n_val_per_class": 4, "size": 64}
@@ -53,7 +54,7 @@ def prepare_dataset(dataset: str, profile: Mapping[str, Any], root: Path) -> Non
     elif dataset == "coco":
         size = {**COCO_SIZE, **(gridlib.family_settings(profile, "coco").get("synthetic_size") or {})}
         if not synthetic:
-            if not (root / gridlib.DATASET_MARKERS["coco"]).is_file():
+            if not (root / layout.DATASET_MARKERS["coco"]).is_file():
                 from .data.coco import how_to_get_coco
 
                 raise DataNotAvailable(f"COCO 2017 is not downloaded automatically: {how_to_get_coco(root)}")
@@ -70,7 +71,7 @@ def prepare_data(grid: Mapping[str, Any], profile: str | None = None, workdir: s
                  datasets: list[str] | None = None) -> Path:
     """Prepare every dataset the profile's runs need (or only ``datasets``); returns data/<profile>."""
     name, prof = gridlib.profile_of(grid, profile)
-    root = Path(workdir) / gridlib.data_root(name)
+    root = Path(workdir) / layout.data_root(name)
     needed = gridlib.datasets_of(grid, name)
     for dataset in datasets or needed:
         if dataset not in needed:

@@ -1,46 +1,58 @@
-# Shared definitions: the grid, validated against the package's schema, expanded once.
+# Shared definitions: the grid (params.yaml plus the Snakemake profile and --config), validated,
+# expanded and resolved once into the plan every job receives.
 import json
-import shlex
 
 from dlarepro import grid as gridlib
-from dlarepro.submit import executor_settings, slurm_for_family
+from dlarepro import layout, yamlfile
+from dlarepro.submit import executor_settings, options_for_family
 
-validate(config, str(gridlib.schema_path()))
+gridlib.normalise_executor_options(config)
+gridlib.validate(config, "the workflow's config (params.yaml, the profile's executor.yaml and --config)")
 
 # --use-conda builds this environment for every rule (the same file a cluster user installs)
 ENV_FILE = "../../environment.yml"
 
 PROFILE, _ = gridlib.profile_of(config, config.get("profile"))
-RUNS = gridlib.expand(config, PROFILE)
-gridlib.check_run_configs(config, PROFILE)  # a bad recipe value fails here, before any job
+PLAN = gridlib.plan(config, PROFILE)  # every run's identity and resolved config; a bad value fails here
 EXECUTOR = executor_settings(config)
-# `dla-repro submit` reads the same grid file Snakemake was given (the one declaring experiments)
-GRID_FILE = next((f for f in map(str, workflow.configfiles) if "experiments" in (gridlib.read_yaml(f) or {})),
-                 "params.yaml")
+# `dla-repro` commands read the same grid file Snakemake was given (the one declaring experiments)
+def _declares_experiments(path):
+    try:
+        return "experiments" in (yamlfile.read(path) or {})
+    except yamlfile.YamlError:
+        return False
+
+
+GRID_FILE = next((f for f in map(str, workflow.configfiles) if _declares_experiments(f)), "params.yaml")
 
 
 def run_outputs(experiment=None):
     """metrics.json of every run of the profile (or of one experiment)."""
     return [
-        f"{gridlib.run_dir(PROFILE, run_id)}/metrics.json"
-        for run_id, run in RUNS.items()
-        if experiment is None or experiment in run.experiments
+        f"{layout.run_dir(PROFILE, run_id)}/metrics.json"
+        for run_id, record in PLAN.items()
+        if experiment is None or experiment in record.identity.experiments
     ]
 
 
 def dataset_marker(dataset):
-    return gridlib.dataset_marker(PROFILE, dataset)
+    return layout.dataset_marker(PROFILE, dataset)
 
 
 def train_inputs(wildcards):
     """The run's dataset and, for a detector, the finished ImageNet run of its backbone."""
-    run = RUNS[wildcards.run_id]
-    inputs = {"data": dataset_marker(run.dataset)}
-    if run.backbone is not None:
-        inputs["backbone"] = f"{gridlib.run_dir(PROFILE, run.backbone.run_id)}/metrics.json"
+    identity = PLAN[wildcards.run_id].identity
+    inputs = {"data": dataset_marker(identity.dataset)}
+    if identity.backbone:
+        inputs["backbone"] = f"{layout.run_dir(PROFILE, identity.backbone)}/metrics.json"
     return inputs
 
 
-def slurm_options(run):
-    """The profile's SLURM options for this run's family (ImageNet/COCO jobs take a whole node)."""
-    return slurm_for_family(EXECUTOR, run.family)
+def run_record(wildcards):
+    """The planned run as JSON: `dla-repro submit` trains exactly this (nothing is re-derived)."""
+    return json.dumps(PLAN[wildcards.run_id].to_dict(), sort_keys=True)
+
+
+def executor_options(wildcards):
+    """The executor options of this run's family (ImageNet/COCO jobs take a whole node)."""
+    return json.dumps(options_for_family(EXECUTOR, PLAN[wildcards.run_id].identity.family), sort_keys=True)

@@ -3,7 +3,7 @@
 # Outputs are files or folders inside the dataset folders, so a prepared folder (e.g. by
 # `dvc repro`, or copied by hand on a cluster) is simply used.
 
-DATASETS = sorted({run.dataset for run in RUNS.values()})
+DATASETS = sorted({record.identity.dataset for record in PLAN.values()})
 CIFAR_DATASETS = [d for d in DATASETS if d in gridlib.CIFAR]
 
 
@@ -21,8 +21,8 @@ if CIFAR_DATASETS:
         conda:
             ENV_FILE
         shell:
-            "dla-repro grid prepare-data --grid {params.grid} --profile {params.profile}"
-            " --datasets {params.datasets} > {log} 2>&1"
+            "dla-repro grid prepare-data --grid {params.grid:q} --profile {params.profile:q}"
+            " --datasets {params.datasets} > {log:q} 2>&1"
 
 
 if "imagenet" in DATASETS:
@@ -38,8 +38,8 @@ if "imagenet" in DATASETS:
         conda:
             ENV_FILE
         shell:
-            "dla-repro grid prepare-data --grid {params.grid} --profile {params.profile} --datasets imagenet"
-            " > {log} 2>&1"
+            "dla-repro grid prepare-data --grid {params.grid:q} --profile {params.profile:q} --datasets imagenet"
+            " > {log:q} 2>&1"
 
 
 if "coco" in DATASETS:
@@ -55,5 +55,5 @@ if "coco" in DATASETS:
         conda:
             ENV_FILE
         shell:
-            "dla-repro grid prepare-data --grid {params.grid} --profile {params.profile} --datasets coco"
-            " > {log} 2>&1"
+            "dla-repro grid prepare-data --grid {params.grid:q} --profile {params.profile:q} --datasets coco"
+            " > {log:q} 2>&1"

@@ -22,7 +22,7 @@ rule aggregate:
     conda:
         ENV_FILE
     shell:
-        "dla-repro report aggregate --grid {params.grid} --profile {params.profile} > {log} 2>&1"
+        "dla-repro report aggregate --grid {params.grid:q} --profile {params.profile:q} > {log:q} 2>&1"
 
 
 rule tables:
@@ -39,7 +39,7 @@ rule tables:
     conda:
         ENV_FILE
     shell:
-        "dla-repro report tables --grid {params.grid} --profile {params.profile} > {log} 2>&1"
+        "dla-repro report tables --grid {params.grid:q} --profile {params.profile:q} > {log:q} 2>&1"
 
 
 rule figures:
@@ -55,7 +55,7 @@ rule figures:
     conda:
         ENV_FILE
     shell:
-        "dla-repro report figures --grid {params.grid} --profile {params.profile} > {log} 2>&1"
+        "dla-repro report figures --grid {params.grid:q} --profile {params.profile:q} > {log:q} 2>&1"
 
 
 rule paper:
@@ -72,7 +72,7 @@ rule paper:
     conda:
         ENV_FILE
     shell:
-        "dla-repro report paper --grid {params.grid} --profile {params.profile} > {log} 2>&1"
+        "dla-repro report paper --grid {params.grid:q} --profile {params.profile:q} > {log:q} 2>&1"
 
 
 rule paper_pdf:
@@ -88,4 +88,4 @@ rule paper_pdf:
     conda:
         ENV_FILE
     shell:
-        "dla-repro report paper --compile --grid {params.grid} --profile {params.profile} > {log} 2>&1"
+        "dla-repro report paper --compile --grid {params.grid:q} --profile {params.profile:q} > {log:q} 2>&1"

@@ -1,8 +1,9 @@
-# One job per run: `dla-repro submit` validates the run, submits it through submitit (SLURM, local
-# or debug executor from the profile), records the job id in the run folder (a restarted workflow
-# re-attaches to a job still running) and waits. Only metrics.json is a declared output:
-# Snakemake deletes the outputs of failed jobs, and checkpoints must survive a failure.
-# A COCO run's backbone is initialised from its ImageNet run, an upstream node of the DAG.
+# One job per run: `dla-repro submit` receives the planned run (identity and resolved config),
+# writes run.yaml into the run folder, submits it through the profile's executor (SLURM, local or
+# debug), records the job id (a restarted workflow re-attaches to a job still running) and waits.
+# Only metrics.json is a declared output: Snakemake deletes the outputs of failed jobs, and
+# checkpoints must survive a failure. A COCO run's backbone is initialised from its ImageNet run,
+# an upstream node of the DAG.
 
 
 wildcard_constraints:
@@ -15,10 +16,9 @@ rule train:
     output:
         f"results/{PROFILE}/runs/{{run_id}}/metrics.json",
     params:
-        grid=GRID_FILE,
-        profile=PROFILE,
+        record=run_record,
         executor=EXECUTOR["executor"],
-        slurm=lambda wc: shlex.quote(json.dumps(slurm_options(RUNS[wc.run_id]))),
+        options=executor_options,
         poll=EXECUTOR["poll_seconds"],
     resources:
         gpu_jobs=1,
@@ -27,5 +27,5 @@ rule train:
     conda:
         ENV_FILE
     shell:
-        "dla-repro submit {wildcards.run_id} --grid {params.grid} --profile {params.profile} --executor {params.executor}"
-        " --slurm {params.slurm} --poll-seconds {params.poll} 2> >(tee {log} >&2)"
+        "dla-repro submit --record {params.record:q} --executor {params.executor:q} --options {params.options:q}"
+        " --poll-seconds {params.poll:q} 2> >(tee {log:q} >&2)"

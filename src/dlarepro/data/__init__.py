@@ -8,12 +8,13 @@ import importlib
 
 # Every name is loaded on first use: the modules import torch (and ImageNet's torchvision), which
 # a command that only builds the CLI parser, or a CIFAR run, should not pay for once per job.
-_CIFAR = ("CIFAR_DATASETS", "CIFAR_MEAN", "CIFAR_STD", "MARKER", "CifarDataset", "CorruptDatasetError",
-          "DatasetDownloadError", "DatasetError", "DatasetNotFoundError", "cifar_classes", "cifar_transforms",
-          "dataset_dir", "download_cifar", "is_synthetic", "load_cifar", "official_checksums_match",
-          "read_marker", "sample_seed", "synthetic_info")
+_CIFAR = ("CIFAR_DATASETS", "CIFAR_MEAN", "CIFAR_STD", "CifarDataset", "cifar_classes", "cifar_transforms",
+          "dataset_dir", "download_cifar", "is_synthetic", "load_cifar", "official_checksums_match", "synthetic_info")
+_COMMON = ("MARKER", "CorruptDatasetError", "DatasetDownloadError", "DatasetError", "DatasetNotFoundError",
+           "read_marker", "sample_seed")
 _SOURCES: dict[str, tuple[str, str]] = {
     **{name: ("cifar", name) for name in _CIFAR},
+    **{name: ("common", name) for name in _COMMON},
     "write_synthetic_cifar": ("synthetic", "write_synthetic_cifar"),
     "write_synthetic_imagefolder": ("synthetic", "write_synthetic_imagefolder"),
     "IMAGENET_MEAN": ("imagenet", "IMAGENET_MEAN"), "IMAGENET_STD": ("imagenet", "IMAGENET_STD"),

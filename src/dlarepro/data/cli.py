@@ -52,7 +52,8 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from .cifar import DatasetError, download_cifar
+    from .cifar import download_cifar
+    from .common import DatasetError
 
     try:
         where = download_cifar(args.root, args.dataset)
@@ -124,7 +125,7 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .cifar import DatasetError
+    from .common import DatasetError
 
     try:
         if args.dataset in CIFAR_DATASETS:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .cifar import MARKER, CorruptDatasetError, DatasetNotFoundError, read_marker, sample_seed
+from .common import MARKER, CorruptDatasetError, DatasetNotFoundError, read_marker, sample_seed
 
 SPLITS = ("train", "val")
 #: the generated stand-in's categories, with COCO-like non-contiguous ids
@@ -107,7 +107,7 @@ def write_synthetic_coco(root: str | Path, n_train: int = 8, n_val: int = 4, ima
     Atomic: the folder appears complete or not at all; real data (no SYNTHETIC marker) is never
     replaced. Returns the ``coco`` folder.
     """
-    from .synthetic import _write_file, atomic_folder, marker_text
+    from .synthetic import write_file, atomic_folder, marker_text
 
     for name, value, minimum in (("n_train", n_train, 1), ("n_val", n_val, 1), ("image_size", image_size, 32)):
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -123,7 +123,7 @@ def write_synthetic_coco(root: str | Path, n_train: int = 8, n_val: int = 4, ima
             for _ in range(count):
                 jpeg, anns = _image_and_annotations(next_image, image_size, rng, next_ann)
                 name = f"{next_image:012d}.jpg"
-                _write_file(tmp / f"{split}2017" / name, jpeg)
+                write_file(tmp / f"{split}2017" / name, jpeg)
                 images.append({"id": next_image, "file_name": name, "width": image_size, "height": image_size})
                 annotations += anns
                 next_image, next_ann = next_image + 1, next_ann + len(anns)
@@ -131,9 +131,9 @@ def write_synthetic_coco(root: str | Path, n_train: int = 8, n_val: int = 4, ima
                                                 "not the real dataset", "version": "1.0"},
                         "licenses": [], "images": images, "annotations": annotations,
                         "categories": [dict(c, supercategory="shape") for c in SYNTHETIC_CATEGORIES]}
-            _write_file(tmp / "annotations" / f"instances_{split}2017.json", json.dumps(document).encode())
+            write_file(tmp / "annotations" / f"instances_{split}2017.json", json.dumps(document).encode())
         fields = {"dataset": "coco", "seed": seed, "n_train": n_train, "n_val": n_val, "image_size": image_size}
-        _write_file(tmp / MARKER, marker_text("COCO 2017", "write_synthetic_coco", fields).encode())
+        write_file(tmp / MARKER, marker_text("COCO 2017", "write_synthetic_coco", fields).encode())
     return final
 
 

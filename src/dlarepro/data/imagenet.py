@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 from torchvision.datasets import ImageFolder
 
-from .cifar import MARKER, CorruptDatasetError, DatasetNotFoundError, read_marker, sample_seed
+from .common import MARKER, CorruptDatasetError, DatasetNotFoundError, read_marker, sample_seed
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

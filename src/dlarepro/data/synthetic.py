@@ -26,7 +26,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .cifar import MARKER, cifar_spec
+from .cifar import cifar_spec
+from .common import MARKER
 
 FORMAT_VERSION = 1  # bump when the generated images change, so old and new stand-ins are told apart
 
@@ -46,7 +47,7 @@ def marker_text(title: str, generator: str, fields: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_file(path: Path, data: bytes) -> None:
+def write_file(path: Path, data: bytes) -> None:
     """Write and fsync one file, so the renamed folder is complete on disk, not just in cache."""
     with open(path, "wb") as fh:
         fh.write(data)
@@ -144,7 +145,7 @@ def py2_pickle(obj: Any) -> bytes:
 
 
 def _write_pickle(path: Path, obj: Any) -> None:
-    _write_file(path, py2_pickle(obj))
+    write_file(path, py2_pickle(obj))
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,7 +253,7 @@ def write_synthetic_cifar(root: str | Path, dataset: str, n_train: int = 500, n_
         _write_pickle(tmp / spec.meta_file, _cifar_meta(spec, -(-n_train // len(spec.train_files))))
         fields = {"dataset": dataset, "seed": seed, "n_train": n_train, "n_test": n_test,
                   "classes": spec.classes}
-        _write_file(tmp / MARKER, marker_text(spec.title, "write_synthetic_cifar", fields).encode())
+        write_file(tmp / MARKER, marker_text(spec.title, "write_synthetic_cifar", fields).encode())
     return final
 
 
@@ -270,7 +271,7 @@ def _write_jpeg(path: Path, chw: np.ndarray) -> None:
 
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(chw.transpose(1, 2, 0))).save(buffer, format="JPEG", quality=95)
-    _write_file(path, buffer.getvalue())
+    write_file(path, buffer.getvalue())
 
 
 def write_synthetic_imagefolder(root: str | Path, n_classes: int = 4, n_train_per_class: int = 8,
@@ -304,6 +305,6 @@ def write_synthetic_imagefolder(root: str | Path, n_classes: int = 4, n_train_pe
                 _write_jpeg(folder / name, image)
         fields = {"dataset": "imagenet", "seed": seed, "n_classes": n_classes,
                   "n_train_per_class": n_train_per_class, "n_val_per_class": n_val_per_class, "size": size}
-        _write_file(tmp / MARKER, marker_text("ImageNet (ILSVRC-2012)", "write_synthetic_imagefolder",
+        write_file(tmp / MARKER, marker_text("ImageNet (ILSVRC-2012)", "write_synthetic_imagefolder",
                                               fields).encode())
     return final

@@ -1,16 +1,17 @@
 """COCO object detection and instance segmentation (Table 3): Faster / Mask R-CNN with FPN on the
 zoo's ImageNet ResNets, trained with the 1x schedule and scored with pycocotools.
 
-``dlarepro.detection.config`` (no torch import) validates configs; ``model`` builds detectors;
-``engine`` trains and evaluates one run (``train_detection``).
+``config`` (no torch import) validates configs; ``model`` builds detectors; ``engine`` trains and
+evaluates one run.
 """
 
-from .config import DETECTORS, is_detection, resolve
+from ..runconfig import RunKind
+from . import config
 
-__all__ = ["DETECTORS", "is_detection", "resolve", "train_detection"]
+KIND = RunKind(
+    name="detection", command="detect", config=config, engine="dlarepro.detection.engine:train_detection",
+    description="train and evaluate one COCO detection run (Faster / Mask R-CNN; resumes)",
+    matches=config.is_detection,
+)
 
-
-def train_detection(config, progress=None):
-    from .engine import train_detection as run
-
-    return run(config, progress)
+__all__ = ["KIND", "config"]

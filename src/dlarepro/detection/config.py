@@ -1,6 +1,6 @@
 """A detection run's configuration: a detection recipe plus run settings, validated as a whole.
 
-Same conventions as :mod:`dlarepro.config` (flat mapping, ``recipe`` names a file in
+Same conventions as every run (:mod:`dlarepro.runconfig`: flat mapping, ``recipe`` names a file in
 ``resources/recipes/detection`` or a path, ``key=value`` overrides, one error listing every
 problem), with the keys of a COCO run: the detector, the ImageNet run its backbone starts from,
 image sizes and an iteration-based warm-up.
@@ -9,66 +9,57 @@ image sizes and an iteration-based warm-up.
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..archspec import ARCHS, check_model_args
-from .. import config as classification
-from ..config import Key, _int, _num, device_problems, read_recipe, resolve_keys
+from ..runconfig import (COMMON_RUN_KEYS, Key, fill_model_knobs, is_int, is_number, knob_keys, packaged,
+                         read_recipe, recipe_names as _names, resolve_keys)
 
 DETECTORS = ("faster_rcnn", "mask_rcnn")
-MODEL_KNOBS = ("cell", "sigma", "reduction")
 
 RECIPE_KEYS: dict[str, Key] = {
-    "epochs": Key(lambda v: _int(v) and v >= 1, "an integer >= 1"),
-    "batch_size": Key(lambda v: _int(v) and v >= 1, "an integer >= 1 (images per iteration, all GPUs)"),
-    "lr": Key(lambda v: _num(v) and v > 0, "a number > 0 (for a batch of lr_reference_batch images)"),
-    "lr_reference_batch": Key(lambda v: _int(v) and v >= 1, "an integer >= 1 (the batch lr is given for)"),
-    "momentum": Key(lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)"),
-    "weight_decay": Key(lambda v: _num(v) and v >= 0, "a number >= 0"),
-    "milestones": Key(lambda v: isinstance(v, list) and all(_int(m) and m >= 1 for m in v)
+    "epochs": Key(lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+    "batch_size": Key(lambda v: is_int(v) and v >= 1, "an integer >= 1 (images per iteration, all GPUs)"),
+    "lr": Key(lambda v: is_number(v) and v > 0, "a number > 0 (for a batch of lr_reference_batch images)"),
+    "lr_reference_batch": Key(lambda v: is_int(v) and v >= 1, "an integer >= 1 (the batch lr is given for)"),
+    "momentum": Key(lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "weight_decay": Key(lambda v: is_number(v) and v >= 0, "a number >= 0"),
+    "milestones": Key(lambda v: isinstance(v, list) and all(is_int(m) and m >= 1 for m in v)
                       and v == sorted(set(v)), "a strictly increasing list of epochs >= 1"),
-    "gamma": Key(lambda v: _num(v) and 0 < v <= 1, "a number in (0, 1]"),
-    "warmup_iters": Key(lambda v: _int(v) and v >= 0, "an integer >= 0"),
-    "warmup_ratio": Key(lambda v: _num(v) and 0 < v <= 1, "a number in (0, 1]"),
-    "min_size": Key(lambda v: _int(v) and v >= 32, "an integer >= 32 (shorter image side)"),
-    "max_size": Key(lambda v: _int(v) and v >= 32, "an integer >= 32 (longer image side at most)"),
-    "trainable_stages": Key(lambda v: _int(v) and 0 <= v <= 4, "an integer in 0..4 (trained backbone stages, "
+    "gamma": Key(lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "warmup_iters": Key(lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+    "warmup_ratio": Key(lambda v: is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "min_size": Key(lambda v: is_int(v) and v >= 32, "an integer >= 32 (shorter image side)"),
+    "max_size": Key(lambda v: is_int(v) and v >= 32, "an integer >= 32 (longer image side at most)"),
+    "trainable_stages": Key(lambda v: is_int(v) and 0 <= v <= 4, "an integer in 0..4 (trained backbone stages, "
                             "counted from the last)"),
 }
 
 RUN_KEYS: dict[str, Key] = {
+    **COMMON_RUN_KEYS,
     "detector": Key(lambda v: v in DETECTORS, f"one of {list(DETECTORS)}"),
     "dataset": Key(lambda v: v == "coco", "coco", "coco"),
-    "arch": Key(lambda v: v in ARCHS, f"one of {list(ARCHS)}"),
-    "depth": Key(_int, "50 or 101 (an ImageNet ResNet)"),
-    "data_root": Key(lambda v: isinstance(v, str) and v != "", "a directory path (holding coco/)"),
-    "out_dir": Key(lambda v: isinstance(v, str) and v != "", "a directory path"),
+    "depth": Key(is_int, "50 or 101 (an ImageNet ResNet)"),
+    "data_root": Key(COMMON_RUN_KEYS["data_root"].check, "a directory path (holding coco/)"),
     "recipe": Key(lambda v: isinstance(v, str) and v != "", "a detection recipe name or a YAML file path", "coco"),
     "pretrained": Key(lambda v: isinstance(v, str) and v != "", "null or the folder of a finished ImageNet run "
                       "(or its checkpoint.pt)", nullable=True),
-    "seed": Key(lambda v: _int(v) and 0 <= v < 2**31, "an integer in [0, 2^31)", 0),
-    "cell": Key(lambda v: isinstance(v, str), "a cell name", nullable=True),
-    "sigma": Key(lambda v: isinstance(v, str), "a sigma name", nullable=True),
-    "reduction": Key(lambda v: _int(v) and v >= 1, "an integer >= 1", nullable=True),
-    "device": Key(lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")),
-                  "auto, cpu, cuda or cuda:N", "auto"),
-    "num_workers": Key(lambda v: _int(v) and v >= 0, "an integer >= 0", 0),
-    "threads": Key(lambda v: _int(v) and v >= 1, "null or an integer >= 1", nullable=True),
-    "test_batch_size": Key(lambda v: _int(v) and v >= 1, "an integer >= 1 (images per evaluation step)", 2),
-    "max_iters_per_epoch": Key(lambda v: _int(v) and v >= 1, "null or an integer >= 1", nullable=True),
-    "max_val_images": Key(lambda v: _int(v) and v >= 1, "null or an integer >= 1 (evaluate on the first N)",
+    # the official detectors train without drop-path
+    **knob_keys(exclude=("drop_path",)),
+    "test_batch_size": Key(lambda v: is_int(v) and v >= 1, "an integer >= 1 (images per evaluation step)", 2),
+    "max_iters_per_epoch": Key(lambda v: is_int(v) and v >= 1, "null or an integer >= 1", nullable=True),
+    "max_val_images": Key(lambda v: is_int(v) and v >= 1, "null or an integer >= 1 (evaluate on the first N)",
                           nullable=True),
-    "log_every": Key(lambda v: _int(v) and v >= 0, "an integer >= 0 (iterations; 0: once per epoch)", 20),
+    "log_every": Key(lambda v: is_int(v) and v >= 0, "an integer >= 0 (iterations; 0: once per epoch)", 20),
 }
 
+
 def _recipe_folder():
-    return resources.files("dlarepro") / "resources" / "recipes" / "detection"
+    return packaged("recipes", "detection")
 
 
 def recipe_names() -> list[str]:
-    return classification.recipe_names(_recipe_folder())
+    return _names(_recipe_folder())
 
 
 def load_recipe(name_or_path: str) -> dict[str, Any]:
@@ -88,16 +79,12 @@ def resolve(run: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _cross_checks(c: dict[str, Any]) -> list[str]:
-    problems = []
-    try:
-        check_model_args(c["arch"], c["depth"], "imagenet", **model_knobs(c))
-    except ValueError as err:
-        problems.append(f"backbone: {err}")
+    problems = [f"backbone: {p}" for p in fill_model_knobs(c, "imagenet")]
     if any(m > c["epochs"] for m in c["milestones"]):
         problems.append(f"milestones {c['milestones']} lie beyond epochs={c['epochs']}")
     if c["min_size"] > c["max_size"]:
         problems.append(f"min_size={c['min_size']} is larger than max_size={c['max_size']}")
-    return problems + device_problems(c["device"])
+    return problems
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -129,11 +116,6 @@ def backbone_run(path: str | Path, arch: str, depth: int) -> dict[str, Any]:
         raise PretrainedWeightsError(f"pretrained backbone not found: {checkpoint} does not exist (train the "
                                      f"ImageNet run first, or set pretrained=null to start from random weights)")
     return info
-
-
-def model_knobs(c: Mapping[str, Any]) -> dict[str, Any]:
-    """The backbone's method knobs (drop-path stays off: the official detectors train without it)."""
-    return {k: c[k] for k in MODEL_KNOBS if c.get(k) is not None}
 
 
 def lr_at(c: Mapping[str, Any], epoch: int, iteration: int) -> float:

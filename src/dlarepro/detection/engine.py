@@ -1,20 +1,17 @@
 """One COCO detection run, end to end: data, detector, the 1x schedule, checkpoints, COCO AP.
 
-The run folder follows the classification runs' contract (``dlarepro.train``): ``config.yaml``,
+The run folder follows the contract of every run: ``run.yaml``, ``config.yaml``,
 ``history.csv`` (one row per epoch), ``checkpoint.pt`` (+ ``checkpoint.prev.pt``), and last
-``metrics.json``. Image order and flips are functions of (seed, epoch, index) and the checkpoint
-carries every RNG and the position inside the epoch, so a run killed anywhere and restarted ends
-with bit-identical weights (CPU, same thread count); SIGTERM / SIGUSR2 checkpoint at the next
-iteration and raise :class:`dlarepro.train.Interrupted`. Several processes (one per GPU) split each
-global batch and the validation images; rank 0 writes files and runs pycocotools' COCOeval.
+``metrics.json`` (see :mod:`dlarepro.runbase`, whose epoch loop, checkpoints and resume it uses).
+Image order and flips are functions of (seed, epoch, index), so a resumed run ends bit-identical.
+Several processes (one per GPU) split each global batch and the validation images; rank 0 writes
+files and runs pycocotools' COCOeval.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io as pyio
-import json
-import math
+import io
 import statistics
 import time
 from pathlib import Path
@@ -23,13 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import __version__, io
 from .. import distributed as dist_
-from ..train import RunBase, StopSignals, epoch_batches, git_commit, log, seed_everything, weights_digest
-from .config import lr_at, model_knobs, resolve
+from ..checkpoints import seed_everything
+from ..runbase import RunBase, Step, StopSignals, epoch_batches
+from ..runconfig import model_knobs
+from .config import lr_at, resolve
 from .model import build_detector, pretrained_state
 
-HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "iterations", "epoch_seconds", "iter_seconds"]
+HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "iterations", "epoch_seconds", "step_seconds"]
 COCO_STATS = ("ap", "ap50", "ap75", "aps", "apm", "apl")
 
 
@@ -65,7 +63,7 @@ def coco_average_precision(coco_gt, results: list[dict[str, Any]], kind: str, im
     keys = [f"{kind}_{s}" for s in COCO_STATS]
     if not results:
         return dict.fromkeys(keys, 0.0)
-    with contextlib.redirect_stdout(pyio.StringIO()):  # pycocotools prints its tables
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its tables
         coco_dt = coco_gt.loadRes(results)
         evaluator = COCOeval(coco_gt, coco_dt, kind)
         evaluator.params.imgIds = sorted(image_ids)
@@ -79,6 +77,9 @@ class DetectionRun(RunBase):
     """Train ``config`` in ``config['out_dir']``; ``DetectionRun(config).execute()`` returns the metrics."""
 
     resolver = staticmethod(resolve)
+    history_columns = HISTORY_COLUMNS
+    unit = "iteration"
+    loss_denominator = "iters"
 
     # -- set-up -----------------------------------------------------------------------------
     def _datasets(self):
@@ -94,7 +95,9 @@ class DetectionRun(RunBase):
         return train_set, val_set, coco_is_synthetic(c["data_root"])
 
     def _execute(self, metrics_path: Path) -> dict[str, Any]:
-        c, world = self.config, self.world
+        from ..data.coco import collate
+
+        c = self.config
         self._select_device()
         train_set, val_set, synthetic = self._datasets()  # data and weight errors surface before any work
         backbone_state, backbone = (pretrained_state(c["pretrained"], c["arch"], c["depth"]) if c["pretrained"]
@@ -109,76 +112,46 @@ class DetectionRun(RunBase):
         optimizer = torch.optim.SGD(params, lr=lr_at(c, 0, 0), momentum=c["momentum"],
                                     weight_decay=c["weight_decay"])
         state, trained = self._resume(model, optimizer)
+        self.per_epoch = len(epoch_batches(len(train_set), c["batch_size"], c["seed"], 0, c["max_iters_per_epoch"]))
 
         with StopSignals() as stop:
             started = time.time() - state["elapsed"]
             while state["epoch"] < c["epochs"]:
-                self._train_epoch(trained, optimizer, train_set, state, stop, started)
+                epoch = state["epoch"]
+                batches = epoch_batches(len(train_set), c["batch_size"], c["seed"], epoch, c["max_iters_per_epoch"])
+                train_set.set_epoch(epoch)
+                mine = [dist_.shard(batch, self.world) for batch in batches[state["batch"]:]]
+                data = torch.utils.data.DataLoader(train_set, batch_sampler=mine, num_workers=c["num_workers"],
+                                                   collate_fn=collate, generator=torch.Generator().manual_seed(epoch))
+                self.lr = lr_at(c, epoch, epoch * self.per_epoch + state["batch"])
+                row = self.run_epoch(trained, optimizer, state, stop, started, data, len(batches))
+                self.end_epoch(optimizer, state, row, started)
         scores = self.evaluate(model, val_set)
-        if world.main:
-            metrics = self._metrics(model, state, synthetic, scores, backbone)
-            io.write_json(metrics_path, metrics)  # last: its presence marks a finished run
-            log(f"{self.folder}: finished, box AP {metrics['bbox_ap']:.2f}"
-                + (f", mask AP {metrics['segm_ap']:.2f}" if "segm_ap" in metrics else ""))
-        dist_.barrier(world)
-        return metrics if world.main else json.loads(metrics_path.read_text())
+        metrics = self._metrics(model, state, synthetic, scores, backbone) if self.world.main else None
+        return self.finish(metrics_path, metrics,
+                           f"box AP {metrics['bbox_ap']:.2f}" + (f", mask AP {metrics['segm_ap']:.2f}"
+                                                                 if "segm_ap" in metrics else "") if metrics else "")
 
-    # -- one epoch --------------------------------------------------------------------------
-    def _train_epoch(self, model, optimizer, train_set, state, stop, started):
-        from ..data.coco import collate
+    # -- one iteration and one epoch --------------------------------------------------------
+    def train_step(self, model, optimizer, batch, epoch: int, index: int) -> Step:
+        images, targets = batch
+        self.lr = lr_at(self.config, epoch, epoch * self.per_epoch + index)
+        for group in optimizer.param_groups:
+            group["lr"] = self.lr
+        images = [img.to(self.device) for img in images]
+        targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+        losses = model(images, targets)
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        detail = f"lr {self.lr:.4g}, " + ", ".join(f"{k} {float(v):.3f}" for k, v in losses.items())
+        return Step({"loss": float(loss.detach()), "iters": 1.0}, detail)
 
-        c, epoch = self.config, state["epoch"]
-        batches = epoch_batches(len(train_set), c["batch_size"], c["seed"], epoch, c["max_iters_per_epoch"])
-        per_epoch = len(epoch_batches(len(train_set), c["batch_size"], c["seed"], 0, c["max_iters_per_epoch"]))
-        train_set.set_epoch(epoch)
-        partial = state["partial"] or {"loss": 0.0, "iters": 0, "iter_times": [], "seconds": 0.0}
-        start_batch = state["batch"]
-        model.train()
-        epoch_start = time.time() - partial["seconds"]
-        mine = [dist_.shard(batch, self.world) for batch in batches[start_batch:]]
-        data = torch.utils.data.DataLoader(train_set, batch_sampler=mine, num_workers=c["num_workers"],
-                                           collate_fn=collate, generator=torch.Generator().manual_seed(epoch))
-        bar = self._bar(len(batches), start_batch, f"epoch {epoch + 1}/{c['epochs']}")
-        lr = lr_at(c, epoch, epoch * per_epoch + start_batch)
-        for b, (images, targets) in enumerate(data, start=start_batch):
-            lr = lr_at(c, epoch, epoch * per_epoch + b)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            images = [img.to(self.device) for img in images]
-            targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-            t0 = time.perf_counter()
-            losses = model(images, targets)
-            loss = sum(losses.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            partial["iter_times"].append(time.perf_counter() - t0)
-            (total,) = dist_.all_sum([float(loss.detach())], self.world)
-            partial["loss"] += total / self.world.size
-            partial["iters"] += 1
-            if not math.isfinite(partial["loss"]):
-                raise FloatingPointError(f"detection loss became {float(loss)} at epoch {epoch + 1}, "
-                                         f"iteration {b + 1}: {({k: float(v) for k, v in losses.items()})}")
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{partial['loss'] / partial['iters']:.3f}")
-            elif self.world.main and c["log_every"] and (b + 1) % c["log_every"] == 0:
-                parts = " ".join(f"{k} {float(v):.3f}" for k, v in losses.items())
-                log(f"epoch {epoch + 1} iter {b + 1}/{len(batches)} lr {lr:.4g} loss "
-                    f"{partial['loss'] / partial['iters']:.4f} ({parts})")
-            self._stop_if_asked(stop, optimizer, state, partial, b + 1, epoch_start, started, bar, "iteration")
-        if bar is not None:
-            bar.close()
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": partial["loss"] / max(partial["iters"], 1),
-               "iterations": len(batches), "epoch_seconds": time.time() - epoch_start,
-               "iter_seconds": statistics.median(partial["iter_times"]) if partial["iter_times"] else 0.0}
-        state["history"].append(row)
-        state.update(epoch=epoch + 1, batch=0, partial=None, elapsed=time.time() - started)
-        self._save(optimizer, state)
-        if self.world.main:
-            self._write_history(state["history"], HISTORY_COLUMNS)
-            log(f"epoch {epoch + 1}/{c['epochs']}: lr {lr:.4g} train loss {row['train_loss']:.4f} | "
-                f"{row['epoch_seconds']:.1f}s, {row['iter_seconds'] * 1000:.0f} ms/iteration")
+    def epoch_row(self, epoch, sums, step_times, seconds, batches) -> dict[str, Any]:
+        return {"epoch": epoch + 1, "lr": self.lr, "train_loss": sums.get("loss", 0.0) / max(sums.get("iters", 1.0), 1.0),
+                "iterations": batches, "epoch_seconds": seconds,
+                "step_seconds": statistics.median(step_times) if step_times else 0.0}
 
     # -- evaluation -------------------------------------------------------------------------
     @torch.no_grad()
@@ -211,22 +184,12 @@ class DetectionRun(RunBase):
         return scores
 
     def _metrics(self, model, state, synthetic: bool, scores: dict[str, Any], backbone: dict[str, Any]):
-        from ..modelinfo import count_params
-
         c, history = self.config, state["history"]
         return {
-            "run": {k: c[k] for k in ("dataset", "detector", "arch", "depth", "seed", "recipe", "cell", "sigma",
-                                      "reduction")},
-            **scores,
-            "final_train_loss": history[-1]["train_loss"], "epochs": len(history),
+            **self.common_metrics(model, state, bool(synthetic or backbone.get("synthetic"))),
+            **scores, "final_train_loss": history[-1]["train_loss"],
             "iterations": sum(r["iterations"] for r in history),
-            "lr": c["lr"] * c["batch_size"] / c["lr_reference_batch"],
-            "params": count_params(model), "step_seconds": statistics.median(r["iter_seconds"] for r in history),
-            "wall_seconds": state["elapsed"], "attempts": state["attempts"],
-            "device": str(self.device), "threads": torch.get_num_threads(), "world_size": self.world.size,
-            "torch_version": torch.__version__, "dlarepro_version": __version__, "git_commit": git_commit(),
-            "synthetic": bool(synthetic or backbone.get("synthetic")), "config_digest": self.digest,
-            "backbone": backbone, "weights_sha256": weights_digest(model),
+            "lr": c["lr"] * c["batch_size"] / c["lr_reference_batch"], "backbone": backbone,
         }
 
 

@@ -1,6 +1,6 @@
 """Faster / Mask R-CNN with FPN on the zoo's ImageNet ResNets (any layer-interaction module).
 
-The backbone is :class:`dlarepro.models.resnet.ImageNetResNet` without its classifier: the
+The backbone is an ImageNet :class:`dlarepro.models.resnet.ResNet` without its classifier: the
 outputs of its four stages (strides 4, 8, 16, 32; 256 to 2048 channels) feed torchvision's
 feature pyramid (256 channels, plus a max-pooled P6), and torchvision's detection heads sit on
 top. As in the official MMDetection setup, every BatchNorm of the backbone is frozen (statistics
@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models import build_model
-from ..models.resnet import ImageNetResNet
+from ..models.resnet import ResNet
 from .config import DETECTORS, PretrainedWeightsError, backbone_run
 
 FPN_CHANNELS = 256
@@ -27,7 +27,7 @@ class ResNetFPN(nn.Module):
     """Stem and stages of an ImageNet ResNet followed by a feature pyramid; ``out_channels`` as
     torchvision's detectors expect."""
 
-    def __init__(self, body: ImageNetResNet, trainable_stages: int = 3):
+    def __init__(self, body: ResNet, trainable_stages: int = 3):
         from torchvision.ops import FeaturePyramidNetwork
         from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
@@ -70,7 +70,7 @@ def freeze_batchnorm(module: nn.Module) -> nn.Module:
 def pretrained_state(path: str | Path, arch: str, depth: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """The ImageNet weights (classifier dropped) of a finished run folder or a checkpoint file,
     and what is known about them (path, synthetic flag, weights digest)."""
-    from ..train import CorruptCheckpointError, read_checkpoint
+    from ..checkpoints import CorruptCheckpointError, read_checkpoint
 
     info = backbone_run(path, arch, depth)
     checkpoint = Path(info.pop("checkpoint"))  # metrics.json records the run folder

@@ -4,10 +4,11 @@ A ResNet stage hands every block's two parts, the residual ``branch`` (after the
 ``shortcut``, to its stage's interaction, which returns the block output. Methods that carry state
 across the blocks of a stage (DIA/LII, MRLA, DLA) keep it in a per-forward ``state`` object that
 the stage threads through; per-block methods (SE, ECA) ignore it. Adding a method is one class
-with a ``@register`` line, plus its knobs in ``dlarepro.archspec``.
+with a ``@register`` line, plus its spec (names, colour, knobs) in :mod:`dlarepro.methods`; a stage
+receives the class with its knobs bound (``functools.partial``) and calls it with
+``(channels, num_blocks)``.
 
-Facts about placement and sizes follow the official implementations (see
-``../shared/ARCHITECTURE.md``); the code is our own.
+Placement and sizes follow the official implementations (measured facts, not their code).
 """
 
 from __future__ import annotations
@@ -182,6 +183,18 @@ class LayerwiseIntegration(StageInteraction):
         return F.relu(branch * as_map(gate) + shortcut), state
 
 
+def refresh_state(state, dsu_state: str):
+    """The cell state a refresh call sees. ``per_image``: each image its own (the paper's equations);
+    ``first_image``: image 0's row for every image of the batch, broadcast (what the official code's
+    refresh does: its DSU reads ``hidden[0][0]`` from ``[B, C]`` states), so an image's output depends
+    on the batch it is in."""
+    if dsu_state == "per_image":
+        return state
+    if dsu_state == "first_image":
+        return tuple(s[:1] for s in state)
+    raise ValueError(f"unknown dsu_state {dsu_state!r}; choose per_image or first_image")
+
+
 class LayerAttentionBase(StageInteraction):
     """Shared parts of MRLA and DLA: per-block query/key channel convolutions and depthwise values,
     a BN on the attention output and drop-path on the attention branch."""
@@ -239,10 +252,11 @@ class DLALight(LightAttentionBase):
     and a depthwise convolution shared by the stage: ``s ← s ⊙ Dyn(GAP(s), c) + DW(s)``."""
 
     def __init__(self, channels, num_blocks, drop_path: float = 0.0, cell: str = "dsu",
-                 sigma: str = "sigmoid", reduction: int = 4):
+                 sigma: str = "sigmoid", reduction: int = 4, dsu_state: str = "per_image"):
         super().__init__(channels, num_blocks, drop_path)
         self.cell = make_cell(cell, channels, reduction=reduction, sigma=sigma)
         self.refresh_conv = depthwise3x3(channels)
+        self.dsu_state = dsu_state
 
     def forward(self, index, branch, shortcut, state):
         y = F.relu(branch + shortcut)
@@ -250,7 +264,7 @@ class DLALight(LightAttentionBase):
         if state is None:
             state = self.cell.zero_state(pooled)
         _, state = self.cell(pooled, state)  # forward path: context from the block output
-        gate, _ = self.cell(gap(shortcut), state)  # backward path: its new state is dropped
+        gate, _ = self.cell(gap(shortcut), refresh_state(state, self.dsu_state))  # backward path: new state dropped
         # λ ⊙ (s ⊙ g + DW(s)) = s ⊙ (λ g) + DW_{λW}(s): λ folded into the gate and the conv weights
         lam = self.lambdas[index]
         conv = self.refresh_conv
@@ -333,9 +347,10 @@ class DLABase(BaseAttention):
     """
 
     def __init__(self, channels, num_blocks, drop_path: float = 0.0, cell: str = "dsu",
-                 sigma: str = "sigmoid", reduction: int = 4):
+                 sigma: str = "sigmoid", reduction: int = 4, dsu_state: str = "per_image"):
         super().__init__(channels, num_blocks, drop_path)
         self.cell = make_cell(cell, channels, reduction=reduction, sigma=sigma)
+        self.dsu_state = dsu_state
 
     def refresh(self, state: BaseAttentionState, pooled_y: Tensor) -> None:
         if state.cell_state is None:
@@ -345,7 +360,7 @@ class DLABase(BaseAttention):
             return
         gates_so_far = state.value_gates if state.value_gates is not None else 1.0
         tokens = torch.cat([state.keys, state.pooled * gates_so_far])  # [2t, B, C]
-        gates, _ = self.cell(tokens, state.cell_state)
+        gates, _ = self.cell(tokens, refresh_state(state.cell_state, self.dsu_state))
         key_gates, value_gates = gates.chunk(2)
         state.keys = state.keys * key_gates
         state.value_gates = value_gates if state.value_gates is None else state.value_gates * value_gates

@@ -1,19 +1,19 @@
 """Bottleneck ResNets for CIFAR (depth 9n+2) and ImageNet (50/101) with a pluggable interaction.
 
 Read top to bottom: the bottleneck block returns its two parts, a stage runs its blocks through the
-stage's interaction (``interactions.py``), and the two networks differ only in stem, widths, depths
-and initialisation.
+stage's interaction (``interactions.py``, handed over as a factory), and one ``ResNet`` class builds
+both families, which differ only in stem, widths, depths and initialisation.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .interactions import INTERACTIONS, StageInteraction
+from .interactions import StageInteraction
 
 
 class Bottleneck(nn.Module):
@@ -47,15 +47,17 @@ class Bottleneck(nn.Module):
 
 
 class Stage(nn.Module):
-    """``num_blocks`` bottlenecks (the first one strided) joined by one interaction."""
+    """``num_blocks`` bottlenecks (the first one strided) joined by one interaction, built by
+    ``interaction(channels, num_blocks)`` (a registered class or a ``functools.partial`` of one)."""
 
-    def __init__(self, inplanes: int, planes: int, num_blocks: int, stride: int, interaction: str, **knobs: Any):
+    def __init__(self, inplanes: int, planes: int, num_blocks: int, stride: int,
+                 interaction: Callable[[int, int], StageInteraction]):
         super().__init__()
         width = planes * Bottleneck.expansion
         self.blocks = nn.ModuleList(
             Bottleneck(inplanes if i == 0 else width, planes, stride if i == 0 else 1) for i in range(num_blocks)
         )
-        self.interaction: StageInteraction = INTERACTIONS[interaction](width, num_blocks, **knobs)
+        self.interaction: StageInteraction = interaction(width, num_blocks)
 
     def forward(self, x: Tensor) -> Tensor:
         state = self.interaction.begin(x)
@@ -81,23 +83,38 @@ def init_weights(model: nn.Module, zero_init_last_bn: bool) -> None:
                 nn.init.zeros_(m.bn3.weight)
 
 
-class CifarResNet(nn.Module):
-    """CIFAR bottleneck ResNet: 3×3 stem (16), stages of 16/32/64 planes (widths 64/128/256),
-    n = (depth − 2) / 9 blocks each, strides 1/2/2, global pool, linear head."""
+def cifar_stem() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
 
-    def __init__(self, depth: int, num_classes: int, interaction: str = "none", **knobs: Any):
+
+def imagenet_stem() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(64),
+                         nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1))
+
+
+class ResNet(nn.Module):
+    """Stem, then one :class:`Stage` per entry of ``layers`` (planes doubling from ``planes``, the
+    first stage unstrided), global pool and a linear head.
+
+    CIFAR: 3×3 stem of 16 channels, three stages of 16/32/64 planes with (depth − 2) / 9 blocks each.
+    ImageNet: torchvision's ResNet-50/101 (7×7 stem, max-pool, 64/128/256/512 planes, stride on
+    the 3×3 conv), every bottleneck's last BN zero-initialised.
+    """
+
+    def __init__(self, layers: Sequence[int], interaction: Callable[[int, int], StageInteraction], *,
+                 num_classes: int, stem: nn.Module, planes: int, zero_init_last_bn: bool, depth: int):
         super().__init__()
         self.depth = depth
-        n = (depth - 2) // 9
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True))
-        planes, inplanes, stages = (16, 32, 64), 16, []
-        for i, p in enumerate(planes):
-            stages.append(Stage(inplanes, p, n, 1 if i == 0 else 2, interaction, **knobs))
+        self.stem = stem
+        inplanes, stages = planes, []
+        for i, n in enumerate(layers):
+            p = planes * 2 ** i
+            stages.append(Stage(inplanes, p, n, 1 if i == 0 else 2, interaction))
             inplanes = p * Bottleneck.expansion
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(inplanes, num_classes)
-        init_weights(self, zero_init_last_bn=False)
+        init_weights(self, zero_init_last_bn=zero_init_last_bn)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
@@ -106,25 +123,12 @@ class CifarResNet(nn.Module):
 IMAGENET_LAYERS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
 
-class ImageNetResNet(nn.Module):
-    """torchvision's ResNet-50/101 layout (7×7 stem, max-pool, stages of 64/128/256/512 planes,
-    stride on the 3×3 conv) with an interaction in every stage."""
+def cifar_resnet(depth: int, num_classes: int, interaction: Callable[[int, int], StageInteraction]) -> ResNet:
+    n = (depth - 2) // 9
+    return ResNet((n, n, n), interaction, num_classes=num_classes, stem=cifar_stem(), planes=16,
+                  zero_init_last_bn=False, depth=depth)
 
-    def __init__(self, depth: int, num_classes: int = 1000, interaction: str = "none", **knobs: Any):
-        super().__init__()
-        self.depth = depth
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, stride=2, padding=1),
-        )
-        inplanes, stages = 64, []
-        for i, (p, n) in enumerate(zip((64, 128, 256, 512), IMAGENET_LAYERS[depth])):
-            stages.append(Stage(inplanes, p, n, 1 if i == 0 else 2, interaction, **knobs))
-            inplanes = p * Bottleneck.expansion
-        self.stages = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(inplanes, num_classes)
-        init_weights(self, zero_init_last_bn=True)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
+def imagenet_resnet(depth: int, num_classes: int, interaction: Callable[[int, int], StageInteraction]) -> ResNet:
+    return ResNet(IMAGENET_LAYERS[depth], interaction, num_classes=num_classes, stem=imagenet_stem(), planes=64,
+                  zero_init_last_bn=True, depth=depth)

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from .. import grid as gridlib
-from .common import METHODS, Context, ReportError, method_defaults, write_if_changed
+from ..methods import METHODS as SPECS
+from .common import Context, ReportError, method_names, write_if_changed
 from .rows import paper_rows
 
 REQUIRED = ("run", "final_top1", "final_top5", "best_top1", "best_epoch", "epochs", "params", "macs",
@@ -110,11 +111,9 @@ def check_metrics(metrics: Any, run: gridlib.Run) -> str | None:
     if run.detector and "detector" in ident:
         expected["detector"] = run.detector
     wrong = [f"{k}={ident.get(k)!r} (folder: {v!r})" for k, v in expected.items() if ident.get(k) != v]
-    knobs = {**method_defaults(run.arch), **run.knob_dict}
-    for key in gridlib.KNOB_KEYS:
-        got = ident.get(key)
-        if got is not None and got != knobs.get(key):
-            wrong.append(f"{key}={got!r} (folder: {knobs.get(key)!r})")
+    got = tuple(sorted((ident.get("knobs") or {}).items())) if isinstance(ident.get("knobs"), dict) else None
+    if got is not None and got != run.knobs:
+        wrong.append(f"knobs={dict(got)!r} (folder: {run.knob_dict!r})")
     if wrong:
         return "metrics.json describes another run: " + ", ".join(wrong)
     return None
@@ -228,7 +227,7 @@ def summarise(ctx: Context, runs: pd.DataFrame) -> pd.DataFrame:
         n = 0 if g is None else len(g)
         row: dict[str, Any] = {
             "config_id": cid, "experiments": ";".join(sorted(experiments[cid])), "dataset": run.dataset,
-            "arch": run.arch, "method": METHODS.get(run.arch, run.arch), "paper_depth": run.paper_depth,
+            "arch": run.arch, "method": method_names().get(run.arch, run.arch), "paper_depth": run.paper_depth,
             "depth": run.depth, "detector": run.detector or "",
             "knobs": knob_text(run.knobs), "n_expected": expected[cid], "n_seeds": n,
             "seeds": "" if g is None else ";".join(str(s) for s in sorted(g["seed"])),
@@ -279,7 +278,7 @@ def figure4_data(ctx: Context, summary: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=list(FIGURE4_COLUMNS))
     cids = {r.config_id for r in gridlib.runs_of(ctx.grid, "figure4", ctx.profile) if not r.knobs}
     s = summary[summary.config_id.isin(cids) & (summary.n_seeds > 0)].copy()
-    s["order"] = s.arch.map(list(METHODS).index)
+    s["order"] = s.arch.map(list(SPECS).index)
     s = s.sort_values(["dataset", "order", "paper_depth"])
     return pd.DataFrame({"dataset": s.dataset, "method": s.method, "arch": s.arch, "depth": s.paper_depth,
                          "trained_depth": s.depth, "n": s.n_seeds, "mean": s.best_top1_mean.round(4),

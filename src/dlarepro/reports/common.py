@@ -9,19 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .. import atomic
 from .. import grid as gridlib
-from .. import io
-from ..archspec import DEFAULTS as _METHOD_DEFAULTS
+from .. import layout
+from ..methods import METHODS as SPECS
 
-#: Methods in the paper's order, with the reader's name and one colour used in every figure.
-METHODS: dict[str, str] = {"none": "ResNet", "se": "SE", "eca": "ECA", "dia": "DIANet", "mrla_b": "MRLA-B",
-                           "dla_b": "DLA-B", "mrla_l": "MRLA-L", "dla_l": "DLA-L"}
-COLOURS: dict[str, str] = {"none": "#4d4d4d", "se": "#17becf", "eca": "#bcbd22", "dia": "#1f77b4",
-                           "mrla_b": "#ff7f0e", "dla_b": "#d62728", "mrla_l": "#9467bd", "dla_l": "#2ca02c"}
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet"}
 
-NOT_RUN = "not run"
-NOT_BUILT = "not built"   # a method of the paper we do not implement (CBAM, GC, ...)
 NA = "--"                 # a statistic that cannot be computed (p-value with fewer than two seeds)
 
 SYNTHETIC_NOTE = "synthetic data --- pipeline check, not a reproduction"
@@ -29,9 +23,13 @@ BEST_NOTE = ("Top-1 is the best test accuracy over all epochs, the number the pa
              "choosing the maximum on the test set biases it upwards, so the final-epoch accuracy is shown beside it")
 
 
-def method_defaults(arch: str) -> dict[str, Any]:
-    """A method's default knob values (a grid drops knobs equal to these from run ids)."""
-    return dict(_METHOD_DEFAULTS.get(arch, {}))
+def method_names() -> dict[str, str]:
+    """Registered methods in the paper's order -> the reader's name."""
+    return {name: spec.display for name, spec in SPECS.items()}
+
+
+def colour(arch: str) -> str:
+    return SPECS[arch].colour if arch in SPECS else "black"
 
 
 class ReportError(Exception):
@@ -73,7 +71,7 @@ class Context:
 
     @property
     def results_dir(self) -> Path:
-        return self.root / gridlib.results_root(self.profile)
+        return self.root / layout.results_root(self.profile)
 
     @property
     def runs_dir(self) -> Path:
@@ -89,12 +87,13 @@ class Context:
     def config_id(self, dataset: str, arch: str, paper_depth: int, knobs: Mapping[str, Any] | None = None,
                   detector: str | None = None) -> str:
         """The config id the grid gives a paper row (default knob values dropped, as the grid does)."""
-        defaults = method_defaults(arch)
-        kept = tuple(sorted((k, v) for k, v in (knobs or {}).items() if v not in (None, "")
-                            and defaults.get(k, object()) != v))
+        from ..identity import config_id_of
+
+        given = {k: v for k, v in (knobs or {}).items() if v not in (None, "")}
+        kept = SPECS[arch].id_knobs("imagenet" if detector else dataset, given)
         # the depth map stands for CIFAR depths only (as in the grid)
         depth = self.trained_depth(paper_depth) if dataset in gridlib.CIFAR else int(paper_depth)
-        return gridlib.Run(dataset, arch, int(paper_depth), depth, 0, kept, detector=detector).config_id
+        return config_id_of(dataset, arch, depth, kept, detector)
 
     def depth_note(self, paper_depths) -> str:
         """'rows 20/56/110 trained at depths 11/20/29' when the profile trains other depths, else ''."""
@@ -116,7 +115,7 @@ def write_if_changed(path: str | os.PathLike, data: bytes | str) -> bool:
             return False
     except OSError:
         pass
-    io.write_bytes(path, data)
+    atomic.write_bytes(path, data)
     return True
 
 

@@ -24,7 +24,8 @@ import pandas as pd
 from .. import grid as gridlib
 from .. import paper
 from .aggregate import read_outputs
-from .common import COLOURS, DATASET_NAMES, METHODS, Context, write_if_changed
+from ..methods import METHODS as SPECS
+from .common import DATASET_NAMES, Context, colour, method_names, write_if_changed
 
 FIGURE_FILES = tuple(f"{stem}.{ext}" for stem in ("figure4", "figure2", "cost") for ext in ("pdf", "png"))
 DPI = 150
@@ -37,8 +38,6 @@ METADATA = {"pdf": {"CreationDate": None, "Creator": None, "Producer": None}, "p
 FIGURE4_DEFAULT = {"datasets": ["cifar10", "cifar100"], "depths": [20, 56, 110],
                    "archs": ["none", "dia", "mrla_l", "dla_l"]}
 FIGURE2_DEFAULT = {"dataset": "cifar100", "depth": 56, "archs": ["mrla_b", "dla_b"]}
-FIGURE2_TITLES = {"mrla_b": "MRLA-B (static)", "dla_b": "DLA-B (dynamic)", "mrla_l": "MRLA-L (static)",
-                  "dla_l": "DLA-L (dynamic)"}
 
 
 def render(fig) -> dict[str, bytes]:
@@ -83,7 +82,7 @@ def figure4(ctx: Context, data: pd.DataFrame, synthetic: str):
     from matplotlib.lines import Line2D
 
     axes_spec = _experiment_axes(ctx, "figure4") if "figure4" in ctx.grid["experiments"] else FIGURE4_DEFAULT
-    archs = [a for a in METHODS if a in axes_spec["archs"]]
+    archs = [a for a in SPECS if a in axes_spec["archs"]]
     depths = sorted(axes_spec["depths"])
     published = paper.load_table(1)
     fig = Figure(figsize=(WIDTH, 3.2), layout="constrained")
@@ -92,17 +91,17 @@ def figure4(ctx: Context, data: pd.DataFrame, synthetic: str):
     for ax, dataset in zip(axes, axes_spec["datasets"]):
         ran = data[data.dataset == dataset]
         for arch in archs:
-            colour = COLOURS[arch]
+            shade = colour(arch)
             d = ran[ran.arch == arch].sort_values("depth")
             if len(d):
                 mean, std = d["mean"].to_numpy(float), np.nan_to_num(d["std"].to_numpy(float))
-                (line,) = ax.plot(d.depth, mean, "-o", color=colour, ms=3.5, lw=1.4)
-                ax.fill_between(d.depth, mean - std, mean + std, color=colour, alpha=0.18, lw=0)
+                (line,) = ax.plot(d.depth, mean, "-o", color=shade, ms=3.5, lw=1.4)
+                ax.fill_between(d.depth, mean - std, mean + std, color=shade, alpha=0.18, lw=0)
                 handles.setdefault(arch, line)
             if not synthetic:
                 p = published[(published.dataset == dataset) & (published.arch == arch)].sort_values("depth")
                 if len(p):
-                    ax.plot(p.depth, p.top1_mean, "--", marker="o", mfc="none", color=colour, ms=3, lw=0.9,
+                    ax.plot(p.depth, p.top1_mean, "--", marker="o", mfc="none", color=shade, ms=3, lw=0.9,
                             alpha=0.8)
         if ran.empty:
             _not_run(ax, "ours: not run" if not synthetic else "not run")
@@ -115,8 +114,8 @@ def figure4(ctx: Context, data: pd.DataFrame, synthetic: str):
         ax.set_xlabel("depth (trained depth)" if mapped else "depth")
         ax.set_ylabel("top-1 accuracy (%), best epoch")
         ax.grid(True, lw=0.4, alpha=0.5)
-    entries = [Line2D([], [], color=COLOURS[a], marker="o", ms=3.5, lw=1.4) for a in archs]
-    labels = [METHODS[a] + ("" if a in handles else " (not run)") for a in archs]
+    entries = [Line2D([], [], color=colour(a), marker="o", ms=3.5, lw=1.4) for a in archs]
+    labels = [method_names()[a] + ("" if a in handles else " (not run)") for a in archs]
     if not synthetic:
         entries += [Line2D([], [], color="0.3", lw=1.4), Line2D([], [], color="0.3", ls="--", lw=0.9)]
         labels += ["ours: mean ± std", "paper (Table 1)"]
@@ -155,7 +154,7 @@ def figure2(ctx: Context, runs: pd.DataFrame, synthetic: str):
         seen: dict[str, gridlib.Run] = {}
         for r in declared:
             seen.setdefault(r.config_id, r)
-        panels = sorted(seen.values(), key=lambda r: (list(METHODS).index(r.arch), r.dataset, r.paper_depth))
+        panels = sorted(seen.values(), key=lambda r: (list(SPECS).index(r.arch), r.dataset, r.paper_depth))
         panels = [(r.config_id, r.arch, r.dataset, r.paper_depth, r.depth) for r in panels]
     else:
         f = FIGURE2_DEFAULT
@@ -168,10 +167,10 @@ def figure2(ctx: Context, runs: pd.DataFrame, synthetic: str):
     axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
     image = None
     for ax, (cid, arch, dataset, paper_depth, depth), (matrix, n) in zip(axes, panels, means):
-        name = FIGURE2_TITLES.get(arch, METHODS.get(arch, arch))
+        name = SPECS[arch].title() if arch in SPECS else arch
         trained = "" if depth == paper_depth else f" (trained {depth})"
         ax.set_title(f"{name}\n{DATASET_NAMES.get(dataset, dataset)}, ResNet-{paper_depth}{trained}"
-                     + (f", {n} seed{'s' if n != 1 else ''}" if n else ""), color=COLOURS.get(arch, "black"))
+                     + (f", {n} seed{'s' if n != 1 else ''}" if n else ""), color=colour(arch))
         missing = matrix is None
         if missing:  # an empty matrix of the stage's size keeps both panels alike
             size = max(1, (depth - 2) // 9) if dataset != "imagenet" else 1
@@ -210,18 +209,18 @@ def cost(ctx: Context, summary: pd.DataFrame, runs: pd.DataFrame, synthetic: str
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    plain = summary[(summary.knobs == "") & (summary.n_seeds > 0) & summary.arch.isin(list(METHODS))]
+    plain = summary[(summary.knobs == "") & (summary.n_seeds > 0) & summary.arch.isin(list(SPECS))]
     dataset = "cifar100" if (plain.dataset == "cifar100").any() else (
         plain.dataset.iloc[0] if len(plain) else "cifar100")
     d = plain[plain.dataset == dataset]
     fig = Figure(figsize=(WIDTH, 3.2), layout="constrained")
     ax_time, ax_params = fig.subplots(1, 2)
-    archs = [a for a in METHODS if a in set(summary.arch)] or list(METHODS)
+    archs = [a for a in SPECS if a in set(summary.arch)] or list(SPECS)
     for arch in archs:
         m = d[d.arch == arch].sort_values("depth")
         if m.empty:
             continue
-        style = dict(color=COLOURS[arch], marker="o", ms=3.5, lw=1.4)
+        style = dict(color=colour(arch), marker="o", ms=3.5, lw=1.4)
         ax_time.plot(m.depth, m.step_seconds_median * 1000.0, **style)
         ax_params.plot(m.depth, m.params / 1e6, **style)
     depths = sorted(set(d.depth)) if len(d) else []
@@ -242,8 +241,8 @@ def cost(ctx: Context, summary: pd.DataFrame, runs: pd.DataFrame, synthetic: str
     ax_time.set_title("(a) step time" + (f" [{machine}]" if machine else ""))
     ax_params.set_title("(b) parameters")
     present = set(d.arch)
-    entries = [Line2D([], [], color=COLOURS[a], marker="o", ms=3.5, lw=1.4) for a in archs]
-    labels = [METHODS[a] + ("" if a in present else " (not run)") for a in archs]
+    entries = [Line2D([], [], color=colour(a), marker="o", ms=3.5, lw=1.4) for a in archs]
+    labels = [method_names()[a] + ("" if a in present else " (not run)") for a in archs]
     fig.legend(entries, labels, loc="outside lower center", ncol=4, frameon=False, handlelength=1.8)
     fig.suptitle(f"Measured cost on {DATASET_NAMES.get(dataset, dataset)}" + (f" ({synthetic})" if synthetic else ""),
                  fontsize=9)

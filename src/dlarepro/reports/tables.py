@@ -21,7 +21,7 @@ import pandas as pd
 
 from .. import paper
 from .aggregate import read_outputs
-from .common import (DATASET_NAMES, NA, SYNTHETIC_NOTE, Context, fmt, is_number, method_defaults,
+from .common import (DATASET_NAMES, NA, SYNTHETIC_NOTE, Context, fmt, is_number,
                      tex_escape, write_if_changed)
 from .rows import paper_rows
 
@@ -51,6 +51,8 @@ class ModelCounts:
     def imagenet(self, arch: str, depth: int) -> tuple[int, int]:
         """(parameters, MACs at 224x224): the model is built on the meta device (shapes only, no
         weight initialisation), counted as ``modelinfo.model_info`` counts (tests check equality)."""
+        from ..modelinfo import meta_counts
+
         return meta_counts(arch, depth, "imagenet")
 
     @functools.lru_cache(maxsize=None)
@@ -58,24 +60,6 @@ class ModelCounts:
         from ..modelinfo import parameter_check
 
         return parameter_check()
-
-
-def meta_counts(arch: str, depth: int, dataset: str, **knobs: Any) -> tuple[int, int]:
-    """Parameters and multiply-accumulates of one forward pass, without allocating the weights."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from ..modelinfo import INPUT_SIZE, count_params
-    from ..models import build_model
-
-    size = INPUT_SIZE[dataset]
-    with torch.device("meta"):
-        model = build_model(arch, depth, dataset, **knobs)
-        x = torch.zeros(1, 3, size, size)
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x)
-    return count_params(model), int(counter.get_total_flops() // 2)
 
 
 DEFAULT_COUNTS = ModelCounts()
@@ -241,9 +225,9 @@ class Builder:
         """Our parameters (million) of the trained model: from the runs, else counted."""
         if stats.n:
             return fmt(stats.params / 1e6)
-        knobs = tuple(sorted((k, v) for k, v in (("cell", r.cell), ("sigma", r.sigma)) if v))
-        defaults = method_defaults(r.arch)
-        knobs = tuple((k, v) for k, v in knobs if defaults.get(k) != v)
+        from ..methods import METHODS as SPECS
+
+        knobs = SPECS[r.arch].id_knobs(r.dataset, {k: v for k, v in (("cell", r.cell), ("sigma", r.sigma)) if v})
         return fmt(self.counts.params(r.arch, self.ctx.trained_depth(r.paper_depth), r.dataset, knobs) / 1e6)
 
     @staticmethod

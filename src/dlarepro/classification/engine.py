@@ -1,0 +1,182 @@
+"""One classification run (CIFAR-10/100, ImageNet), read top to bottom: data, model, the recipe's
+SGD schedule, the epoch loop of :class:`dlarepro.runbase.RunBase`, evaluation, metrics.
+
+Besides the common run folder (see :mod:`dlarepro.runbase`), a run of a method that keeps layer
+attention scores may save ``attention_stage3.npz`` (Figure 2).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import atomic
+from .. import distributed as dist_
+from ..checkpoints import seed_everything
+from ..models import build_model
+from ..runbase import RunBase, Step, StopSignals, epoch_batches
+from ..runconfig import model_knobs
+from .config import lr_at, resolve
+
+HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5",
+                   "epoch_seconds", "step_seconds"]
+
+
+def make_datasets(config: dict[str, Any]):
+    """(train dataset, test dataset, number of classes, synthetic flag) for the run's dataset."""
+    from .. import data
+
+    if config["dataset"] == "imagenet":
+        train_set, test_set = data.imagenet_datasets(config["data_root"], seed=config["seed"],
+                                                     crop_size=config["crop_size"])
+        return train_set, test_set, len(train_set.classes), data.imagenet_is_synthetic(config["data_root"])
+    root, name = config["data_root"], config["dataset"]
+    train_images, train_labels = data.load_cifar(root, name, train=True)
+    test_images, test_labels = data.load_cifar(root, name, train=False)
+    train_set = data.CifarDataset(train_images, train_labels, train=True, seed=config["seed"])
+    test_set = data.CifarDataset(test_images, test_labels, train=False, seed=config["seed"])
+    classes = 10 if name == "cifar10" else 100
+    return train_set, test_set, classes, data.is_synthetic(root, name)
+
+
+def loader(dataset, batches: list[list[int]], config: dict[str, Any], seed: int):
+    # A private generator keeps the DataLoader from drawing on the global RNG (which resumes exactly).
+    return torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=config["num_workers"],
+                                       generator=torch.Generator().manual_seed(seed), persistent_workers=False)
+
+
+class ClassificationRun(RunBase):
+    """Train ``config`` in ``config['out_dir']``; ``ClassificationRun(config).execute()`` returns the metrics."""
+
+    resolver = staticmethod(resolve)
+    history_columns = HISTORY_COLUMNS
+
+    def _execute(self, metrics_path: Path) -> dict[str, Any]:
+        c = self.config
+        self._select_device()
+        train_set, test_set, classes, synthetic = make_datasets(c)  # data errors surface before any work
+        self._write_config()
+
+        seed_everything(c["seed"])
+        model = build_model(c["arch"], c["depth"], c["dataset"], num_classes=classes, **model_knobs(c))
+        self.fmt = torch.channels_last if c["channels_last"] else torch.contiguous_format
+        model = model.to(self.device, memory_format=self.fmt)
+        optimizer = torch.optim.SGD(model.parameters(), lr=c["lr"], momentum=c["momentum"],
+                                    weight_decay=c["weight_decay"], nesterov=c["nesterov"])
+        state, trained = self._resume(model, optimizer)
+        self.test_set = test_set
+
+        with StopSignals() as stop:
+            started = time.time() - state["elapsed"]
+            while state["epoch"] < c["epochs"]:
+                epoch = state["epoch"]
+                self.lr = lr_at(c, epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = self.lr
+                batches = epoch_batches(len(train_set), c["batch_size"], c["seed"], epoch, c["max_batches_per_epoch"])
+                train_set.set_epoch(epoch)
+                mine = [dist_.shard(batch, self.world) for batch in batches[state["batch"]:]]
+                data = loader(train_set, mine, c, c["seed"] * 7919 + epoch)
+                row = self.run_epoch(trained, optimizer, state, stop, started, data, len(batches))
+                self.end_epoch(optimizer, state, row, started)
+        metrics = None
+        if self.world.main:
+            scores_file = self._capture_attention(model, test_set) if c["capture_attention"] else None
+            metrics = self._metrics(model, state, synthetic, scores_file)
+        return self.finish(metrics_path, metrics,
+                           f"top-1 final {metrics['final_top1']:.2f} / best {metrics['best_top1']:.2f}"
+                           if metrics else "")
+
+    # -- one step and one epoch -------------------------------------------------------------
+    def train_step(self, model, optimizer, batch, epoch: int, index: int) -> Step:
+        x, y = batch
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
+        y = y.to(self.device, non_blocking=True)
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return Step({"loss": loss.item() * len(y), "correct": int((out.argmax(1) == y).sum()), "seen": len(y)})
+
+    def epoch_row(self, epoch, sums, step_times, seconds, batches) -> dict[str, Any]:
+        dist_.sync_buffers(self.model, self.world)  # rank 0's BatchNorm statistics everywhere
+        test_loss, top1, top5 = self.evaluate(self.model, self.test_set)
+        return {"epoch": epoch + 1, "lr": self.lr, "train_loss": sums["loss"] / sums["seen"],
+                "train_top1": 100.0 * sums["correct"] / sums["seen"], "test_loss": test_loss,
+                "test_top1": top1, "test_top5": top5, "epoch_seconds": seconds,
+                "step_seconds": statistics.median(step_times)}
+
+    # -- evaluation -------------------------------------------------------------------------
+    def _test_batches(self, test_set) -> list[list[int]]:
+        """The test set in order, in batches of ``test_batch_size``."""
+        size = self.config["test_batch_size"]
+        return [list(range(i, min(i + size, len(test_set)))) for i in range(0, len(test_set), size)]
+
+    @torch.no_grad()
+    def evaluate(self, model, test_set) -> tuple[float, float, float]:
+        c, world = self.config, self.world
+        model.eval()
+        loss = top1 = top5 = seen = 0
+        for x, y in loader(test_set, self._test_batches(test_set)[world.rank::world.size], c, 0):
+            x = x.to(self.device).contiguous(memory_format=self.fmt)
+            y = y.to(self.device)
+            out = model(x)
+            loss += float(F.cross_entropy(out, y, reduction="sum"))
+            best5 = out.topk(min(5, out.shape[1]), dim=1).indices
+            top1 += int((best5[:, 0] == y).sum())
+            top5 += int((best5 == y[:, None]).any(1).sum())
+            seen += len(y)
+        loss, top1, top5, seen = dist_.all_sum([loss, top1, top5, seen], world)
+        return loss / seen, 100.0 * top1 / seen, 100.0 * top5 / seen
+
+    @torch.no_grad()
+    def _capture_attention(self, model, test_set) -> str:
+        """Mean attention scores of stage 3 over the test set, saved per block (Figure 2)."""
+        stage = model.stages[2].interaction
+        sums: list[torch.Tensor] = []
+        stage.captured, seen = [], 0
+        try:
+            model.eval()
+            for x, _ in loader(test_set, self._test_batches(test_set), self.config, 0):
+                stage.captured.clear()
+                model(x.to(self.device).contiguous(memory_format=self.fmt))
+                per_block = [s.sum(0).double().cpu() for s in stage.captured]  # [heads, t]
+                sums = per_block if not sums else [a + b for a, b in zip(sums, per_block)]
+                seen += len(x)
+        finally:
+            stage.captured = None
+        means = [s / seen for s in sums]
+        n = len(means)
+        matrix = np.full((n, n), np.nan)
+        for i, m in enumerate(means):
+            matrix[i, : i + 1] = m.mean(0).numpy()
+        arrays = {"scores": matrix, **{f"block{i + 1}": m.numpy() for i, m in enumerate(means)}}
+        path = self.folder / "attention_stage3.npz"
+        atomic.write_with(path, lambda fh: np.savez(fh, **arrays))
+        return path.name
+
+    # -- results ----------------------------------------------------------------------------
+    def _metrics(self, model, state, synthetic: bool, scores_file: str | None) -> dict[str, Any]:
+        from ..modelinfo import count_macs
+
+        history = state["history"]
+        best = max(history, key=lambda r: r["test_top1"])
+        return {
+            **self.common_metrics(model, state, synthetic),
+            "final_top1": history[-1]["test_top1"], "final_top5": history[-1]["test_top5"],
+            "final_test_loss": history[-1]["test_loss"],
+            "best_top1": best["test_top1"], "best_top5": best["test_top5"], "best_epoch": best["epoch"],
+            "macs": count_macs(model.cpu(), self.config["dataset"]), "attention_scores": scores_file,
+        }
+
+
+def train(config: dict[str, Any], progress: bool | None = None) -> dict[str, Any]:
+    """Train one classification run (resuming if its folder has a checkpoint); return its metrics."""
+    return ClassificationRun(config, progress).execute()
