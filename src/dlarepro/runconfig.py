@@ -13,6 +13,7 @@ on top of :data:`COMMON_RUN_KEYS` (``dlarepro.classification.config``, ``dlarepr
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 from dataclasses import dataclass
@@ -73,7 +74,8 @@ COMMON_RUN_KEYS: dict[str, Key] = {
 }
 
 #: keys that do not change what is computed (a run may resume with other values)
-NON_SEMANTIC = ("out_dir", "data_root", "num_workers", "log_every", "device", "capture_attention")
+NON_SEMANTIC = ("out_dir", "data_root", "num_workers", "log_every", "device", "capture_attention",
+                "eval_batch_sizes")
 
 
 def knob_keys(exclude: tuple[str, ...] = ()) -> dict[str, Key]:
@@ -154,7 +156,7 @@ def resolve_keys(run: Mapping[str, Any], recipe_name: str, load: Callable[[str],
     except ConfigError as err:
         problems.append(str(err))
         recipe = {}
-    config: dict[str, Any] = {k: key.default for k, key in run_keys.items()}
+    config: dict[str, Any] = {k: copy.deepcopy(key.default) for k, key in run_keys.items()}  # no shared lists
     config.update(recipe)
     config.update({k: v for k, v in run.items() if k in all_keys})
     config["recipe"] = recipe_name

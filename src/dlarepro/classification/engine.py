@@ -20,7 +20,7 @@ from .. import atomic
 from .. import distributed as dist_
 from ..checkpoints import seed_everything
 from ..models import build_model
-from ..runbase import RunBase, Step, StopSignals, epoch_batches
+from ..runbase import RunBase, Step, StopSignals, epoch_batches, log
 from ..runconfig import model_knobs
 from .config import lr_at, resolve
 
@@ -85,10 +85,11 @@ class ClassificationRun(RunBase):
                 data = loader(train_set, mine, c, c["seed"] * 7919 + epoch)
                 row = self.run_epoch(trained, optimizer, state, stop, started, data, len(batches))
                 self.end_epoch(optimizer, state, row, started)
+        extra = self._evaluate_at_batch_sizes(c["eval_batch_sizes"])  # every process: evaluation is sharded
         metrics = None
         if self.world.main:
             scores_file = self._capture_attention(model, test_set) if c["capture_attention"] else None
-            metrics = self._metrics(model, state, synthetic, scores_file)
+            metrics = {**self._metrics(model, state, synthetic, scores_file), **extra}
         return self.finish(metrics_path, metrics,
                            f"top-1 final {metrics['final_top1']:.2f} / best {metrics['best_top1']:.2f}"
                            if metrics else "")
@@ -114,17 +115,19 @@ class ClassificationRun(RunBase):
                 "step_seconds": statistics.median(step_times)}
 
     # -- evaluation -------------------------------------------------------------------------
-    def _test_batches(self, test_set) -> list[list[int]]:
-        """The test set in order, in batches of ``test_batch_size``."""
-        size = self.config["test_batch_size"]
+    def _test_batches(self, test_set, size: int | None = None) -> list[list[int]]:
+        """The test set in order, in batches of ``size`` (default ``test_batch_size``); with several
+        processes each batch is evaluated whole by one of them, so batch composition never changes."""
+        size = size or self.config["test_batch_size"]
         return [list(range(i, min(i + size, len(test_set)))) for i in range(0, len(test_set), size)]
 
     @torch.no_grad()
-    def evaluate(self, model, test_set) -> tuple[float, float, float]:
+    def evaluate(self, model, test_set, batch_size: int | None = None) -> tuple[float, float, float]:
+        """(test loss, top-1 %, top-5 %) with test batches of ``batch_size`` (default the recipe's)."""
         c, world = self.config, self.world
         model.eval()
         loss = top1 = top5 = seen = 0
-        for x, y in loader(test_set, self._test_batches(test_set)[world.rank::world.size], c, 0):
+        for x, y in loader(test_set, self._test_batches(test_set, batch_size)[world.rank::world.size], c, 0):
             x = x.to(self.device).contiguous(memory_format=self.fmt)
             y = y.to(self.device)
             out = model(x)
@@ -135,6 +138,20 @@ class ClassificationRun(RunBase):
             seen += len(y)
         loss, top1, top5, seen = dist_.all_sum([loss, top1, top5, seen], world)
         return loss / seen, 100.0 * top1 / seen, 100.0 * top5 / seen
+
+    def _evaluate_at_batch_sizes(self, sizes: list[int]) -> dict[str, float]:
+        """The final model evaluated again at each extra test batch size: ``final_top1_batch<N>``,
+        ``final_top5_batch<N>`` and ``final_test_loss_batch<N>``. A model with ``dsu_state=first_image``
+        refreshes every image with the state of the first image of its batch, so its score depends
+        on the test batch size (at 1 each image is its own first image)."""
+        out: dict[str, float] = {}
+        for size in sizes:
+            loss, top1, top5 = self.evaluate(self.model, self.test_set, size)
+            out.update({f"final_top1_batch{size}": top1, f"final_top5_batch{size}": top5,
+                        f"final_test_loss_batch{size}": loss})
+            if self.world.main:
+                log(f"final model at test batch {size}: top-1 {top1:.2f}")
+        return out
 
     @torch.no_grad()
     def _capture_attention(self, model, test_set) -> str:
