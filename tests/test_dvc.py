@@ -51,7 +51,7 @@ def test_dvc_repro_end_to_end_then_only_what_a_param_change_touches(project):
     sh(project, "dvc", "repro")
     runs = project / "results/smoke/runs"
     finished = sorted(p.parent.name for p in runs.glob("*/metrics.json"))
-    assert finished == ["cifar10-dla_l-d11-s0", "cifar10-none-d11-s0"]
+    assert finished == ["cifar10-dla_l-dsu_state_first_image-d11-s0", "cifar10-none-d11-s0"]  # the profile's knobs
     for path in ("reports/smoke/tables/table1.tex", "reports/smoke/figures/figure4.pdf", "reports/smoke/paper.pdf"):
         assert (project / path).is_file(), path
     assert "synthetic" in (project / "reports/smoke/tables/table1.tex").read_text().lower()
