@@ -131,6 +131,9 @@ def test_profile_knobs_reach_every_method_that_takes_them_unless_the_group_lists
     record = gridlib.run_record(GRID, "cifar10-dla_b-dsu_state_first_image-d20-s0", "paper", workdir="/w")
     assert record.config["dsu_state"] == "first_image" and record.identity.knobs == (("dsu_state", "first_image"),)
     assert gridlib.run_record(GRID, "cifar10-mrla_b-d20-s0", "paper", workdir="/w").config["dsu_state"] is None
+    paper = GRID["profiles"]["paper"]
+    assert gridlib.profile_knobs(paper, "dla_l") == {"dsu_state": "first_image"}
+    assert gridlib.profile_knobs(paper, "mrla_l") == {} and gridlib.profile_knobs(paper, "dla_l", ["dsu_state"]) == {}
     grid = copy.deepcopy(GRID)
     del grid["profiles"]["paper"]["knobs"]
     assert "cifar10-dla_b-d20-s0" in gridlib.expand(grid, "paper")

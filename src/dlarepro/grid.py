@@ -195,6 +195,15 @@ def profile_of(grid: Mapping[str, Any], name: str | None = None) -> tuple[str, d
     return name, grid["profiles"][name]
 
 
+def profile_knobs(profile: Mapping[str, Any], arch: str, listed: Iterable[str] = ()) -> dict[str, Any]:
+    """The profile's ``knobs`` that a run of ``arch`` receives: those its method takes, except the
+    knobs its group lists itself (``listed``). Readers that map a paper row onto a run id add these
+    to the row's own knobs, as the expansion does."""
+    listed = set(listed)
+    return {k: v for k, v in (profile.get("knobs") or {}).items()
+            if k not in listed and k in METHODS[arch].knob_names}
+
+
 def _group_runs(experiment: str, group: Mapping[str, Any], profile: Mapping[str, Any]) -> Iterable[Run]:
     depth_map = {int(k): v for k, v in (profile.get("depth_map") or {}).items()}
     knob_lists = [[(k, v) for v in group[k]] for k in knob_names() if k in group]
@@ -211,9 +220,7 @@ def _group_runs(experiment: str, group: Mapping[str, Any], profile: Mapping[str,
         if eval_sizes and detector is not None:
             raise GridError(f"experiment {experiment!r}: eval_batch_sizes applies to classification runs, "
                             f"not to coco detectors")
-        # the profile's knobs reach every method that takes them, unless the group lists the knob itself
-        implied = {k: v for k, v in (profile.get("knobs") or {}).items()
-                   if k not in group and k in METHODS[arch].knob_names}
+        implied = profile_knobs(profile, arch, listed=tuple(group))
         # the smoke profile's depth map stands for CIFAR depths; ImageNet has only 50 and 101
         depth = depth_map.get(paper_depth, paper_depth) if dataset in CIFAR else paper_depth
         model_dataset = "imagenet" if detector else dataset  # a detector's backbone is an ImageNet model
