@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from conftest import ENV
+from conftest import ENV, REPO
 from dlarepro import claims, paper
 from dlarepro.claims import spec
 from dlarepro.claims.quotes import fragments, missing
@@ -271,6 +271,16 @@ def test_noise_is_inconclusive_and_a_missing_row_is_not_run():
     assert row.verdict == "not run" and "no finished runs of: Table 1, CIFAR-10, ResNet-56" in row.verdict_detail
 
 
+def test_a_verdict_resting_on_synthetic_runs_says_so():
+    m = {"cifar10/dla_l/56": {"top1": seeds(94.6, 0.1), "synthetic": [0.0] * 4 + [1.0]},
+         "cifar10/none/56": {"top1": seeds(93.0, 0.1, seed=1)}}
+    row = verdict_of(DIFF, m)
+    assert row.verdict == "reproduced" and row.synthetic
+    assert row.verdict_detail.startswith("SYNTHETIC DATA: a pipeline check, not a reproduction.")
+    m["cifar10/dla_l/56"]["synthetic"] = [0.0] * 5
+    assert not verdict_of(DIFF, m).synthetic
+
+
 def test_one_seed_gives_an_estimate_but_no_test():
     m = {"cifar10/dla_l/56": {"top1": [94.5]}, "cifar10/none/56": {"top1": [93.0]}}
     row = verdict_of(DIFF, m)
@@ -346,9 +356,9 @@ def test_claims_csv_is_written_atomically_and_only_when_it_changes(tmp_path, pub
     path = tmp_path / "out" / "claims.csv"
     assert claims.write_csv(published, path) is True
     assert claims.write_csv(published, path) is False
-    back = pd.read_csv(path, keep_default_na=False)
+    back = pd.read_csv(path, keep_default_na=False, dtype=str)
     assert list(back.columns) == list(claims.COLUMNS) and len(back) == len(published)
-    assert set(back.published_holds) == {"true", "false", ""}
+    assert set(back.published_holds) == {"true", "false", ""} and set(back.synthetic) == {"false"}
     assert not list(path.parent.glob(".*tmp"))
 
 
@@ -358,6 +368,14 @@ def test_the_claims_section_data(published):
     assert section["counts"]["published_fails"] == len(section["failures"])
     assert "reproduced: p_holm < 0.05" in section["rules"] and "not run:" in section["rules"]
     assert "reproduced:" in claims.DECISION_RULES and "Published check" in claims.DECISION_RULES
+
+
+def test_the_readme_carries_the_rules_and_the_failing_claims(published):
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert claims.DECISION_RULES in text
+    failures = claims.failing_published(published)
+    listed = ", ".join(f"`{f.id}`" for f in failures)
+    assert f"{len(failures)} of the {len(published)} claims fail: {listed}" in text
 
 
 def test_the_command_line_lists_failures_and_checks_quotes(tmp_path):
@@ -472,6 +490,8 @@ def test_measurements_from_a_runs_table(tmp_path):
     assert m["coco/dla_l/50/detector=faster_rcnn"] == {"ap": [40.1], "ap75": [43.0], "params_m": [44.7]}
     assert len(m) == 3  # reduction=8 is no model of the paper's tables
     assert claims.measurements_from_runs(runs, top1="final_top1")["cifar100/dla_l/110"]["top1"] == [75.9, 76.2]
+    flagged = claims.measurements_from_runs(runs.assign(synthetic=[True, False, False, False, False]))
+    assert flagged["cifar100/dla_l/110"]["synthetic"] == [1.0, 0.0]
     clash = runs.iloc[:1].assign(knobs="dsu_state=first_image", config_id="c9")
     both = pd.concat([runs.iloc[:2], clash])
     with pytest.raises(ValueError, match="both describe the paper row 'cifar100/dla_l/110'"):

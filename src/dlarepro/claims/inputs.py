@@ -17,6 +17,7 @@ from typing import Sequence
 import pandas as pd
 
 from .attention import METRICS as ATTENTION_METRICS, stats_from_file
+from .measured import SYNTHETIC
 from .rows import row_key
 
 #: runs.csv column -> metric for detection runs (box AP, in percent)
@@ -66,6 +67,8 @@ def measurements_from_runs(runs: pd.DataFrame, *, top1: str = "best_top1", runs_
             add("top1", r.get(top1))
             add("flops_g", _scaled(r.get("macs"), 1e9))
         add("params_m", _scaled(r.get("params"), 1e6))
+        if "synthetic" in r:  # carried along so that every claim resting on synthetic runs says so
+            add(SYNTHETIC, 1.0 if str(r["synthetic"]).lower() in ("true", "1", "1.0") else 0.0)
         name = r.get("attention_scores")
         if runs_dir is not None and isinstance(name, str) and name:
             stats = stats_from_file(Path(runs_dir) / str(r["run_id"]) / name)

@@ -24,6 +24,9 @@ from .stats import Estimate, Term, power_equivalent, power_two_sided, seeds_for_
 Measurements = Mapping[str, Mapping[str, Sequence[float]]]
 #: decimals that write a count exactly: parameters in millions, MACs in G
 EXACT_DIGITS = {"params_m": 6, "flops_g": 9}
+#: the metric that flags runs trained on synthetic data (1) rather than the real dataset (0)
+SYNTHETIC = "synthetic"
+SYNTHETIC_NOTE = "SYNTHETIC DATA: a pipeline check, not a reproduction. "
 
 
 @dataclass
@@ -56,6 +59,7 @@ class Measured:
     holds: bool | None = None            # deterministic claims: the published rule on our counts
     seeds: float = math.nan
     detail: str = ""
+    synthetic: bool = False              # some of the runs it rests on were trained on synthetic data
 
 
 def values_of(row: Row, metric: str, measurements: Measurements) -> np.ndarray | None:
@@ -66,6 +70,11 @@ def values_of(row: Row, metric: str, measurements: Measurements) -> np.ndarray |
     v = np.asarray(list(found), dtype=float)
     v = v[np.isfinite(v)]
     return v if len(v) else None
+
+
+def _synthetic(row: Row, measurements: Measurements) -> bool:
+    flags = values_of(row, SYNTHETIC, measurements)
+    return flags is not None and bool((flags > 0).any())
 
 
 def _weights(claim: Claim, part: Part) -> list[tuple[float, Row]]:
@@ -87,8 +96,11 @@ def measure(claim: Claim, measurements: Measurements, seeds: int, effects: Seque
                       if values_of(r, claim.metric, measurements) is None})
     if missing:
         return Measured("not run", detail=note + f"no finished runs of: {'; '.join(missing)}")
+    synthetic = any(_synthetic(r, measurements) for p, _ in usable for r in p.rows())
+    if synthetic:
+        note = SYNTHETIC_NOTE + note
     if claim.deterministic:
-        return _deterministic(claim, [p for p, _ in usable], measurements, note)
+        return replace(_deterministic(claim, [p for p, _ in usable], measurements, note), synthetic=synthetic)
     results = [_part(claim, p, e, measurements, seeds) for p, e in usable]
     shown = next((r for r in results if r.excluded), None) or max(
         results, key=lambda r: -1.0 if math.isnan(r.p) else r.p)
@@ -97,7 +109,7 @@ def measure(claim: Claim, measurements: Measurements, seeds: int, effects: Seque
     powers = [r.seeds for r in results]
     return Measured("measured", shown.display.value, shown.display.ci, p, min(r.n for r in results), results,
                     seeds=math.nan if any(math.isnan(s) for s in powers) else max(powers),
-                    detail=note + " | ".join(r.text for r in results))
+                    detail=note + " | ".join(r.text for r in results), synthetic=synthetic)
 
 
 def _part(claim: Claim, part: Part, effect: float, measurements: Measurements, seeds: int) -> PartResult:
@@ -151,7 +163,7 @@ def _deterministic(claim: Claim, parts: list[Part], measurements: Measurements, 
     decisive = parts[result.decisive]
     shown = sum(w * float(np.median(values_of(r, claim.metric, measurements))) for w, r in _weights(claim, decisive))
     return Measured("deterministic", shown, (shown, shown), math.nan, 1, holds=bool(result.holds),
-                    detail=note + "our counts rounded as the paper prints them: " + " | ".join(result.arithmetic))
+                    detail=note + "our exact counts: " + " | ".join(result.arithmetic))
 
 
 def _with(row: Row, metric: str, value: Decimal) -> Row:

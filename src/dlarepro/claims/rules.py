@@ -48,6 +48,8 @@ MEASURED_RULES = (
     "Parameter counts and MACs are exact: measured is the exact difference of our models' counts, the interval "
     "is that point, there is no p-value, and the verdict applies the published check's rule to our exact counts "
     "(only a stated number keeps the tolerance of its printed digits): reproduced or not reproduced.",
+    "synthetic: true when a run the claim rests on was trained on synthetic data; its verdict is then a "
+    "check of the pipeline, not a finding about the paper.",
     f"seeds_for_80pct_power: the seeds per row a new experiment needs for {_POWER} power of the claim's test at "
     f"α = {_A}, assuming the effect the paper's tables show and the spread we observed (the largest over a "
     f"claim's pairs; infinite beyond {MAX_SEEDS:,}); empty when the tables show no effect in the claimed "

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .. import yamlfile
+from ..methods import METHODS
 from .rows import DETERMINISTIC, FIGURE_METRICS, FIELDS, Row, printed_table, select
 
 KINDS = ("difference", "greater", "significantly_greater", "comparable", "value", "slope_greater", "at_most")
@@ -289,8 +290,10 @@ def _figure_parts(e: Mapping[str, Any]) -> list[Part]:
         if not isinstance(side, dict) or set(side) != {"dataset", "arch", "depth"} or any(
                 isinstance(v, list) for v in side.values()):
             raise ClaimsError("a figure claim names one model a side: exactly dataset, arch and depth")
+        if side["arch"] not in METHODS:
+            raise ClaimsError(f"unknown arch {side['arch']!r}; choose one of {list(METHODS)}")
         fields = {k: "" for k in FIELDS} | {k: str(v) for k, v in side.items()}
-        fields["label"] = f"{side['arch']}-{side['depth']}"
+        fields["label"] = f"{METHODS[side['arch']].display}-{side['depth']}"
         return (Row(0, -1, fields, {}),)
 
     sides = _sides(e)

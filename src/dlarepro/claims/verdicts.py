@@ -23,7 +23,7 @@ from .stats import ALPHA, holm
 
 COLUMNS = ("id", "section", "quote", "kind", "family", "metric", "unit", "stated", "expected", "recomputed",
            "published_holds", "published_arithmetic", "measured", "ci_low", "ci_high", "n_seeds", "p", "p_holm",
-           "verdict", "verdict_detail", "seeds_for_80pct_power", "note")
+           "verdict", "verdict_detail", "seeds_for_80pct_power", "synthetic", "note")
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not run")
 
 
@@ -47,7 +47,7 @@ def evaluate(claims: spec.ClaimSet | None = None, measurements: Measurements | N
             "recomputed": pub.recomputed, "published_holds": pub.holds,
             "published_arithmetic": " | ".join(pub.arithmetic),
             "measured": got.measured, "ci_low": got.ci[0], "ci_high": got.ci[1], "n_seeds": got.n_seeds,
-            "p": got.p, "seeds_for_80pct_power": got.seeds, "note": c.note,
+            "p": got.p, "seeds_for_80pct_power": got.seeds, "synthetic": got.synthetic, "note": c.note,
         })
     df = pd.DataFrame(rows)
     df["p_holm"] = np.nan
@@ -83,6 +83,7 @@ def to_csv_bytes(df: pd.DataFrame) -> bytes:
     buf = io.StringIO()
     out = df.copy()
     out["published_holds"] = out["published_holds"].map(lambda v: "" if v is pd.NA else str(bool(v)).lower())
+    out["synthetic"] = out["synthetic"].map(lambda v: str(bool(v)).lower())
     out.to_csv(buf, index=False, float_format="%.6g", lineterminator="\n")
     return buf.getvalue().encode()
 
@@ -123,18 +124,21 @@ def failing_published(df: pd.DataFrame | None = None) -> list[Failure]:
 
 
 def counts(df: pd.DataFrame) -> dict[str, int]:
-    """Claims per verdict (every verdict named, zeros included) and how many published checks fail."""
+    """Claims per verdict (every verdict named, zeros included), how many published checks fail, and
+    how many claims rest on runs trained on synthetic data."""
     out = {v: int((df["verdict"] == v).sum()) for v in VERDICTS}
     out["published_fails"] = int(df["published_holds"].fillna(True).eq(False).sum())
     out["claims"] = len(df)
+    out["synthetic"] = int(df["synthetic"].sum())
     return out
 
 
 def section_data(df: pd.DataFrame) -> dict[str, Any]:
     """What a report's "Claims" section needs, as plain data: ``verdicts`` (a DataFrame: id, section,
     quote, stated, recomputed, published_holds, measured, ci_low, ci_high, p_holm, verdict, unit),
-    ``failures`` (:class:`Failure` list), ``counts`` and ``rules`` (the caption's verdict rules)."""
+    ``failures`` (:class:`Failure` list), ``counts`` and ``rules`` (the caption's verdict rules). A
+    claim whose ``synthetic`` is true rests on runs trained on synthetic data: say so wherever it is shown."""
     cols = ["id", "section", "quote", "unit", "stated", "recomputed", "published_holds", "measured", "ci_low",
-            "ci_high", "p_holm", "verdict", "seeds_for_80pct_power"]
+            "ci_high", "p_holm", "verdict", "seeds_for_80pct_power", "synthetic"]
     return {"verdicts": df[cols].copy(), "failures": failing_published(df), "counts": counts(df),
             "rules": VERDICT_RULES}
