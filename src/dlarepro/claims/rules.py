@@ -29,8 +29,8 @@ PUBLISHED_RULES = (
 
 #: what our runs say (measured, ci_low, ci_high, p_holm, verdict)
 MEASURED_RULES = (
-    "Measured (measured, ci_low, ci_high): each claim is a contrast of row means, a difference or a difference of "
-    "slopes over depth, from per-seed values with Welch's standard error and Welch–Satterthwaite degrees of "
+    "Measured (measured, ci_low, ci_high): each claim is a contrast of row means (a difference, a difference of "
+    "slopes over depth, or for at-most claims a single mean), from per-seed values with Welch's standard error and Welch–Satterthwaite degrees of "
     "freedom; ci_low and ci_high bound its two-sided 95 % t interval. A value claim shows our mean and its "
     "interval, and its test compares our seeds with the published mean ± std (five runs). A sentence naming several pairs holds only if every pair does: its p-value "
     "is the largest of its pairs' (an intersection-union test), and measured and the interval are those of that "
