@@ -177,6 +177,37 @@ def test_attention_scores_of_stage_3_are_saved(data_root, tmp_path, arch):
     assert scores["block3"].shape == (8, 3)  # 256 channels = 8 heads of 32, three layers
 
 
+@pytest.mark.parametrize("arch", ["mrla_b", "dla_b"])
+def test_attention_file_says_how_the_scores_vary_across_test_images(data_root, tmp_path, arch):
+    """The std of each score across test images and each row's entropy, accumulated batch by batch,
+    equal Figure 2's numbers computed directly from every image's scores."""
+    from dlarepro.claims import attention_stats, stats_from_file
+    from dlarepro.data import CifarDataset, load_cifar
+
+    out = tmp_path / "run"
+    train(tiny(data_root, out, dataset="cifar100", arch=arch, depth=29, epochs=1, milestones=[],
+               capture_attention=True, test_batch_size=32), progress=False)  # 100 test images: 4 batches
+    model = build_model(arch, 29, "cifar100")
+    model.load_state_dict(read_checkpoint(out / "checkpoint.pt")["model"])
+    model.eval()
+    images, labels = load_cifar(data_root, "cifar100", train=False)
+    test_set = CifarDataset(images, labels, train=False, seed=3)
+    stage = model.stages[2].interaction
+    stage.captured = []
+    with torch.no_grad():
+        model(torch.stack([test_set[i][0] for i in range(len(test_set))]))
+    blocks = [s.double().numpy() for s in stage.captured]  # [images, heads, t] per block
+    with np.load(out / "attention_stage3.npz") as npz:
+        for i, b in enumerate(blocks, start=1):
+            assert np.allclose(npz[f"block{i}"], b.mean(0), atol=1e-6)  # the means, as before
+            assert np.allclose(npz[f"std_block{i}"], b.std(0), atol=1e-5)
+            entropy = -(np.where(b > 0, b * np.log(np.where(b > 0, b, 1)), 0)).sum(-1).mean(0)
+            assert np.allclose(npz[f"entropy_block{i}"], entropy, atol=1e-5)
+    saved, direct = stats_from_file(out / "attention_stage3.npz"), attention_stats(blocks)
+    assert saved == pytest.approx(direct, abs=1e-5)
+    assert direct["input_std"] > 0 and 0 < direct["entropy_normalised"] <= 1
+
+
 # ---------------------------------------------------------------------------------------------
 # the final model evaluated again at other test batch sizes (the official code's batch coupling)
 

@@ -155,26 +155,33 @@ class ClassificationRun(RunBase):
 
     @torch.no_grad()
     def _capture_attention(self, model, test_set) -> str:
-        """Mean attention scores of stage 3 over the test set, saved per block (Figure 2)."""
+        """Stage-3 attention scores over the test set, per block (Figure 2): the mean of each score
+        (``block<i>``, ``[heads, t]``; ``scores``: the matrix of means over heads), its std across the
+        test images (``std_block<i>``) and the mean entropy of each head's row (``entropy_block<i>``,
+        ``[heads]``, nats): how much the attention changes with the input, and how spread it is."""
         stage = model.stages[2].interaction
-        sums: list[torch.Tensor] = []
+        totals: list[list[torch.Tensor]] = []  # per block: sums of the scores, of their squares, of row entropies
         stage.captured, seen = [], 0
         try:
             model.eval()
             for x, _ in loader(test_set, self._test_batches(test_set), self.config, 0):
                 stage.captured.clear()
                 model(x.to(self.device).contiguous(memory_format=self.fmt))
-                per_block = [s.sum(0).double().cpu() for s in stage.captured]  # [heads, t]
-                sums = per_block if not sums else [a + b for a, b in zip(sums, per_block)]
+                per_block = [[s.sum(0), (s * s).sum(0), -torch.xlogy(s, s).sum(-1).sum(0)]
+                             for s in (c.double().cpu() for c in stage.captured)]  # [B, heads, t] each
+                totals = per_block if not totals else [[a + b for a, b in zip(t, p)] for t, p in zip(totals, per_block)]
                 seen += len(x)
         finally:
             stage.captured = None
-        means = [s / seen for s in sums]
+        means = [t[0] / seen for t in totals]
         n = len(means)
         matrix = np.full((n, n), np.nan)
         for i, m in enumerate(means):
             matrix[i, : i + 1] = m.mean(0).numpy()
         arrays = {"scores": matrix, **{f"block{i + 1}": m.numpy() for i, m in enumerate(means)}}
+        for i, (m, (_, squares, entropy)) in enumerate(zip(means, totals)):
+            arrays[f"std_block{i + 1}"] = (squares / seen - m * m).clamp_min(0).sqrt().numpy()
+            arrays[f"entropy_block{i + 1}"] = (entropy / seen).numpy()
         path = self.folder / "attention_stage3.npz"
         atomic.write_with(path, lambda fh: np.savez(fh, **arrays))
         return path.name
