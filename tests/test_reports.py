@@ -489,3 +489,31 @@ def test_paper_compiles_with_pdflatex_without_errors(built):
             paper_tex.compile_paper(built, echo=lambda s: None)
     finally:
         bad.write_text(good)
+
+
+# ---------------------------------------------------------------------------------------------
+# one schema per CSV, one expansion of the grid per report
+
+
+def test_the_frames_in_memory_equal_the_csvs_read_back(ctx):
+    """``report all`` hands the aggregate frames to the tables and figures; ``report tables`` alone
+    reads them back: both go through one column schema, so they are the same frames."""
+    result = agg.aggregate(ctx, echo=lambda s: None)
+    back = agg.read_outputs(ctx)
+    for name in ("runs", "summary", "problems"):
+        pd.testing.assert_frame_equal(getattr(result, name), getattr(back, name), check_exact=True, obj=name)
+    assert result.data.keys() == back.data.keys() == {"figure4.csv"}
+    pd.testing.assert_frame_equal(result.data["figure4.csv"], back.data["figure4.csv"], check_exact=True)
+    summary = back.summary.set_index("config_id")
+    assert summary.params.dtype == "Int64" and pd.isna(summary.loc["cifar10-se-d29", "params"])  # not run: empty
+    assert summary.loc["cifar100-none-d11", "paper_table"] == 1 and summary.loc["cifar100-none-d11", "seeds"] == "0;1;2;3;4"
+    assert back.runs.synthetic.dtype == bool and back.runs.attention_scores.dtype == back.runs.run_id.dtype
+
+
+def test_report_all_reads_the_plan_once(built, monkeypatch):
+    calls = []
+    expand = gridlib.expand
+    monkeypatch.setattr(gridlib, "expand", lambda *a, **k: calls.append(a) or expand(*a, **k))
+    monkeypatch.setattr(tablekit, "DEFAULT_COUNTS", FakeCounts())
+    assert report_main(["report", "all", "--grid", str(built.root / "params.yaml"), "--root", str(built.root)]) == 0
+    assert len(calls) == 1
