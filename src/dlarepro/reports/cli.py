@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,11 @@ outputs (relative to --root):
   reports/<profile>/figures/       one .pdf and .png per figure module of dlarepro.reports.figures
                                    (figure2, figure4, cost)
   reports/<profile>/paper.tex      the report; paper.pdf with --compile"""
+
+
+def _wrap(text: str) -> str:
+    """A description wrapped by hand: the parsers keep their epilog's layout (raw), so also this text's."""
+    return textwrap.fill(text, width=100)
 
 
 def _fail(action: str, message: str) -> int:
@@ -113,11 +119,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``report`` and its actions (aggregate, tables, figures, paper, all) to argparse subparsers."""
     report = subparsers.add_parser(
         "report", help="aggregate finished runs into CSVs, LaTeX tables, figures and a PDF report",
-        description="Turn a profile's finished runs (results/<profile>/runs/), or run folders trained by hand "
+        description=_wrap("Turn a profile's finished runs (results/<profile>/runs/), or run folders trained by hand "
                     "(--runs), into the paper's tables and figures. Runs that are unfinished or corrupt are "
                     "listed, never averaged in; rows without runs show the published value and 'not run'. A run "
                     "stands for a paper row by what it trains (dataset, method, depth, the knobs the table "
-                    "varies), as its run.yaml says. Only files whose content changed are rewritten.",
+                    "varies), as its run.yaml says. Only files whose content changed are rewritten."),
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
     )
     actions = report.add_subparsers(dest="report_command", metavar="ACTION")
@@ -125,11 +131,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
     agg = actions.add_parser(
         "aggregate", help="runs.csv, summary.csv, problems.csv, headline.json, figure4.csv",
-        description="Read every run folder of the profile (or of --runs), check its metrics.json against its "
+        description=_wrap("Read every run folder of the profile (or of --runs), check its metrics.json against its "
                     "run.yaml, and write results/<profile>/{runs,summary,problems}.csv, headline.json (DVC "
                     "metrics) and the figures' data files (figure4.csv: DVC plots). The "
                     "table number is the paper's metric (best top-1 over epochs, mean and sample std over seeds); "
-                    "the final-epoch top-1 is reported beside it. Problems are also printed.",
+                    "the final-epoch top-1 is reported beside it. Problems are also printed."),
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
     )
     _common(agg)
@@ -138,10 +144,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     tab = actions.add_parser(
         "tables", help="reports/<profile>/tables/*.tex (Tables 1-6, the parameter check)",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
-        description="Write the paper's Tables 1-6 (same rows, order and blocks; ours beside the published "
+        description=_wrap("Write the paper's Tables 1-6 (same rows, order and blocks; ours beside the published "
                     "values; best per block in bold) and the parameter check as LaTeX (booktabs). Reads "
                     "results/<profile>/summary.csv: run `report aggregate` first. Counting the ImageNet models' "
-                    "parameters and MACs takes some seconds.",
+                    "parameters and MACs takes some seconds."),
     )
     _common(tab)
     tab.set_defaults(func=cmd_tables)
@@ -149,9 +155,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     fig = actions.add_parser(
         "figures", help="reports/<profile>/figures/*.{pdf,png} (Figures 2 and 4, the cost figure)",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
-        description="Draw Figure 4 (top-1 versus depth), Figure 2 (stage-3 attention, MRLA-B vs DLA-B) and a "
+        description=_wrap("Draw Figure 4 (top-1 versus depth), Figure 2 (stage-3 attention, MRLA-B vs DLA-B) and a "
                     "cost figure (step time and parameters versus depth) with byte-deterministic output. Missing "
-                    "data shows as 'not run'. Reads the aggregate files: run `report aggregate` first.",
+                    "data shows as 'not run'. Reads the aggregate files: run `report aggregate` first."),
     )
     _common(fig)
     fig.set_defaults(func=cmd_figures)
@@ -159,9 +165,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     pap = actions.add_parser(
         "paper", help="reports/<profile>/paper.tex (and paper.pdf with --compile)",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
-        description="Write a LaTeX document that inputs every table and includes every figure by relative path; "
+        description=_wrap("Write a LaTeX document that inputs every table and includes every figure by relative path; "
                     "with --compile run pdflatex (-interaction=nonstopmode -halt-on-error) until references "
-                    "settle, into a byte-reproducible paper.pdf.",
+                    "settle, into a byte-reproducible paper.pdf."),
     )
     _common(pap)
     _compile_flag(pap)
@@ -169,7 +175,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
     everything = actions.add_parser(
         "all", help="aggregate, tables, figures and paper in order",
-        description="Run aggregate, tables, figures and paper (and pdflatex with --compile).",
+        description=_wrap("Run aggregate, tables, figures and paper (and pdflatex with --compile)."),
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
     )
     _common(everything)
