@@ -101,6 +101,7 @@ def test_runs_option_errors_are_one_line(tmp_path, capsys):
     cases = [(["--runs", str(tmp_path / "nope")], "is not a folder"),
              (["--runs", str(tmp_path / "empty")], "is not a run folder and holds none"),
              (["--runs", str(tmp_path / "empty"), "--profile", "smoke"], "drop --profile"),
+             (["--runs", str(tmp_path / "empty"), "--name", "../elsewhere"], "must be one folder name"),
              (["--name", "x"], "--name names a report of --runs folders")]
     for args, message in cases:
         assert report(tmp_path, "aggregate", *args) == 1

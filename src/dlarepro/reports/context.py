@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -19,13 +20,16 @@ from .common import DEFAULT_RUNS_NAME, ReportError
 from .index import RunIndex
 from .latex import tex_escape
 
+#: a report's name becomes the folders results/<name>/ and reports/<name>/
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
 
 class Context:
     """What a report describes and where its inputs and outputs live.
 
-    ``Context.load(grid, profile)``: the declared runs of a profile; ``Context.of_runs(paths)``:
-    run folders trained by hand. ``name`` (the profile, or ``--name``) names the output folders
-    ``results/<name>/`` and ``reports/<name>/``.
+    ``Context.load(grid, profile)``: the declared runs of a profile; ``Context.of_runs(paths, name)``:
+    run folders trained by hand. ``profile`` (the profile's name, or ``--name``) names the output
+    folders ``results/<profile>/`` and ``reports/<profile>/``.
     """
 
     def __init__(self, profile: str, root: str | os.PathLike = ".", grid: Mapping[str, Any] | None = None,
@@ -51,6 +55,9 @@ class Context:
         paths = tuple(paths)
         if not paths:
             raise ReportError("--runs needs at least one run folder (or a folder holding run folders)")
+        if not NAME.fullmatch(name):
+            raise ReportError(f"--name {name!r} must be one folder name (letters, digits, '.', '_', '-'; "
+                              "not starting with '.' or '-')")
         return cls(name, root, run_paths=paths)
 
     # -- what is described --------------------------------------------------------------------
