@@ -21,10 +21,14 @@ from scipy import stats
 from dlarepro import grid as gridlib
 from dlarepro import layout
 from dlarepro import paper
+from dlarepro.identity import write_run_file
 from dlarepro.reports import aggregate as agg
-from dlarepro.reports import figures, paper_tex, tables
+from dlarepro.reports import figurekit, paper_tex, registry, tablekit
 from dlarepro.reports.cli import main as report_main
-from dlarepro.reports.common import Context, ReportError, tex_escape
+from dlarepro.reports.common import ReportError
+from dlarepro.reports.context import Context
+from dlarepro.reports.figures import figure2
+from dlarepro.reports.latex import tex_escape
 
 PROFILE = "smoke_test"  # an underscore on purpose: it must come out escaped in LaTeX
 GRID = {
@@ -70,12 +74,18 @@ COCO_FIXTURE = ("coco-mask_rcnn-dla_l-d50-s0", {"bbox_ap": 12.5, "bbox_ap50": 30
 COCO_CORRUPT = "coco-faster_rcnn-dla_l-d50-s0"
 
 
+def named(run: gridlib.Run) -> dict:
+    """How metrics.json names its run (as every real run writes it)."""
+    identity = run.identity(PROFILE)
+    return {"run": {**identity.to_dict(), "recipe": "smoke"}, "run_id": identity.run_id,
+            "config_id": identity.config_id}
+
+
 def coco_fixture_metrics(run: gridlib.Run, values: dict) -> dict:
     """A detection metrics.json with made-up numbers (a test fixture)."""
     metrics = {f"{kind}_{m}": 1.0 for kind in ("bbox", "segm") for m in ("ap", "ap50", "ap75", "aps", "apm", "apl")}
     metrics.update(values)
-    return {"run": {"dataset": "coco", "detector": run.detector, "arch": run.arch, "depth": run.depth,
-                    "seed": run.seed}, "params": 46_900_000, "wall_seconds": 2.0, "synthetic": True, **metrics}
+    return {**named(run), "params": 46_900_000, "wall_seconds": 2.0, "synthetic": True, **metrics}
 
 # TEST FIXTURES (hand-written metrics.json): best top-1 per seed 0..4, chosen so that the Welch test
 # has a definite answer; final top-1 is best - 1.
@@ -91,6 +101,7 @@ BROKEN = {
     "cifar10-dia-d11-s0": "corrupt",         # a required key missing
     "cifar10-mrla_l-d11-s0": "corrupt",      # describes another run
     "cifar10-none-d11-s9": "not_in_grid",    # seed 9 is not declared
+    "cifar100-se-d11-s0": "corrupt",         # its run.yaml names another run
 }
 PROBLEMS = {**BROKEN, COCO_CORRUPT: "corrupt"}  # what problems.csv must list
 
@@ -98,8 +109,7 @@ PROBLEMS = {**BROKEN, COCO_CORRUPT: "corrupt"}  # what problems.csv must list
 def fixture_metrics(run: gridlib.Run, best: float) -> dict:
     """A complete metrics.json as train() writes it, with made-up numbers (a test fixture)."""
     return {
-        "run": {"dataset": run.dataset, "arch": run.arch, "depth": run.depth, "seed": run.seed, "recipe": "smoke",
-                "cell": None, "sigma": None, "reduction": None},
+        **named(run),
         "final_top1": best - 1.0, "final_top5": min(100.0, best + 20.0), "final_test_loss": 1.5,
         "best_top1": best, "best_epoch": 1, "epochs": 1, "params": 150_000 + len(run.arch), "macs": 20_000_000,
         "step_seconds": 0.01 * (1 + len(run.arch)), "wall_seconds": 1.0, "attempts": 1, "device": "cpu",
@@ -108,7 +118,7 @@ def fixture_metrics(run: gridlib.Run, best: float) -> dict:
     }
 
 
-class FakeCounts(tables.ModelCounts):
+class FakeCounts(tablekit.ModelCounts):
     """Canned ImageNet counts and parameter check (the real ones build ImageNet models: seconds)."""
 
     def imagenet(self, arch, depth):
@@ -138,25 +148,29 @@ def tree(tmp_path_factory) -> Path:
     for run_id in REAL_RUNS:  # real tiny runs, seconds each
         train(gridlib.run_record(g, run_id, PROFILE, workdir=root).config, progress=False)
     runs_dir = root / layout.results_root(PROFILE) / "runs"
+    plan = gridlib.plan(g, PROFILE, workdir=root)
+
+    def fixture_folder(run_id: str) -> Path:
+        """A run folder as submission leaves it: run.yaml (the planned record) written first."""
+        folder = runs_dir / run_id
+        folder.mkdir(parents=True)
+        if run_id in plan:
+            write_run_file(folder, plan[run_id])
+        return folder
+
     for config_id, values in FIXTURE_BEST.items():
         for seed, best in enumerate(values):
             run = runs[f"{config_id}-s{seed}"]
-            folder = runs_dir / run.run_id
-            folder.mkdir(parents=True)
-            (folder / "metrics.json").write_text(json.dumps(fixture_metrics(run, best)))
-    (runs_dir / IMAGENET_FIXTURE[0]).mkdir(parents=True)
-    (runs_dir / IMAGENET_FIXTURE[0] / "metrics.json").write_text(
+            (fixture_folder(run.run_id) / "metrics.json").write_text(json.dumps(fixture_metrics(run, best)))
+    (fixture_folder(IMAGENET_FIXTURE[0]) / "metrics.json").write_text(
         json.dumps(fixture_metrics(runs[IMAGENET_FIXTURE[0]], IMAGENET_FIXTURE[1])))
-    (runs_dir / COCO_FIXTURE[0]).mkdir(parents=True)
-    (runs_dir / COCO_FIXTURE[0] / "metrics.json").write_text(
+    (fixture_folder(COCO_FIXTURE[0]) / "metrics.json").write_text(
         json.dumps(coco_fixture_metrics(runs[COCO_FIXTURE[0]], COCO_FIXTURE[1])))
     broken = coco_fixture_metrics(runs[COCO_CORRUPT], {})
     del broken["bbox_ap"]
-    (runs_dir / COCO_CORRUPT).mkdir(parents=True)
-    (runs_dir / COCO_CORRUPT / "metrics.json").write_text(json.dumps(broken))
+    (fixture_folder(COCO_CORRUPT) / "metrics.json").write_text(json.dumps(broken))
     for run_id, status in BROKEN.items():
-        folder = runs_dir / run_id
-        folder.mkdir(parents=True)
+        folder = fixture_folder(run_id)
         if run_id in runs:
             good = fixture_metrics(runs[run_id], 50.0)
         if run_id == "cifar10-se-d11-s0":
@@ -168,6 +182,9 @@ def tree(tmp_path_factory) -> Path:
             (folder / "metrics.json").write_text(json.dumps(good))
         elif run_id == "cifar10-mrla_l-d11-s0":
             good["run"]["arch"] = "none"
+            (folder / "metrics.json").write_text(json.dumps(good))
+        elif run_id == "cifar100-se-d11-s0":
+            write_run_file(folder, plan["cifar100-se-d20-s0"])
             (folder / "metrics.json").write_text(json.dumps(good))
         else:
             (folder / "metrics.json").write_text(json.dumps(fixture_metrics(runs["cifar10-none-d11-s0"], 99.0)))
@@ -183,8 +200,8 @@ def ctx(tree) -> Context:
 def built(ctx) -> Context:
     """The tree with aggregate, tables (fake ImageNet counts), figures and paper.tex written."""
     agg.aggregate(ctx, echo=lambda s: None)
-    tables.write_tables(ctx, counts=FakeCounts(), echo=lambda s: None)
-    figures.write_figures(ctx, echo=lambda s: None)
+    tablekit.write_tables(ctx, counts=FakeCounts(), echo=lambda s: None)
+    figurekit.write_figures(ctx, echo=lambda s: None)
     paper_tex.write_paper(ctx, echo=lambda s: None)
     return ctx
 
@@ -207,7 +224,7 @@ def test_aggregate_counts_and_statistics(ctx):
     assert len(real) == len(REAL_RUNS) and real.synthetic.all()
 
     summary = read_csv(ctx, "summary.csv").set_index("config_id")
-    assert len(summary) == len({r.config_id for r in ctx.runs().values()})  # every declared config, run or not
+    assert len(summary) == len(ctx.index.configs)  # every declared config, run or not
     dla, base = FIXTURE_BEST["cifar100-dla_l-d11"], FIXTURE_BEST["cifar100-none-d11"]
     row = summary.loc["cifar100-dla_l-d11"]
     assert row.n_seeds == 5 and row.n_expected == 5 and row.seeds == "0;1;2;3;4"
@@ -238,6 +255,7 @@ def test_problem_folders_are_listed_printed_and_left_out(ctx):
     assert "not valid JSON" in details["cifar10-eca-d11-s0"]
     assert "best_top1" in details["cifar10-dia-d11-s0"]
     assert "another run" in details["cifar10-mrla_l-d11-s0"]
+    assert "run.yaml describes run 'cifar100-se-d20-s0'" in details["cifar100-se-d11-s0"]
     runs = read_csv(ctx, "runs.csv")
     assert not set(PROBLEMS) & set(runs.run_id)
     summary = read_csv(ctx, "summary.csv").set_index("config_id")
@@ -313,8 +331,8 @@ def test_table1_follows_the_paper(built):
 
 def test_every_table_is_complete_and_escaped(built):
     folder = built.reports_dir / "tables"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(tables.TABLE_FILES)
-    for name in tables.TABLE_FILES:
+    assert sorted(p.name for p in folder.iterdir()) == sorted(registry.table_files())
+    for name in registry.table_files():
         tex = (folder / name).read_text()
         code = "\n".join(line for line in tex.splitlines() if not line.startswith("%"))
         assert "smoke_test" not in code, name                  # underscores escaped outside comments
@@ -358,7 +376,7 @@ def test_every_table_is_complete_and_escaped(built):
 def test_tables_need_the_aggregate(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(GRID))
     with pytest.raises(ReportError, match="report aggregate"):
-        tables.write_tables(Context.load(tmp_path / "params.yaml", None, tmp_path), counts=FakeCounts())
+        tablekit.write_tables(Context.load(tmp_path / "params.yaml", None, tmp_path), counts=FakeCounts())
 
 
 def test_meta_device_counts_equal_modelinfo():
@@ -374,10 +392,10 @@ def test_meta_device_counts_equal_modelinfo():
 
 def test_figures_exist_and_are_byte_identical_when_regenerated(built):
     folder = built.reports_dir / "figures"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(figures.FIGURE_FILES)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(registry.figure_files())
     first = {p.name: p.read_bytes() for p in folder.iterdir()}
     shutil.rmtree(folder)
-    figures.write_figures(built, echo=lambda s: None)
+    figurekit.write_figures(built, echo=lambda s: None)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == first
     for name, blob in first.items():
         assert blob[:4] in (b"%PDF", b"\x89PNG"), name
@@ -388,16 +406,16 @@ def test_figures_say_not_run_without_data(tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(GRID))
     empty = Context.load(tmp_path / "params.yaml", None, tmp_path)
     agg.aggregate(empty, echo=lambda s: None)
-    written = figures.write_figures(empty, echo=lambda s: None)
-    assert len(written) == len(figures.FIGURE_FILES)
+    written = figurekit.write_figures(empty, echo=lambda s: None)
+    assert len(written) == len(registry.figure_files())
 
 
 def test_figure2_averages_the_seeds_attention(built):
-    runs, _ = agg.read_outputs(built)
-    matrix, n = figures.attention_means(built, runs, "cifar100-dla_b-d20")
+    runs = agg.read_outputs(built).runs
+    matrix, n = figure2.attention_means(built, runs, "cifar100-dla_b-d20")
     assert n == 1 and matrix.shape == (2, 2) and np.isnan(matrix[0, 1])
     assert np.nansum(matrix, axis=1) == pytest.approx([1.0, 1.0])   # softmax rows
-    assert figures.attention_means(built, runs, "cifar100-mrla_b-d20") == (None, 0)
+    assert figure2.attention_means(built, runs, "cifar100-mrla_b-d20") == (None, 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,7 +430,7 @@ def snapshot(ctx: Context) -> dict[str, int]:
 
 
 def test_report_all_twice_rewrites_nothing(built, capsys, monkeypatch):
-    monkeypatch.setattr(tables, "DEFAULT_COUNTS", FakeCounts())
+    monkeypatch.setattr(tablekit, "DEFAULT_COUNTS", FakeCounts())
     args = ["report", "all", "--grid", str(built.root / "params.yaml"), "--root", str(built.root)]
     assert report_main(args) == 0
     before = snapshot(built)
@@ -425,7 +443,7 @@ def test_report_all_twice_rewrites_nothing(built, capsys, monkeypatch):
 
 def test_paper_tex_includes_every_table_and_figure(built):
     tex = (built.reports_dir / "paper.tex").read_text()
-    for name in tables.TABLE_FILES:
+    for name in registry.table_files():
         assert f"\\input{{tables/{name[:-4]}}}" in tex
     for stem in ("figure4", "figure2", "cost"):
         assert f"\\includegraphics[width=\\linewidth]{{figures/{stem}.pdf}}" in tex
@@ -456,7 +474,7 @@ def test_paper_compiles_with_pdflatex_without_errors(built):
     if shutil.which("pdflatex") is None or shutil.which("pdftoppm") is None:
         pytest.fail("pdflatex/pdftoppm not found: run scripts/install-latex.sh (as root) to install TeX Live")
     lines: list[str] = []
-    tables.write_tables(built, counts=tables.ModelCounts(), echo=lines.append)   # the real counts
+    tablekit.write_tables(built, counts=tablekit.ModelCounts(), echo=lines.append)   # the real counts
     pdf = paper_tex.compile_paper(built, echo=lines.append)
     assert pdf.read_bytes()[:4] == b"%PDF"
     assert not [l for l in lines if "Overfull" in l], lines                 # nothing wider than the page
@@ -471,3 +489,31 @@ def test_paper_compiles_with_pdflatex_without_errors(built):
             paper_tex.compile_paper(built, echo=lambda s: None)
     finally:
         bad.write_text(good)
+
+
+# ---------------------------------------------------------------------------------------------
+# one schema per CSV, one expansion of the grid per report
+
+
+def test_the_frames_in_memory_equal_the_csvs_read_back(ctx):
+    """``report all`` hands the aggregate frames to the tables and figures; ``report tables`` alone
+    reads them back: both go through one column schema, so they are the same frames."""
+    result = agg.aggregate(ctx, echo=lambda s: None)
+    back = agg.read_outputs(ctx)
+    for name in ("runs", "summary", "problems"):
+        pd.testing.assert_frame_equal(getattr(result, name), getattr(back, name), check_exact=True, obj=name)
+    assert result.data.keys() == back.data.keys() == {"figure4.csv"}
+    pd.testing.assert_frame_equal(result.data["figure4.csv"], back.data["figure4.csv"], check_exact=True)
+    summary = back.summary.set_index("config_id")
+    assert summary.params.dtype == "Int64" and pd.isna(summary.loc["cifar10-se-d29", "params"])  # not run: empty
+    assert summary.loc["cifar100-none-d11", "paper_table"] == 1 and summary.loc["cifar100-none-d11", "seeds"] == "0;1;2;3;4"
+    assert back.runs.synthetic.dtype == bool and back.runs.attention_scores.dtype == back.runs.run_id.dtype
+
+
+def test_report_all_reads_the_plan_once(built, monkeypatch):
+    calls = []
+    expand = gridlib.expand
+    monkeypatch.setattr(gridlib, "expand", lambda *a, **k: calls.append(a) or expand(*a, **k))
+    monkeypatch.setattr(tablekit, "DEFAULT_COUNTS", FakeCounts())
+    assert report_main(["report", "all", "--grid", str(built.root / "params.yaml"), "--root", str(built.root)]) == 0
+    assert len(calls) == 1

@@ -1,0 +1,59 @@
+"""Table 2: ImageNet-1K. Our exact #P/MACs where we build the model and our runs' top-1/top-5,
+beside the paper's numbers (quoted, as the paper quotes them from each method's paper)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ... import paper
+from ..common import SYNTHETIC_NOTE
+from ..latex import (NA, NOT_BUILT_TEX, NOT_RUN_TEX, Table, best_mask, cell_frame, fmt, mean_std, numeric_frame,
+                     tex_escape)
+from ..registry import TableSpec
+from ..tablekit import Builder, Stats, seed_words
+
+COLUMNS = [("Ours", "#P(M)"), ("Ours", "MACs(G)"), ("Ours", "Top-1"), ("Ours", "Top-5"),
+           ("Paper (quoted)", "#P(M)"), ("Paper (quoted)", "FLOPs(G)"), ("Paper (quoted)", "Top-1"),
+           ("Paper (quoted)", "Top-5")]
+
+
+def build(b: Builder) -> Table:
+    t = paper.load_table(TABLE.number)
+    cols = [(a, tex_escape(c)) for a, c in COLUMNS]
+    records, numbers, stats = [], [], []
+    for r in t.itertuples(index=False):
+        cells, nums = {}, {}
+        if r.arch:
+            params, macs = b.counts.imagenet(r.arch, int(r.depth))
+            cells[cols[0]], cells[cols[1]] = fmt(params / 1e6, 1), fmt(macs / 1e9, 2)
+            config = b.find(TABLE, dataset="imagenet", arch=r.arch, paper_depth=int(r.depth))
+            s = b.stats(config.config_id if config else "")
+        else:
+            cells[cols[0]] = cells[cols[1]] = NOT_BUILT_TEX
+            s = Stats()
+        stats.append(s)
+        cells[cols[2]] = mean_std(s.best_mean, s.best_std, 1) if s.n else NOT_RUN_TEX
+        cells[cols[3]] = fmt(s.top5_mean, 1) if s.n else NOT_RUN_TEX
+        nums[cols[2]] = s.best_mean
+        for col, value in ((cols[4], r.params_m), (cols[5], r.flops_g), (cols[6], r.top1), (cols[7], r.top5)):
+            cells[col] = fmt(value, 1) or NA
+        nums[cols[6]], nums[cols[7]] = r.top1, r.top5
+        records.append(((str(r.depth), tex_escape(r.label)), cells))
+        numbers.append(((), nums))
+    cells = cell_frame(records, cols, "Model")
+    mask = best_mask(numeric_frame(numbers, cells), pd.Series(cells.index.get_level_values(0)),
+                     [cols[2], cols[6], cols[7]], digits=1)
+    ran = [s for s in stats if s.n]
+    caption = (r"Accuracy (\%) on the ImageNet-1K validation set (paper's Table~2). \textbf{Paper (quoted)}: the "
+               r"paper's numbers, which it in turn quotes from each method's original paper; FLOPs are "
+               r"multiply-accumulates. \textbf{Ours}: exact parameters and multiply-accumulates of our "
+               r"implementation at 224$\times$224 (torch's FLOP counter: convolutions and matrix products); "
+               + (f"top-1/top-5 of {seed_words(ran)}. " if ran else
+                  r"no ImageNet runs exist yet (\textit{not run}). ")
+               + (r"\textbf{" + SYNTHETIC_NOTE.capitalize() + "}. " if any(s.n_synthetic for s in ran) else "")
+               + rf"\textit{{n/b}}: a method we do not implement; {NA}: not given by the paper. "
+               r"Bold: best of each column within a block.")
+    return Table(TABLE.name, cells, mask, caption, "ll" + "r" * len(cols), fit_width=True)
+
+
+TABLE = TableSpec("table2", 2, "imagenet", build, experiment="table2")
