@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .. import atomic
 from .. import distributed as dist_
 from ..checkpoints import seed_everything
+from ..data.loading import image_batches
 from ..models import build_model
 from ..runbase import RunBase, Step, StopSignals, epoch_batches
 from ..runconfig import model_knobs
@@ -45,12 +46,6 @@ def make_datasets(config: dict[str, Any]):
     return train_set, test_set, classes, data.is_synthetic(root, name)
 
 
-def loader(dataset, batches: list[list[int]], config: dict[str, Any], seed: int):
-    # A private generator keeps the DataLoader from drawing on the global RNG (which resumes exactly).
-    return torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=config["num_workers"],
-                                       generator=torch.Generator().manual_seed(seed), persistent_workers=False)
-
-
 class ClassificationRun(RunBase):
     """Train ``config`` in ``config['out_dir']``; ``ClassificationRun(config).execute()`` returns the metrics."""
 
@@ -71,6 +66,8 @@ class ClassificationRun(RunBase):
                                     weight_decay=c["weight_decay"], nesterov=c["nesterov"])
         state, trained = self._resume(model, optimizer)
         self.test_set = test_set
+        train_data = image_batches(train_set, self.device, self.workers)  # for the whole run: persistent
+        self.test_data = image_batches(test_set, self.device, self.workers)
 
         with StopSignals() as stop:
             started = time.time() - state["elapsed"]
@@ -80,10 +77,9 @@ class ClassificationRun(RunBase):
                 for group in optimizer.param_groups:
                     group["lr"] = self.lr
                 batches = epoch_batches(len(train_set), c["batch_size"], c["seed"], epoch, c["max_batches_per_epoch"])
-                train_set.set_epoch(epoch)
                 mine = [dist_.shard(batch, self.world) for batch in batches[state["batch"]:]]
-                data = loader(train_set, mine, c, c["seed"] * 7919 + epoch)
-                row = self.run_epoch(trained, optimizer, state, stop, started, data, len(batches))
+                row = self.run_epoch(trained, optimizer, state, stop, started, train_data.epoch(epoch, mine),
+                                     len(batches))
                 self.end_epoch(optimizer, state, row, started)
         metrics = None
         if self.world.main:
@@ -95,14 +91,11 @@ class ClassificationRun(RunBase):
 
     # -- one step and one epoch -------------------------------------------------------------
     def train_step(self, model, optimizer, batch, epoch: int, index: int) -> Step:
-        x, y = batch
-        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
-        y = y.to(self.device, non_blocking=True)
-        out = model(x)
-        loss = F.cross_entropy(out, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        x, y = batch  # already on the device (data.loading.image_batches)
+        with self.autocast():
+            out = model(x.contiguous(memory_format=self.fmt))
+            loss = F.cross_entropy(out, y)
+        self.optimizer_step(loss, optimizer)
         return Step({"loss": loss.item() * len(y), "correct": int((out.argmax(1) == y).sum()), "seen": len(y)})
 
     def epoch_row(self, epoch, sums, step_times, seconds, batches) -> dict[str, Any]:
@@ -124,10 +117,9 @@ class ClassificationRun(RunBase):
         c, world = self.config, self.world
         model.eval()
         loss = top1 = top5 = seen = 0
-        for x, y in loader(test_set, self._test_batches(test_set)[world.rank::world.size], c, 0):
-            x = x.to(self.device).contiguous(memory_format=self.fmt)
-            y = y.to(self.device)
-            out = model(x)
+        for x, y in self.test_data.epoch(0, self._test_batches(test_set)[world.rank::world.size]):
+            with self.autocast():
+                out = model(x.contiguous(memory_format=self.fmt)).float()
             loss += float(F.cross_entropy(out, y, reduction="sum"))
             best5 = out.topk(min(5, out.shape[1]), dim=1).indices
             top1 += int((best5[:, 0] == y).sum())
@@ -144,9 +136,9 @@ class ClassificationRun(RunBase):
         stage.captured, seen = [], 0
         try:
             model.eval()
-            for x, _ in loader(test_set, self._test_batches(test_set), self.config, 0):
+            for x, _ in self.test_data.epoch(0, self._test_batches(test_set)):
                 stage.captured.clear()
-                model(x.to(self.device).contiguous(memory_format=self.fmt))
+                model(x.contiguous(memory_format=self.fmt))
                 per_block = [s.sum(0).double().cpu() for s in stage.captured]  # [heads, t]
                 sums = per_block if not sums else [a + b for a, b in zip(sums, per_block)]
                 seen += len(x)
