@@ -107,12 +107,12 @@ def decode_rgb(path: str | Path):
     (faster than PIL's own decoder, same pixels), PIL for anything that is not a JPEG (ImageNet has
     a few PNG and CMYK files under .JPEG names)."""
     from PIL import Image
-    from torchvision.io import ImageReadMode, decode_jpeg
 
     data = Path(path).read_bytes()
-    if data[:2] == b"\xff\xd8":  # the JPEG start-of-image marker
+    decode_jpeg = _torchvision_decoder()
+    if decode_jpeg is not None and data[:2] == b"\xff\xd8":  # the JPEG start-of-image marker
         try:
-            array = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+            array = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))
             return Image.fromarray(array.permute(1, 2, 0).numpy())
         except RuntimeError:  # a JPEG libjpeg-turbo refuses (e.g. unusual CMYK): PIL's decoder decides
             pass
@@ -121,6 +121,26 @@ def decode_rgb(path: str | Path):
             return img.convert("RGB")
     except OSError as err:
         raise CorruptDatasetError(f"{path}: cannot be read as an image ({err})", path) from None
+
+
+def _torchvision_decoder():
+    """``decode_jpeg`` to RGB, or None where torchvision no longer ships it (0.29 deprecates its image
+    decoders in favour of torchcodec; PIL, which gives the same pixels, then decodes)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*image decoding.*")
+        try:
+            from torchvision.io import ImageReadMode, decode_jpeg
+        except ImportError:
+            return None
+
+    def decode(data: torch.Tensor) -> torch.Tensor:
+        with warnings.catch_warnings():  # torchvision warns at every call (a few microseconds to hush)
+            warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*image decoding.*")
+            return decode_jpeg(data, mode=ImageReadMode.RGB)
+
+    return decode
 
 
 def random_resized_crop_params(height: int, width: int, g: torch.Generator, scale=(0.08, 1.0),
