@@ -15,9 +15,12 @@ import sys
 import torch
 from tabulate import tabulate
 
-from dlarepro.bench import StepSetup, peak_rss_of_step, saved_bytes, time_pair_in_subprocess
+from dlarepro.bench import StepSetup, peak_cuda_of_step, peak_rss_of_step, saved_bytes, time_pair_in_subprocess
 from dlarepro.modelinfo import count_macs
-from dlarepro.models import ARCHS, build_model
+from dlarepro.methods import METHODS
+from dlarepro.models import build_model
+
+ARCHS = list(METHODS)
 
 PAIRS = [("mrla_b", "dla_b", 110)]  # direct head-to-head timings (same process)
 TARGETS = [  # (description, key, metric, limit)
@@ -38,13 +41,18 @@ def main(argv=None) -> int:
     parser.add_argument("--contiguous", action="store_true", help="NCHW instead of channels_last")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model (slow to start)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="cuda: time on the GPU (peak memory from the CUDA allocator, not RSS)")
+    parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"], help="autocast precision")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is visible")
     archs = ["none"] + [a for a in args.archs if a != "none"]
 
     rows, results = [], {}
     make = lambda arch, depth: StepSetup(arch, depth, batch=args.batch, channels_last=not args.contiguous,
-                                         compile=args.compile)
+                                         compile=args.compile, device=args.device, amp=args.amp)
     for depth in args.depths:
         base_macs = count_macs(build_model("none", depth, "cifar100"), "cifar100")
         for arch in archs:
@@ -53,7 +61,8 @@ def main(argv=None) -> int:
             t_base, t = time_pair_in_subprocess(base, setup, args.rounds, args.threads)
             if arch == "none":  # the reference itself (its pair only measured the noise)
                 t_base = t = min(t_base, t)
-            rss = None if args.no_memory else peak_rss_of_step(setup)
+            rss = None if args.no_memory else (peak_cuda_of_step(setup) if args.device == "cuda"
+                                               else peak_rss_of_step(setup))
             macs = count_macs(build_model(arch, depth, "cifar100"), "cifar100")
             results[(arch, depth)] = {"time": t, "ratio": t / t_base, "rss": rss}
             rows.append([f"{arch}-{depth}", f"{t * 1000:.0f}", f"{t / t_base:.2f}",
@@ -65,11 +74,13 @@ def main(argv=None) -> int:
             print(f"{b}-{depth} vs {a}-{depth} ...", file=sys.stderr, flush=True)
             t_a, t_b = time_pair_in_subprocess(make(a, depth), make(b, depth), args.rounds, args.threads)
             results[(b, depth, a)] = {"time": t_b / t_a}
-    print(f"\nOne SGD step, batch {args.batch}, CPU, {args.threads} threads, "
+    where = f"GPU {torch.cuda.get_device_name()}, {args.amp}" if args.device == "cuda" else f"CPU, {args.threads} threads"
+    print(f"\nOne SGD step, batch {args.batch}, {where}, "
           f"{'NCHW' if args.contiguous else 'channels_last'}{', torch.compile' if args.compile else ''}, "
           f"median of {args.rounds} rounds, each model interleaved with the plain ResNet of its depth in one "
           f"process (torch {torch.__version__})")
-    print(tabulate(rows, headers=["model", "ms/step", "x ResNet", "peak RSS MiB", "saved for bw MiB", "MACs x"],
+    peak = "peak GPU MiB" if args.device == "cuda" else "peak RSS MiB"
+    print(tabulate(rows, headers=["model", "ms/step", "x ResNet", peak, "saved for bw MiB", "MACs x"],
                    disable_numparse=True))
 
     checks = []

@@ -33,23 +33,31 @@ class StepSetup:
     batch: int = 64
     channels_last: bool = True
     compile: bool = False
+    device: str = "cpu"
+    amp: str = "off"
 
     def build(self):
+        from .speed import autocast
+
         torch.manual_seed(0)
+        device = torch.device(self.device)
         model = build_model(self.arch, self.depth, self.dataset)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        model = model.to(memory_format=fmt).train()
+        model = model.to(device, memory_format=fmt).train()
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
         size = 224 if self.dataset == "imagenet" else 32
-        x = torch.randn(self.batch, 3, size, size).contiguous(memory_format=fmt)
-        y = torch.randint(0, 10, (self.batch,))
+        x = torch.randn(self.batch, 3, size, size, device=device).contiguous(memory_format=fmt)
+        y = torch.randint(0, 10, (self.batch,), device=device)
         forward = torch.compile(model) if self.compile else model
 
         def step():
             opt.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(forward(x), y)
+            with autocast(self.amp, device):
+                loss = F.cross_entropy(forward(x), y)
             loss.backward()
             opt.step()
+            if device.type == "cuda":  # the step is done when the GPU is, not when it is queued
+                torch.cuda.synchronize(device)
 
         return model, step
 
@@ -64,7 +72,7 @@ def saved_bytes(setup: StepSetup) -> int:
         storages[storage.data_ptr()] = storage.nbytes()
         return t
 
-    x = torch.randn(setup.batch, 3, 32, 32)
+    x = torch.randn(setup.batch, 3, 32, 32, device=setup.device)
     if setup.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
@@ -110,6 +118,15 @@ def peak_rss_of_step(setup: StepSetup) -> int:
     out = subprocess.run([sys.executable, "-c", code, json.dumps(setup.__dict__)],
                          check=True, capture_output=True, text=True)
     return int(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def peak_cuda_of_step(setup: StepSetup) -> int:
+    """Peak CUDA memory (bytes) the allocator held during one training step after a warm-up step."""
+    model, step = setup.build()
+    step()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    return torch.cuda.max_memory_allocated()
 
 
 def release_freed_memory() -> None:

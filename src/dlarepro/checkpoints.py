@@ -18,7 +18,7 @@ import torch
 from . import atomic
 
 CHECKPOINT, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3  # 3: ``rng`` holds one state per process (2: rank 0's alone)
 REQUIRED = {"format", "digest", "epoch", "batch", "model", "optimizer", "rng", "history", "partial", "elapsed"}
 
 
@@ -46,6 +46,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def rng_of_rank(payload: dict[str, Any], rank: int) -> dict[str, Any]:
+    """The RNG states process ``rank`` saved (a format-2 checkpoint has one state, for every rank)."""
+    states = payload["rng"]
+    return states[rank] if isinstance(states, list) else states
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of process ``rank``'s own random stream (drop-path masks), < 2^32 as numpy needs."""
+    from .data.common import sample_seed
+
+    return sample_seed(seed, 2**32 + rank, rank) % 2**32  # an epoch no data pass ever reaches
 
 
 def seed_everything(seed: int) -> None:

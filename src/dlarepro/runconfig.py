@@ -45,6 +45,8 @@ class Key:
     expected_text: str | Callable[[], str]  # what a valid value is (a callable: computed when shown)
     default: Any = None
     nullable: bool = False  # may the resolved value be null?
+    #: turns an accepted spelling into the one value the resolved config holds (e.g. YAML's ``off`` -> "off")
+    normalize: Callable[[Any], Any] | None = None
 
     @property
     def expected(self) -> str:
@@ -53,6 +55,9 @@ class Key:
 
 def _path(v: Any) -> bool:
     return isinstance(v, str) and v != "" and "\n" not in v and "\0" not in v
+
+
+AMP_MODES = ("off", "bf16", "fp16")
 
 
 def _device(v: Any) -> bool:
@@ -69,13 +74,26 @@ COMMON_RUN_KEYS: dict[str, Key] = {
     "recipe": Key(lambda v: isinstance(v, str) and v != "", "a recipe name or a YAML file path"),
     "seed": Key(lambda v: is_int(v) and 0 <= v < 2**31, "an integer in [0, 2^31)", 0),
     "device": Key(_device, "auto, cpu, cuda or cuda:N", "auto"),
-    "num_workers": Key(lambda v: is_int(v) and v >= 0, "an integer >= 0", 0),
+    "num_workers": Key(lambda v: v == "auto" or (is_int(v) and v >= 0),
+                       "auto (the CPUs of this task, less one for the trainer) or an integer >= 0", "auto"),
     "threads": Key(lambda v: is_int(v) and v >= 1, "null or an integer >= 1", nullable=True),
+    # speed switches: their defaults keep the paper's setting (fp32, eager, the fastest cuDNN algorithms)
+    "amp": Key(lambda v: v in AMP_MODES or v is False, f"one of {list(AMP_MODES)} (mixed precision; off = fp32)",
+               "off", normalize=lambda v: "off" if v is False else v),
+    "compile": Key(lambda v: isinstance(v, bool), "true or false (torch.compile the training step)", False),
+    "deterministic": Key(lambda v: isinstance(v, bool), "true or false (true: deterministic algorithms and the "
+                         "cuBLAS workspace setting, so a resumed GPU run is bit-identical; false: "
+                         "cudnn.benchmark)", False),
+    "force_distributed": Key(lambda v: isinstance(v, bool), "true or false (create the process group, DDP and "
+                             "every collective even in a one-process job)", False),
 }
+
+#: the speed switches and their defaults (metrics.json records them under ``switches``)
+SWITCHES: dict[str, Any] = {"amp": "off", "compile": False, "deterministic": False}
 
 #: keys that do not change what is computed (a run may resume with other values)
 NON_SEMANTIC = ("out_dir", "data_root", "num_workers", "log_every", "device", "capture_attention",
-                "eval_batch_sizes")
+                "eval_batch_sizes", "force_distributed")
 
 
 def knob_keys(exclude: tuple[str, ...] = ()) -> dict[str, Key]:
@@ -169,6 +187,8 @@ def resolve_keys(run: Mapping[str, Any], recipe_name: str, load: Callable[[str],
                 problems.append(f"{name} is required: {key.expected}{where}")
         elif not key.check(value):
             problems.append(f"{name}={value!r} is invalid: expected {key.expected}")
+        elif key.normalize is not None:
+            config[name] = key.normalize(value)
     if not problems:
         problems += cross_checks(config)
     if problems:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .. import atomic
 from .. import distributed as dist_
 from ..checkpoints import seed_everything
+from ..data.loading import image_batches
 from ..models import build_model
 from ..runbase import RunBase, Step, StopSignals, epoch_batches, log
 from ..runconfig import model_knobs
@@ -45,12 +46,6 @@ def make_datasets(config: dict[str, Any]):
     return train_set, test_set, classes, data.is_synthetic(root, name)
 
 
-def loader(dataset, batches: list[list[int]], config: dict[str, Any], seed: int):
-    # A private generator keeps the DataLoader from drawing on the global RNG (which resumes exactly).
-    return torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=config["num_workers"],
-                                       generator=torch.Generator().manual_seed(seed), persistent_workers=False)
-
-
 class ClassificationRun(RunBase):
     """Train ``config`` in ``config['out_dir']``; ``ClassificationRun(config).execute()`` returns the metrics."""
 
@@ -71,6 +66,8 @@ class ClassificationRun(RunBase):
                                     weight_decay=c["weight_decay"], nesterov=c["nesterov"])
         state, trained = self._resume(model, optimizer)
         self.test_set = test_set
+        train_data = image_batches(train_set, self.device, self.workers)  # for the whole run: persistent
+        self.test_data = image_batches(test_set, self.device, self.workers)
 
         with StopSignals() as stop:
             started = time.time() - state["elapsed"]
@@ -80,10 +77,9 @@ class ClassificationRun(RunBase):
                 for group in optimizer.param_groups:
                     group["lr"] = self.lr
                 batches = epoch_batches(len(train_set), c["batch_size"], c["seed"], epoch, c["max_batches_per_epoch"])
-                train_set.set_epoch(epoch)
                 mine = [dist_.shard(batch, self.world) for batch in batches[state["batch"]:]]
-                data = loader(train_set, mine, c, c["seed"] * 7919 + epoch)
-                row = self.run_epoch(trained, optimizer, state, stop, started, data, len(batches))
+                row = self.run_epoch(trained, optimizer, state, stop, started, train_data.epoch(epoch, mine),
+                                     len(batches))
                 self.end_epoch(optimizer, state, row, started)
         extra = self._evaluate_at_batch_sizes(c["eval_batch_sizes"])  # every process: evaluation is sharded
         metrics = None
@@ -96,14 +92,11 @@ class ClassificationRun(RunBase):
 
     # -- one step and one epoch -------------------------------------------------------------
     def train_step(self, model, optimizer, batch, epoch: int, index: int) -> Step:
-        x, y = batch
-        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
-        y = y.to(self.device, non_blocking=True)
-        out = model(x)
-        loss = F.cross_entropy(out, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        x, y = batch  # already on the device (data.loading.image_batches)
+        with self.autocast():
+            out = model(x.contiguous(memory_format=self.fmt))
+            loss = F.cross_entropy(out, y)
+        self.optimizer_step(loss, optimizer)
         return Step({"loss": loss.item() * len(y), "correct": int((out.argmax(1) == y).sum()), "seen": len(y)})
 
     def epoch_row(self, epoch, sums, step_times, seconds, batches) -> dict[str, Any]:
@@ -124,13 +117,12 @@ class ClassificationRun(RunBase):
     @torch.no_grad()
     def evaluate(self, model, test_set, batch_size: int | None = None) -> tuple[float, float, float]:
         """(test loss, top-1 %, top-5 %) with test batches of ``batch_size`` (default the recipe's)."""
-        c, world = self.config, self.world
+        world = self.world
         model.eval()
         loss = top1 = top5 = seen = 0
-        for x, y in loader(test_set, self._test_batches(test_set, batch_size)[world.rank::world.size], c, 0):
-            x = x.to(self.device).contiguous(memory_format=self.fmt)
-            y = y.to(self.device)
-            out = model(x)
+        for x, y in self.test_data.epoch(0, self._test_batches(test_set, batch_size)[world.rank::world.size]):
+            with self.autocast():
+                out = model(x.contiguous(memory_format=self.fmt)).float()
             loss += float(F.cross_entropy(out, y, reduction="sum"))
             best5 = out.topk(min(5, out.shape[1]), dim=1).indices
             top1 += int((best5[:, 0] == y).sum())
@@ -164,9 +156,9 @@ class ClassificationRun(RunBase):
         stage.captured, seen = [], 0
         try:
             model.eval()
-            for x, _ in loader(test_set, self._test_batches(test_set), self.config, 0):
+            for x, _ in self.test_data.epoch(0, self._test_batches(test_set)):
                 stage.captured.clear()
-                model(x.to(self.device).contiguous(memory_format=self.fmt))
+                model(x.contiguous(memory_format=self.fmt))
                 per_block = [[s.sum(0), (s * s).sum(0), -torch.xlogy(s, s).sum(-1).sum(0)]
                              for s in (c.double().cpu() for c in stage.captured)]  # [B, heads, t] each
                 totals = per_block if not totals else [[a + b for a, b in zip(t, p)] for t, p in zip(totals, per_block)]
