@@ -23,7 +23,7 @@ from dlarepro import layout
 from dlarepro import paper
 from dlarepro.identity import write_run_file
 from dlarepro.reports import aggregate as agg
-from dlarepro.reports import figurekit, paper_tex, registry, tablekit
+from dlarepro.reports import figurekit, paper_tex, registry, tablekit, verdicts
 from dlarepro.reports.cli import main as report_main
 from dlarepro.reports.common import ReportError
 from dlarepro.reports.context import Context
@@ -88,7 +88,7 @@ def coco_fixture_metrics(run: gridlib.Run, values: dict) -> dict:
     return {**named(run), "params": 46_900_000, "wall_seconds": 2.0, "synthetic": True, **metrics}
 
 # TEST FIXTURES (hand-written metrics.json): best top-1 per seed 0..4, chosen so that the Welch test
-# has a definite answer; final top-1 is best - 1.
+# has a definite answer; final top-1 is best - 1; top-5 is best + 21 at the best epoch, best + 20 at the end.
 FIXTURE_BEST = {
     "cifar100-none-d11": [60.0, 61.5, 59.0, 60.5, 62.0],
     "cifar100-dla_l-d11": [64.0, 65.0, 63.5, 66.0, 64.5],
@@ -111,7 +111,7 @@ def fixture_metrics(run: gridlib.Run, best: float) -> dict:
     return {
         **named(run),
         "final_top1": best - 1.0, "final_top5": min(100.0, best + 20.0), "final_test_loss": 1.5,
-        "best_top1": best, "best_epoch": 1, "epochs": 1, "params": 150_000 + len(run.arch), "macs": 20_000_000,
+        "best_top1": best, "best_top5": min(100.0, best + 21.0), "best_epoch": 1, "epochs": 1, "params": 150_000 + len(run.arch), "macs": 20_000_000,
         "step_seconds": 0.01 * (1 + len(run.arch)), "wall_seconds": 1.0, "attempts": 1, "device": "cpu",
         "threads": 1, "torch_version": "fixture", "git_commit": None, "synthetic": True,
         "config_digest": "fixture", "attention_scores": None, "weights_sha256": "fixture",
@@ -198,8 +198,9 @@ def ctx(tree) -> Context:
 
 @pytest.fixture(scope="module")
 def built(ctx) -> Context:
-    """The tree with aggregate, tables (fake ImageNet counts), figures and paper.tex written."""
+    """The tree with aggregate, claims, tables (fake ImageNet counts), figures and paper.tex written."""
     agg.aggregate(ctx, echo=lambda s: None)
+    verdicts.write_claims(ctx, echo=lambda s: None)
     tablekit.write_tables(ctx, counts=FakeCounts(), echo=lambda s: None)
     figurekit.write_figures(ctx, echo=lambda s: None)
     paper_tex.write_paper(ctx, echo=lambda s: None)

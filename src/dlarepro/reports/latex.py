@@ -22,12 +22,24 @@ FLOAT, LONGTABLE = "float", "longtable"
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 _LATEX_RE = re.compile("|".join(re.escape(c) for c in _LATEX_SPECIAL))
+#: characters of the claims' text (quotes, arithmetic, rules) that pdflatex's utf8 input does not know
+_UNICODE = {"−": "$-$", "±": r"$\pm$", "≤": r"$\leq$", "≥": r"$\geq$", "²": r"\textsuperscript{2}",
+            "Σ": r"$\Sigma$", "α": r"$\alpha$", "σ": r"$\sigma$", "–": "--", "’": "'", "…": r"\ldots{}",
+            "×": r"$\times$", "≈": r"$\approx$", "·": r"$\cdot$", "“": "``", "”": "''",
+            # ASCII, but text-mode < and > print as ¡ and ¿ in LaTeX's default font encoding
+            "<": "$<$", ">": "$>$"}
 _MULTICOL = re.compile(r"\\multicolumn\{([0-9]+)\}\{[^}]*\}\{(.*)\}$")
 
 
 def tex_escape(text: Any) -> str:
     """Plain text -> LaTeX source that prints it (underscores, percent signs, ...)."""
     return _LATEX_RE.sub(lambda m: _LATEX_SPECIAL[m.group()], str(text))
+
+
+def tex_text(text: Any) -> str:
+    """Plain text, Unicode maths included (−, ±, ≤, σ, …) and < >, -> LaTeX source that pdflatex prints."""
+    escaped = tex_escape(text)
+    return "".join(_UNICODE.get(ch, ch) for ch in escaped)
 
 
 def fmt(value: Any, digits: int = 2) -> str:
@@ -75,6 +87,8 @@ class Table:
     fit_width: bool = False
     notes: list[str] = field(default_factory=list)
     layout: str = FLOAT
+    #: LaTeX source placed after the table (e.g. the claims the paper's own tables contradict)
+    after: str = ""
 
     def tabular(self) -> str:
         mask = self.bold.to_numpy()
@@ -88,7 +102,7 @@ class Table:
     def latex(self, command_options: str) -> str:
         """The ``.tex`` file; its first line names the command that writes it."""
         head = f"% {self.name}: written by `dla-repro report tables {command_options}`; do not edit\n"
-        return head + (self._longtable() if self.layout == LONGTABLE else self._float())
+        return head + (self._longtable() if self.layout == LONGTABLE else self._float()) + self.after
 
     def _float(self) -> str:
         body = self.tabular().rstrip("\n")
