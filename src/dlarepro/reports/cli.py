@@ -41,7 +41,7 @@ outputs (relative to --root):
   results/<profile>/headline.json  (report claims) DVC metrics: runs expected/finished/problems and
                                    claims per verdict
   reports/<profile>/tables/        one .tex per table module of dlarepro.reports.tables (table1..table6,
-                                   batch_coupling, claims, params)
+                                   coupling, claims, params)
   reports/<profile>/figures/       one .pdf and .png per figure module of dlarepro.reports.figures
                                    (figure2, figure4, cost)
   reports/<profile>/paper.tex      the report; paper.pdf with --compile"""

@@ -153,4 +153,4 @@ def _caption(b: Builder, ran: list[Stats], configs: list[str]) -> str:
     return " ".join(parts)
 
 
-TABLE = TableSpec("batch_coupling", 7, "coupling", build, experiment=EXPERIMENT, pairs=pairs)
+TABLE = TableSpec("coupling", 7, "coupling", build, experiment=EXPERIMENT, pairs=pairs)
