@@ -22,7 +22,7 @@ from ..context import Context
 from ..index import ConfigEntry
 from ..latex import NA, NOT_RUN_TEX, Table, cell_frame, fmt, mean_std, p_text, tex_escape
 from ..registry import TableSpec
-from ..tablekit import Builder, Stats, seed_words
+from ..tablekit import Builder, Stats, modal, seed_words
 
 EXPERIMENT = "batch_coupling"
 #: the models without a grid (run folders trained by hand): the experiment as params.yaml declares it
@@ -91,10 +91,11 @@ def _mean_std(summary: pd.DataFrame, config_id: str, column: str) -> tuple[float
     return float(s[f"{column}_mean"]), float(s[f"{column}_std"]), int(s.n_seeds)
 
 
-def _cell(mean: float, std: float, n: int) -> str:
+def _cell(mean: float, std: float, n: int, modal_n: int) -> str:
     if not n:
         return NOT_RUN_TEX
-    return mean_std(mean, std) or NA  # a run that did not record the metric (not evaluated at that batch)
+    text = mean_std(mean, std) or NA  # NA: the runs did not record the metric (not evaluated at that batch)
+    return text + (f" {{\\scriptsize(n={n})}}" if n != modal_n else "")
 
 
 def _p(line: Any) -> str:
@@ -110,7 +111,9 @@ def build(b: Builder) -> Table:
             (TRAINED[0], "$p$"), (tex_escape(TESTED[0]), str(BATCH)), (tex_escape(TESTED[0]), str(ALONE)),
             (tex_escape(TESTED[0]), r"$\Delta$"), (tex_escape(TESTED[0]), "$p$")]
     records, ran, configs = [], [], []
-    for position, (dataset, arch, depth) in enumerate(models(b.ctx)):
+    shown = models(b.ctx)
+    modal_n = modal([b.stats(c.config_id).n for m in shown for s in (PER, FIRST) if (c := config_of(b.ctx, *m, s))])
+    for position, (dataset, arch, depth) in enumerate(shown):
         per, first = (config_of(b.ctx, dataset, arch, depth, s) for s in (PER, FIRST))
         configs += [c.config_id for c in (per, first) if c]
         found = lines[lines.position == position] if len(lines) else lines
@@ -121,9 +124,9 @@ def build(b: Builder) -> Table:
         t100 = _mean_std(b.summary, first.config_id if first else "", f"final_top1_batch{BATCH}")
         t1 = _mean_std(b.summary, first.config_id if first else "", f"final_top1_batch{ALONE}")
         ran += [b.stats(c.config_id) for c in (per, first) if c]
-        cells = {cols[0]: _cell(*a), cols[1]: _cell(*f),
+        cells = {cols[0]: _cell(*a, modal_n), cols[1]: _cell(*f, modal_n),
                  cols[2]: fmt(f[0] - a[0]) or NA if a[2] and f[2] else NA, cols[3]: _p(trained),
-                 cols[4]: _cell(*t100), cols[5]: _cell(*t1),
+                 cols[4]: _cell(*t100, modal_n), cols[5]: _cell(*t1, modal_n),
                  cols[6]: fmt(t100[0] - t1[0]) or NA if t100[2] else NA, cols[7]: _p(tested)}
         records.append(((tex_escape(_label(b.ctx, dataset, arch, depth)),), cells))
     cells = cell_frame(records, cols, "Model")
