@@ -275,11 +275,9 @@ def test_headline_json_is_runs_and_verdicts_and_figure4_csv(ctx):
     result = agg.aggregate(ctx, echo=lambda s: None)
     verdicts.write_claims(ctx, echo=lambda s: None)
     head = json.loads((ctx.results_dir / "headline.json").read_text())
-    assert head["runs"] == {"expected": len(ctx.index.runs), "finished": result.finished, "problems": len(PROBLEMS)}
-    counts = head["verdicts"]
-    assert set(counts) == {"reproduced", "not_reproduced", "inconclusive", "not_run"}
-    assert sum(counts.values()) == len(claims_engine.load()) and counts["reproduced"] >= 1
-    assert len(json.dumps(head)) < 200
+    assert (head.pop("runs_finished"), head.pop("runs_expected")) == (result.finished, len(ctx.index.runs))
+    assert set(head) == {"reproduced", "not_reproduced", "inconclusive", "not_run"}     # claims per verdict
+    assert sum(head.values()) == len(claims_engine.load()) and head["reproduced"] >= 1
     fig4 = read_csv(ctx, "figure4.csv")
     assert list(fig4.columns[:6]) == ["dataset", "method", "arch", "depth", "trained_depth", "n"]
     assert {"mean", "std"} <= set(fig4.columns)

@@ -38,8 +38,8 @@ outputs (relative to --root):
                                    averaged in)
   results/<profile>/figure4.csv    DVC plots data: dataset, method, depth, mean, std
   results/<profile>/claims.csv     (report claims) a verdict on every claim of the paper's prose
-  results/<profile>/headline.json  (report claims) DVC metrics: runs expected/finished/problems and
-                                   claims per verdict
+  results/<profile>/headline.json  (report claims) DVC metrics: runs finished and expected, claims per
+                                   verdict
   reports/<profile>/tables/        one .tex per table module of dlarepro.reports.tables (table1..table6,
                                    coupling, claims, params)
   reports/<profile>/figures/       one .pdf and .png per figure module of dlarepro.reports.figures

@@ -87,8 +87,6 @@ class Table:
     fit_width: bool = False
     notes: list[str] = field(default_factory=list)
     layout: str = FLOAT
-    #: LaTeX source placed after the table (e.g. the claims the paper's own tables contradict)
-    after: str = ""
 
     def tabular(self) -> str:
         mask = self.bold.to_numpy()
@@ -102,7 +100,7 @@ class Table:
     def latex(self, command_options: str) -> str:
         """The ``.tex`` file; its first line names the command that writes it."""
         head = f"% {self.name}: written by `dla-repro report tables {command_options}`; do not edit\n"
-        return head + (self._longtable() if self.layout == LONGTABLE else self._float()) + self.after
+        return head + (self._longtable() if self.layout == LONGTABLE else self._float())
 
     def _float(self) -> str:
         body = self.tabular().rstrip("\n")

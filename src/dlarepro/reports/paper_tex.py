@@ -22,6 +22,7 @@ from .common import BEST_NOTE, SYNTHETIC_NOTE, ReportError, write_if_changed
 from .context import Context
 from .latex import tex_escape
 from .registry import SECTIONS, FigureSpec, TableSpec
+from .verdicts import claims_of
 
 INSTALL_HINT = "run scripts/install-latex.sh (as root) to install pdflatex and pdftoppm"
 MAX_PASSES = 4
@@ -62,6 +63,9 @@ def status_text(ctx: Context, frames: Frames) -> str:
         lines.append(r"\textbf{" + SYNTHETIC_NOTE.capitalize() + ".} The runs were trained on generated stand-in "
                      "data" + (f"; {depth}" if depth else "") + ", so the accuracies say nothing about the paper.")
     lines.append(BEST_NOTE + ".")
+    verdicts = claims_sentence(ctx, frames)
+    if verdicts:
+        lines.append(verdicts)
     if len(problems):
         lines.append(f"{len(problems)} run folder{'s are' if len(problems) != 1 else ' is'} unfinished, corrupt, "
                      "duplicated or outside the grid and left out (\\texttt{results/" + tex_escape(ctx.profile)
@@ -73,6 +77,19 @@ def status_text(ctx: Context, frames: Frames) -> str:
         lines.append("\\begin{itemize}\\small\n" + items + more + "\\end{itemize}")
     # run ids and paths in \texttt do not hyphenate: let the spaces stretch rather than run into the margin
     return "\\begin{sloppypar}\n" + "\n\n".join(lines) + "\n\\end{sloppypar}"
+
+
+def claims_sentence(ctx: Context, frames: Frames) -> str:
+    """How the paper's claims fare (Table~\\ref{tab:claims}), once ``report claims`` has run."""
+    from .. import claims
+
+    try:
+        counts = claims.counts(claims_of(ctx, frames))
+    except ReportError:
+        return ""  # no claims.csv yet: the tables step says what to run
+    return (f"Of the paper's {counts['claims']} quantitative claims (Table~\\ref{{tab:claims}}): "
+            + ", ".join(f"{counts[v]} {v}" for v in claims.VERDICTS)
+            + f"; {counts['published_fails']} disagree with the paper's own tables.")
 
 
 def figure(spec: FigureSpec, numbers: str = "") -> str:

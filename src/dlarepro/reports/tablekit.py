@@ -74,10 +74,8 @@ class Stats:
     best_mean: float = math.nan
     best_std: float = math.nan
     final_mean: float = math.nan
-    top5_mean: float = math.nan
-    best_top5_mean: float = math.nan
+    best_top5_mean: float = math.nan   # top-5 at the best top-1's epoch (Table 2)
     params: float = math.nan
-    p: float = math.nan
     n_synthetic: int = 0
 
     @classmethod
@@ -87,8 +85,7 @@ class Stats:
             return cls()
         s = hit.iloc[0]
         return cls(int(s.n_seeds), _number(s.best_top1_mean), _number(s.best_top1_std), _number(s.final_top1_mean),
-                   _number(s.final_top5_mean), _number(s.best_top5_mean), _number(s.params), _number(s.p_welch),
-                   int(s.n_synthetic))
+                   _number(s.best_top5_mean), _number(s.params), int(s.n_synthetic))
 
 
 #: a p cell of a row that no partner is declared for: the reference the other rows are compared with

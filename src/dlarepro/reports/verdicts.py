@@ -42,10 +42,12 @@ def measurements(ctx: Context, runs: pd.DataFrame) -> dict[str, dict[str, list[f
 
 
 def headline(ctx: Context, frames: Frames, verdicts: pd.DataFrame) -> dict[str, Any]:
-    """The DVC metrics: runs expected, finished, with problems, and claims per verdict (a screen wide)."""
+    """The DVC metrics, one line of ``dvc metrics show`` (about 125 characters): runs finished and
+    expected, and the claims per verdict (``reproduced``, ``not_reproduced``, ``inconclusive``,
+    ``not_run``). Problems are in problems.csv, the per-row numbers in summary.csv."""
     counts = claims.counts(verdicts)
-    return {"runs": {"expected": len(ctx.index.runs), "finished": len(frames.runs), "problems": len(frames.problems)},
-            "verdicts": {v.replace(" ", "_"): counts[v] for v in claims.VERDICTS}}
+    return {"runs_finished": len(frames.runs), "runs_expected": len(ctx.index.runs),
+            **{v.replace(" ", "_"): counts[v] for v in claims.VERDICTS}}
 
 
 def read_claims(path: Path) -> pd.DataFrame:
