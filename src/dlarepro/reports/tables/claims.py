@@ -54,7 +54,12 @@ def _measured(r) -> str:
         return NA
     if math.isnan(r.ci_low) or (r.ci_low == r.ci_high == r.measured):
         return number(r.measured, fixed=True)  # exact counts (parameters, MACs), or one seed: no interval
-    return f"{number(r.measured, True)} [{number(r.ci_low, True)}, {number(r.ci_high, True)}]"
+    if any(math.isinf(v) for v in (r.measured, r.ci_low, r.ci_high)):
+        return f"{number(r.measured, True)} [{number(r.ci_low, True)}, {number(r.ci_high, True)}]"
+    # one number of decimals for the estimate and its bounds: three significant digits of the widest
+    scale = max(abs(r.measured), abs(r.ci_low), abs(r.ci_high)) or 1.0
+    decimals = max(0, 2 - math.floor(math.log10(scale)))
+    return f"{r.measured:.{decimals}f} [{r.ci_low:.{decimals}f}, {r.ci_high:.{decimals}f}]"
 
 
 def _verdict(r) -> str:
