@@ -362,3 +362,21 @@ def test_the_claims_section_compiles_into_paper_pdf(ctx, frames, monkeypatch, ca
             f"{counts['not reproduced']} not reproduced") in " ".join(text.split())
     tex = (ctx.reports_dir / "tables" / "claims.tex").read_text()
     assert claims.VERDICT_RULES.split(":")[0] in tex and "p\\_holm $<$ 0.05" in tex   # the rules, once, from claims
+
+
+def test_table2_caption_names_the_dsu_reduction_of_its_runs(tmp_path):
+    """The paper's text says 20 on ImageNet, the official code 16 (our default): the caption says
+    which one the table's DLA runs train."""
+    from dlarepro.reports.registry import tables
+
+    for reduction, words in ((None, "16 (the official code's value and our default)"),
+                             (20, "20 (the paper's text; the official code uses 16)")):
+        group = {"datasets": ["imagenet"], "depths": [50], "archs": ["dla_l"], "n_seeds": 1}
+        grid = {**GRID, "experiments": {"table2": [{**group, **({"reduction": [reduction]} if reduction else {})}]}}
+        root = tmp_path / str(reduction)
+        root.mkdir()
+        (root / "params.yaml").write_text(yaml.safe_dump(grid))
+        ctx = Context.load(root / "params.yaml", None, root)
+        table = tables()["table2"].build(tablekit.Builder(ctx, agg.aggregate(ctx, echo=lambda s: None), FakeCounts()))
+        assert f"DSU reduction $r$ of the planned runs: {words}" in table.caption
+        assert "dsu\\_state=first\\_image" in table.caption

@@ -25,14 +25,19 @@ PAPER_TEXT_REDUCTION, OFFICIAL_REDUCTION = 20, 16
 def reduction_words(b: Builder, config_ids: list[str]) -> str:
     """Which DSU reduction the DLA runs of the table train (or would train: the planned or default value)."""
     configs = [b.ctx.index.configs[c] for c in config_ids if c in b.ctx.index.configs]
-    values = sorted({int(c.knob("reduction")) for c in configs if c.arch.startswith("dla")})
-    if not values:
-        values = [int(METHODS["dla_l"].knob("reduction").default_for("imagenet"))]
+    dla = [c for c in configs if METHODS.get(c.arch) and "reduction" in METHODS[c.arch].knob_names
+           and c.arch.startswith("dla")]
+    values = sorted({int(c.knob("reduction")) for c in dla})
+    if any(b.stats(c.config_id).n for c in dla):
+        which = "trained"
+    elif dla:
+        which = "of the planned runs"
+    else:  # no DLA run of this table: what our ImageNet DLA-L builds by default
+        which, values = "of our ImageNet DLA-L", [int(METHODS["dla_l"].knob("reduction").default_for("imagenet"))]
     said = {OFFICIAL_REDUCTION: "the official code's value and our default",
             PAPER_TEXT_REDUCTION: f"the paper's text; the official code uses {OFFICIAL_REDUCTION}"}
     shown = ", ".join(f"{v} ({said[v]})" if v in said else str(v) for v in values)
-    trained = "trained" if any(b.stats(c).n for c in config_ids) else "of the planned runs"
-    return (f"DSU reduction $r$ {trained}: {shown}; the paper's text gives {PAPER_TEXT_REDUCTION} for ImageNet, "
+    return (f"DSU reduction $r$ {which}: {shown}; the paper's text gives {PAPER_TEXT_REDUCTION} for ImageNet, "
             f"its DLA-L-101 \\#P matches {OFFICIAL_REDUCTION}.")
 
 
