@@ -59,7 +59,9 @@ def test_dvc_repro_end_to_end_then_only_what_a_param_change_touches(project):
     assert "up to date" in status.stdout, status.stdout
 
     before = {p: p.stat().st_mtime_ns for p in runs.glob("*/metrics.json")}
-    sh(project, "dvc", "metrics", "show")
+    metrics = sh(project, "dvc", "metrics", "show").stdout
+    widest = max(len(line) for line in metrics.splitlines())
+    assert "runs_finished" in metrics and "not_reproduced" in metrics and widest <= 130, metrics  # a screen wide
 
     # A new seed: DVC reruns the grid (Snakemake trains only the new runs) and the reports; the
     # data stage is untouched and no finished run is deleted or retrained.

@@ -95,7 +95,7 @@ def test_a_ninth_method_goes_through_every_entry_point(ninth_method, tmp_path, c
 
     # the reports, step by step as the workflow runs them
     monkeypatch.setattr(tablekit, "DEFAULT_COUNTS", NoImagenetCounts())
-    for action in ("aggregate", "tables", "figures"):
+    for action in ("aggregate", "claims", "tables", "figures"):
         assert cli_main(["report", action, "--grid", str(tmp_path / "params.yaml"), "--root", str(tmp_path)]) == 0
     ctx = Context.load(tmp_path / "params.yaml", PROFILE, tmp_path)
     frames = read_outputs(ctx)

@@ -19,7 +19,7 @@ import yaml
 
 from conftest import ENV, REPO, snakemake_command
 from dlarepro.reports import aggregate as agg
-from dlarepro.reports import paper_tex, registry, tablekit
+from dlarepro.reports import paper_tex, registry, tablekit, verdicts
 from dlarepro.reports.context import Context
 from dlarepro.reports.rows import paper_rows
 from dlarepro.reports.tables import __path__ as TABLES_PATH
@@ -40,7 +40,7 @@ def build(b):
                  "Finished runs per dataset.", "lr")
 
 
-TABLE = TableSpec("runcount", 8, "ablations", build)
+TABLE = TableSpec("runcount", 10, "ablations", build)
 '''
 
 
@@ -70,9 +70,11 @@ class NoCounts(tablekit.ModelCounts):
 
 
 def test_the_registry_lists_every_module_in_paper_order():
-    assert list(registry.tables()) == ["table1", "table2", "table3", "table4", "table5", "table6", "params"]
+    assert list(registry.tables()) == ["table1", "table2", "table3", "table4", "table5", "table6", "coupling",
+                                       "claims", "params"]
     assert list(registry.figures()) == ["figure4", "figure2", "cost"]
-    assert registry.aggregate_files() == ["runs.csv", "summary.csv", "problems.csv", "headline.json", "figure4.csv"]
+    assert registry.aggregate_files() == ["runs.csv", "summary.csv", "comparisons.csv", "problems.csv", "figure4.csv"]
+    assert registry.claims_files() == ["claims.csv", "headline.json"]
     sections = "".join(paper_tex.sections())
     order = [m.group(1) for m in re.finditer(r"\\section\{([^}]*)\}", sections)]
     assert order == [s.title for s in registry.SECTIONS]
@@ -85,13 +87,13 @@ def test_adding_a_table_is_one_module(extra_table, tmp_path):
     assert "runcount.tex" in registry.table_files() and registry.tables()["runcount"].section == "ablations"
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     ctx = Context.load(tmp_path / "params.yaml", "smoke", tmp_path)
-    frames = agg.aggregate(ctx, echo=lambda s: None)
+    frames = verdicts.write_claims(ctx, echo=lambda s: None, frames=agg.aggregate(ctx, echo=lambda s: None))
     written = tablekit.write_tables(ctx, counts=NoCounts(), echo=lambda s: None, frames=frames)
     assert ctx.reports_dir / "tables" / "runcount.tex" in written
     assert "Finished runs per dataset." in (ctx.reports_dir / "tables" / "runcount.tex").read_text()
     tex = paper_tex.paper_tex(ctx, frames)
     ablations = tex.split("\\section{Ablations}")[1].split("\\section")[0]
-    assert ablations.index("{tables/table6}") < ablations.index("\\setcounter{table}{7}\n\\input{tables/runcount}")
+    assert ablations.index("{tables/table6}") < ablations.index("\\setcounter{table}{9}\n\\input{tables/runcount}")
 
 
 def test_a_module_without_its_declaration_is_an_error(tmp_path, monkeypatch):
@@ -109,20 +111,21 @@ def test_a_module_without_its_declaration_is_an_error(tmp_path, monkeypatch):
 
 def test_snakemake_and_dvc_take_the_report_files_from_the_registry(tmp_path):
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    done = subprocess.run(snakemake_command(tmp_path, "-n", "-F", "tables", "figures", profile="local"),
+    done = subprocess.run(snakemake_command(tmp_path, "-n", "-F", "claims", "tables", "figures", profile="local"),
                           capture_output=True, text=True, env=ENV, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     outputs = dict(re.findall(r"^rule (\w+):\n(?:    .*\n)*?    output: (.*)$", done.stdout, re.M))
     assert outputs["aggregate"].split(", ") == [f"results/smoke/{f}" for f in registry.aggregate_files()]
+    assert outputs["claims"].split(", ") == [f"results/smoke/{f}" for f in registry.claims_files()]
     assert outputs["tables"].split(", ") == [f"reports/smoke/tables/{f}" for f in registry.table_files()]
     assert outputs["figures"].split(", ") == [f"reports/smoke/figures/{f}" for f in registry.figure_files()]
 
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["report"]
     declared = {next(iter(o)) if isinstance(o, dict) else o for key in ("outs", "metrics", "plots")
                 for o in stage.get(key, [])}
-    assert {f"results/${{profile}}/{f}" for f in registry.aggregate_files()} <= declared
+    assert {f"results/${{profile}}/{f}" for f in registry.aggregate_files() + registry.claims_files()} <= declared
     assert {"reports/${profile}/tables", "reports/${profile}/figures"} <= declared  # the folders: any new file
-    assert {"src/dlarepro/reports", "src/dlarepro/resources/paper"} <= set(stage["deps"])
+    assert {"src/dlarepro/reports", "src/dlarepro/claims", "src/dlarepro/resources/paper"} <= set(stage["deps"])
 
 
 DSU_GRID = {   # every DLA run trained with a knob no paper table varies (it shows in the run ids)

@@ -71,8 +71,8 @@ def test_hand_trained_runs_fill_the_paper_rows(hand, fake_counts, capsys):
     table1 = (hand / "reports/mine/tables/table1.tex").read_text()
     row = next(line for line in table1.splitlines() if "& DLA-L (ours) &" in line and "textit{not run}" in line)
     cells = [c.strip() for c in row.rstrip("\\").split("&")]
-    assert cells[3] == r"\textit{not run}"                         # CIFAR-10: nothing trained
-    assert cells[7].replace(r"\textbf{", "").startswith(f"{best:.2f}")   # CIFAR-100: the hand-trained run
+    assert cells[4] == r"\textit{not run}"                         # CIFAR-10: nothing trained
+    assert cells[10].replace(r"\textbf{", "").startswith(f"{best:.2f}")  # CIFAR-100: the hand-trained run
     assert "run folders \\texttt{mine}" in table1
     figure4 = pd.read_csv(hand / "results/mine/figure4.csv")
     assert list(zip(figure4.method, figure4.depth, figure4.n)) == [("ResNet", 20, 2), ("DLA-L", 20, 1)]

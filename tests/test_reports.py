@@ -18,12 +18,13 @@ import pytest
 import yaml
 from scipy import stats
 
+from dlarepro import claims as claims_engine
 from dlarepro import grid as gridlib
 from dlarepro import layout
 from dlarepro import paper
 from dlarepro.identity import write_run_file
 from dlarepro.reports import aggregate as agg
-from dlarepro.reports import figurekit, paper_tex, registry, tablekit
+from dlarepro.reports import figurekit, paper_tex, registry, tablekit, verdicts
 from dlarepro.reports.cli import main as report_main
 from dlarepro.reports.common import ReportError
 from dlarepro.reports.context import Context
@@ -70,7 +71,8 @@ GRID = {
 IMAGENET_FIXTURE = ("imagenet-dla_l-d50-s0", 71.25)
 # (AP of large objects is null, as COCOeval reports for images without large objects)
 COCO_FIXTURE = ("coco-mask_rcnn-dla_l-d50-s0", {"bbox_ap": 12.5, "bbox_ap50": 30.0, "bbox_ap75": 8.25,
-                                                "segm_ap": 10.75, "bbox_apl": None, "segm_apl": None})
+                                                "segm_ap": 10.75, "segm_ap50": 20.5, "segm_ap75": 9.5,
+                                                "bbox_apl": None, "segm_apl": None})
 COCO_CORRUPT = "coco-faster_rcnn-dla_l-d50-s0"
 
 
@@ -88,7 +90,7 @@ def coco_fixture_metrics(run: gridlib.Run, values: dict) -> dict:
     return {**named(run), "params": 46_900_000, "wall_seconds": 2.0, "synthetic": True, **metrics}
 
 # TEST FIXTURES (hand-written metrics.json): best top-1 per seed 0..4, chosen so that the Welch test
-# has a definite answer; final top-1 is best - 1.
+# has a definite answer; final top-1 is best - 1; top-5 is best + 21 at the best epoch, best + 20 at the end.
 FIXTURE_BEST = {
     "cifar100-none-d11": [60.0, 61.5, 59.0, 60.5, 62.0],
     "cifar100-dla_l-d11": [64.0, 65.0, 63.5, 66.0, 64.5],
@@ -111,7 +113,7 @@ def fixture_metrics(run: gridlib.Run, best: float) -> dict:
     return {
         **named(run),
         "final_top1": best - 1.0, "final_top5": min(100.0, best + 20.0), "final_test_loss": 1.5,
-        "best_top1": best, "best_epoch": 1, "epochs": 1, "params": 150_000 + len(run.arch), "macs": 20_000_000,
+        "best_top1": best, "best_top5": min(100.0, best + 21.0), "best_epoch": 1, "epochs": 1, "params": 150_000 + len(run.arch), "macs": 20_000_000,
         "step_seconds": 0.01 * (1 + len(run.arch)), "wall_seconds": 1.0, "attempts": 1, "device": "cpu",
         "threads": 1, "torch_version": "fixture", "git_commit": None, "synthetic": True,
         "config_digest": "fixture", "attention_scores": None, "weights_sha256": "fixture",
@@ -198,8 +200,9 @@ def ctx(tree) -> Context:
 
 @pytest.fixture(scope="module")
 def built(ctx) -> Context:
-    """The tree with aggregate, tables (fake ImageNet counts), figures and paper.tex written."""
+    """The tree with aggregate, claims, tables (fake ImageNet counts), figures and paper.tex written."""
     agg.aggregate(ctx, echo=lambda s: None)
+    verdicts.write_claims(ctx, echo=lambda s: None)
     tablekit.write_tables(ctx, counts=FakeCounts(), echo=lambda s: None)
     figurekit.write_figures(ctx, echo=lambda s: None)
     paper_tex.write_paper(ctx, echo=lambda s: None)
@@ -266,13 +269,15 @@ def test_problem_folders_are_listed_printed_and_left_out(ctx):
         assert run_id in printed
 
 
-def test_headline_json_and_figure4_csv(ctx):
-    agg.aggregate(ctx, echo=lambda s: None)
+def test_headline_json_is_runs_and_verdicts_and_figure4_csv(ctx):
+    """headline.json (DVC metrics) fits on a screen: runs and claims per verdict; the per-row numbers
+    are in summary.csv."""
+    result = agg.aggregate(ctx, echo=lambda s: None)
+    verdicts.write_claims(ctx, echo=lambda s: None)
     head = json.loads((ctx.results_dir / "headline.json").read_text())
-    assert all(isinstance(v, (int, float)) for v in head.values())        # flat: DVC metrics
-    assert head["table1/cifar100/dla_l-20/best_top1_mean"] == pytest.approx(np.mean(FIXTURE_BEST["cifar100-dla_l-d11"]))
-    assert head["runs_problems"] == len(PROBLEMS)
-    assert not any("cifar10/se-" in k for k in head)                       # not run: no number invented
+    assert (head.pop("runs_finished"), head.pop("runs_expected")) == (result.finished, len(ctx.index.runs))
+    assert set(head) == {"reproduced", "not_reproduced", "inconclusive", "not_run"}     # claims per verdict
+    assert sum(head.values()) == len(claims_engine.load()) and head["reproduced"] >= 1
     fig4 = read_csv(ctx, "figure4.csv")
     assert list(fig4.columns[:6]) == ["dataset", "method", "arch", "depth", "trained_depth", "n"]
     assert {"mean", "std"} <= set(fig4.columns)
@@ -315,18 +320,35 @@ def test_table1_follows_the_paper(built):
                                             r"\multirow[c]{6}{*}{110}"]
     assert tex.count("\\midrule") == 3                         # header rule + two rules between depth blocks
     by_label = {r[1]: r for r in rows[:8]}
+    # per dataset: #P ours, #P paper, Top-1 ours, Top-1 paper, Final, p (CIFAR-10 from 2, CIFAR-100 from 8)
     se = by_label["SE"]                                         # not run: published value, explicit mark
-    assert se[3] == r"\textit{not run}" and se[5] == r"91.29 $\pm$ 0.24" and se[9] == r"68.93 $\pm$ 0.35"
+    assert se[4] == r"\textit{not run}" and se[5] == r"91.29 $\pm$ 0.24" and se[11] == r"68.93 $\pm$ 0.35"
+    assert (se[3], se[9]) == ("0.24", "0.27")                   # the paper's #P beside ours
+    assert float(se[2]) == pytest.approx(tablekit.DEFAULT_COUNTS.params("se", 11, "cifar10") / 1e6, abs=0.005)
     dla = by_label["DLA-L (ours)"]
     mean, std = np.mean(FIXTURE_BEST["cifar100-dla_l-d11"]), np.std(FIXTURE_BEST["cifar100-dla_l-d11"], ddof=1)
-    assert dla[7].startswith(rf"\textbf{{{mean:.2f} $\pm$ {std:.2f}$^{{*}}$")  # best of the block, p < 0.05
-    assert by_label["MRLA-L"][7].endswith("{\\scriptsize(n=3)}")  # another number of seeds is marked
+    assert dla[10].startswith(rf"\textbf{{{mean:.2f} $\pm$ {std:.2f}")  # best of the block
+    assert by_label["MRLA-L"][10].endswith("{\\scriptsize(n=3)}")  # another number of seeds is marked
+    # p: against the ResNet of its depth and (DLA-L) against MRLA-L, Holm-corrected within Table 1
+    base, mrla = FIXTURE_BEST["cifar100-none-d11"], FIXTURE_BEST["cifar100-mrla_l-d11"]
+    raw = [stats.ttest_ind(dla_v, b, equal_var=False).pvalue for dla_v, b in
+           ((FIXTURE_BEST["cifar100-dla_l-d11"], base), (FIXTURE_BEST["cifar100-dla_l-d11"], mrla), (mrla, base))]
+    holm = claims_engine.holm(raw)
+    cell = lambda p, partner: (f"{p:.3f}" if p >= 0.001 else "$<$0.001") + (
+        f"$^{{{claims_engine.stars(p)}}}$" if claims_engine.stars(p) else "") + f" vs {partner}"
+    assert dla[13] == (r"\begin{tabular}[c]{@{}r@{}}" + cell(holm[0], "ResNet") + r"\\" + cell(holm[1], "MRLA-L")
+                       + r"\end{tabular}")
+    assert by_label["MRLA-L"][13] == cell(holm[2], "ResNet")
+    assert by_label["ResNet-20"][13] == r"\textit{ref.}" and se[13] == "--"   # the reference; one side not run
     assert all(cell for row in rows for cell in row[1:])       # never an empty cell
     cap = caption(tex)
     assert "over 5 seeds" in cap
     assert "Synthetic data --- pipeline check, not a reproduction" in cap
     assert "rows 20/56/110 trained at depths 11/20/29" in cap
     assert "smoke\\_test" in cap and "best test top-1 over epochs" in cap and "Final" in cap
+    assert "the official code's metric" in cap and "never says which epoch" in cap
+    assert "Holm-corrected within the table" in cap and "** p $<$ 0.01" in cap
+    assert "dsu\\_state=per\\_image" in cap          # this grid trains the paper's equations
 
 
 def test_every_table_is_complete_and_escaped(built):
@@ -337,8 +359,8 @@ def test_every_table_is_complete_and_escaped(built):
         code = "\n".join(line for line in tex.splitlines() if not line.startswith("%"))
         assert "smoke_test" not in code, name                  # underscores escaped outside comments
         assert re.search(r"(?<![\\$])_(?!\{)", code.replace("$_{", "")) is None, name
-        if name != "params.tex":
-            assert tex.count("\\begin{tabular}") == 1 and "\\toprule" in tex and "\\bottomrule" in tex
+        if "\\begin{longtable}" not in tex:     # (a cell may hold a tabular of lines: Table 1's p)
+            assert tex.count("\\begin{tabular}{") == 1 and "\\toprule" in tex and "\\bottomrule" in tex
             for row in body_rows(tex):
                 assert all(row[tex.split("\\begin{tabular}{")[1].count("l") - 1:]), (name, row)
     t2 = (folder / "table2.tex").read_text()
@@ -348,20 +370,29 @@ def test_every_table_is_complete_and_escaped(built):
     assert rows["ResNet-50"][2] == "25.6" and rows["ResNet-50"][3] == "4.09"   # our count (fake here)
     assert rows["DIANet"][7] == "--"                                           # the paper prints '-'
     dla50 = rows["DLA-L (ours)"]
-    assert dla50[4] == "71.2" and dla50[5] == "91.2"                          # fixture: best, final top-5
+    assert dla50[4] == "71.2" and dla50[5] == "92.2"            # fixture: top-1 and top-5 of the best epoch
+    cap2 = caption(t2)
+    assert "both from the epoch of the best top-1, the official code's metric" in cap2
+    assert "DSU reduction $r$ trained: 16 (the official code's value and our default)" in cap2
+    assert "the paper's text gives 20" in cap2
     assert rows["ResNet-50"][4] == r"\textit{not run}"
     t3 = (folder / "table3.tex").read_text()
     assert "Paper (quoted)" in t3 and "mask AP" in t3 and "Synthetic data" in t3
+    # every column the paper has, ours beside the paper's: #P, AP, AP50, AP75, then box AP_S/M/L for
+    # Faster R-CNN, mask AP/AP50/AP75 for Mask R-CNN
+    header = t3.split("\\toprule\n", 1)[1].split("\\midrule", 1)[0]
+    for column in ("AP$_{S}$/AP$^{m}$", "AP$_{M}$/AP$^{m}_{50}$", "AP$_{L}$/AP$^{m}_{75}$"):
+        assert header.count(column) == 2, column                                # ours and the paper's
     t3_rows = body_rows(t3)
-    ours = [r[-11:-7] for r in t3_rows]  # AP^b, AP^b_50, AP^b_75, AP^m
-    assert len(t3_rows) == 30
-    faster50, _, mask50, mask101 = [o for r, o in zip(t3_rows, ours) if r[-13] == "DLA-L (ours)"]
-    assert mask50 == ["12.5", "30.0", "8.2", "10.8"]
-    assert mask101 == [r"\textit{not run}"] * 4
-    assert faster50 == [r"\textit{not run}"] * 3 + ["--"]                     # corrupt run: not averaged
-    built_faster = sum(1 for r in paper.load_table(3).itertuples() if r.detector == "faster_rcnn" and r.arch)
-    assert sum(o == [r"\textit{not run}"] * 3 + ["--"] for o in ours) == built_faster == 10
-    assert sum(o == [r"\textit{n/b}"] * 3 + ["--"] for o in ours) == 3         # RLAg, BA, RLAg
+    ours = [r[4:10] for r in t3_rows]
+    assert len(t3_rows) == 30 and all(len(r) == 17 for r in t3_rows)
+    faster50, _, mask50, mask101 = [o for r, o in zip(t3_rows, ours) if r[2] == "DLA-L (ours)"]
+    assert mask50 == ["12.5", "30.0", "8.2", "10.8", "20.5", "9.5"]            # box AP..., then mask AP, 50, 75
+    assert mask101 == [r"\textit{not run}"] * 6
+    assert faster50 == [r"\textit{not run}"] * 6                              # corrupt run: not averaged
+    built = sum(1 for r in paper.load_table(3).itertuples() if r.arch)
+    assert sum(o == [r"\textit{not run}"] * 6 for o in ours) == built - 1 == 19
+    assert sum(o == [r"\textit{n/b}"] * 6 for o in ours) == 30 - built
     t4 = body_rows((folder / "table4.tex").read_text())
     assert [r[0] for r in t4] == ["Original RNN", "LSTM", "DIA", "DSU"]
     t5 = body_rows((folder / "table5.tex").read_text())
@@ -438,7 +469,8 @@ def test_report_all_twice_rewrites_nothing(built, capsys, monkeypatch):
     assert report_main(args) == 0
     assert snapshot(built) == before
     out = capsys.readouterr().out
-    assert "0 of 7 written" in out and "0 of 6 written" in out and "paper.tex unchanged" in out
+    assert "0 of 9 written" in out and "0 of 6 written" in out and "paper.tex unchanged" in out
+    assert "claims.csv unchanged" in out and "headline.json unchanged" in out
 
 
 def test_paper_tex_includes_every_table_and_figure(built):
@@ -452,7 +484,7 @@ def test_paper_tex_includes_every_table_and_figure(built):
 
 
 def test_cli_help_and_errors(tmp_path, capsys):
-    for action in ([], ["aggregate"], ["tables"], ["figures"], ["paper"], ["all"]):
+    for action in ([], ["aggregate"], ["claims"], ["tables"], ["figures"], ["paper"], ["all"]):
         with pytest.raises(SystemExit) as exit_:
             report_main(["report", *action, "--help"])
         assert exit_.value.code == 0
@@ -500,7 +532,7 @@ def test_the_frames_in_memory_equal_the_csvs_read_back(ctx):
     reads them back: both go through one column schema, so they are the same frames."""
     result = agg.aggregate(ctx, echo=lambda s: None)
     back = agg.read_outputs(ctx)
-    for name in ("runs", "summary", "problems"):
+    for name in ("runs", "summary", "comparisons", "problems"):
         pd.testing.assert_frame_equal(getattr(result, name), getattr(back, name), check_exact=True, obj=name)
     assert result.data.keys() == back.data.keys() == {"figure4.csv"}
     pd.testing.assert_frame_equal(result.data["figure4.csv"], back.data["figure4.csv"], check_exact=True)

@@ -1,6 +1,7 @@
 # From finished runs to the paper's tables and figures (dla-repro report ...). Each step reads the
 # outputs of the one before; only files whose content changed are rewritten. The files come from
-# the registry of tables and figures (one module each in src/dlarepro/reports/{tables,figures}/).
+# the registry of tables and figures (one module each in src/dlarepro/reports/{tables,figures}/);
+# `claims` puts a verdict on every claim of the paper (claims.csv, which the claims table reads).
 from dlarepro.reports import registry
 
 RESULTS = f"results/{PROFILE}"
@@ -21,6 +22,22 @@ rule aggregate:
         ENV_FILE
     shell:
         "dla-repro report aggregate --grid {params.grid:q} --profile {params.profile:q} > {log:q} 2>&1"
+
+
+rule claims:
+    input:
+        [f"{RESULTS}/{name}" for name in registry.aggregate_files()],
+    output:
+        [f"{RESULTS}/{name}" for name in registry.claims_files()],
+    params:
+        grid=GRID_FILE,
+        profile=PROFILE,
+    log:
+        f"{RESULTS}/logs/claims.log",
+    conda:
+        ENV_FILE
+    shell:
+        "dla-repro report claims --grid {params.grid:q} --profile {params.profile:q} > {log:q} 2>&1"
 
 
 rule tables:

@@ -11,7 +11,8 @@ from typing import Sequence
 EPILOG = """examples:
   python -m dlarepro.claims failing                      # the published checks that fail, with the arithmetic
   python -m dlarepro.claims evaluate --out claims.csv    # every claim (no runs: every verdict 'not run')
-  python -m dlarepro.claims evaluate --runs results/paper/runs.csv --out results/paper/claims.csv
+  python -m dlarepro.claims evaluate --runs my_runs.csv --out claims.csv   # every run of the table
+  dla-repro report claims --profile paper                # a profile's claims.csv, from the runs its tables use
   python -m dlarepro.claims quotes --paper paper.txt     # every quote verbatim in the paper's text?
   python -m dlarepro.claims rules                        # how each column is decided
 """
@@ -25,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="evaluate every claim; write claims.csv and print the counts",
                         description="Evaluate every claim against the published tables and, with --runs, "
                                     "against the seeds of finished runs.")
-    ev.add_argument("--runs", type=Path, help="a runs.csv written by `dla-repro report aggregate`")
+    ev.add_argument("--runs", type=Path, help="a runs.csv-shaped table; every run in it stands for its model's "
+                    "row (a profile's report: `dla-repro report claims`, which takes the runs the tables use)")
     ev.add_argument("--runs-dir", type=Path, help="the run folders (for Figure 2's attention files); "
                     "default: runs/ next to --runs")
     ev.add_argument("--top1", choices=["best_top1", "final_top1"], default="best_top1",

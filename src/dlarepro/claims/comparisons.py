@@ -32,6 +32,7 @@ class Partner:
     key: str | None   # the partner's row key; None when this project does not build it
     label: str        # e.g. "ResNet-56", "DSU cell in DLA-L-110", "ResNet-110 (Table 1)"
     why: str
+    short: str = ""   # the partner's model without its depth, for a table cell: "ResNet", "DSU", "MRLA-L"
 
 
 @lru_cache(maxsize=1)
@@ -86,7 +87,7 @@ def partners_of(table: int, fields: Mapping[str, str]) -> list[Partner]:
                               f"{len(found)} rows, not one")
         partner = found[0]
         label = partner.name().split(", ")[-1] + (f" (Table {partner.table})" if partner.table != table else "")
-        out.append(Partner(partner.key, label, rule["why"]))
+        out.append(Partner(partner.key, label, rule["why"], partner.model_name()))
     return out
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
@@ -26,6 +26,11 @@ DETECTION = {"bbox_ap": "ap", "bbox_ap50": "ap50", "bbox_ap75": "ap75", "bbox_ap
 KEY_KNOBS = ("cell", "sigma")
 
 
+def _missing(value: Any) -> bool:
+    """None, NaN or pandas' NA (a whole-number column of an in-memory runs frame is ``Int64``)."""
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+
 def _knobs(text: str) -> dict[str, str]:
     if not isinstance(text, str) or not text.strip():
         return {}
@@ -33,10 +38,13 @@ def _knobs(text: str) -> dict[str, str]:
 
 
 def measurements_from_runs(runs: pd.DataFrame, *, top1: str = "best_top1", runs_dir: str | os.PathLike | None = None,
-                           ignore_knobs: Sequence[str] = ()) -> dict[str, dict[str, list[float]]]:
+                           ignore_knobs: Sequence[str] = (), folders: Mapping[str, str | os.PathLike] | None = None
+                           ) -> dict[str, dict[str, list[float]]]:
     """``{row key: {metric: [value per run]}}`` from a runs.csv-shaped DataFrame (one line per finished
-    run). ``top1``: the column that is top-1 (``best_top1``, the official code's number, or
-    ``final_top1``). With ``runs_dir``, Figure 2's numbers are read from each run's attention file."""
+    run; read from the CSV or the reports' in-memory frame, whose missing numbers are ``pd.NA``).
+    ``top1``: the column that is top-1 (``best_top1``, the official code's number, or
+    ``final_top1``). Figure 2's numbers are read from each run's attention file, in
+    ``folders[run_id]`` or else ``runs_dir/<run_id>`` (neither given: not read)."""
     if top1 not in ("best_top1", "final_top1"):
         raise ValueError(f"top1={top1!r}: choose best_top1 or final_top1")
     out: dict[str, dict[str, list[float]]] = {}
@@ -46,8 +54,8 @@ def measurements_from_runs(runs: pd.DataFrame, *, top1: str = "best_top1", runs_
         other = {k: v for k, v in knobs.items() if k not in KEY_KNOBS and k not in ignore_knobs}
         if other:
             continue  # not a model of the paper's tables
-        detector = r.get("detector") or ""
-        detector = "" if detector != detector else str(detector)  # NaN from an empty CSV cell
+        detector = r.get("detector")
+        detector = "" if _missing(detector) or not detector else str(detector)  # NaN from an empty CSV cell
         key = row_key(str(r["dataset"]), str(r["arch"]), int(r["paper_depth"]), detector=detector,
                       cell=knobs.get("cell", ""), sigma=knobs.get("sigma", ""))
         config = str(r.get("config_id", key))
@@ -57,7 +65,7 @@ def measurements_from_runs(runs: pd.DataFrame, *, top1: str = "best_top1", runs_
         metrics = out.setdefault(key, {})
 
         def add(metric: str, value) -> None:
-            if value is not None and value == value:
+            if not _missing(value):
                 metrics.setdefault(metric, []).append(float(value))
 
         if detector:
@@ -70,8 +78,11 @@ def measurements_from_runs(runs: pd.DataFrame, *, top1: str = "best_top1", runs_
         if "synthetic" in r:  # carried along so that every claim resting on synthetic runs says so
             add(SYNTHETIC, 1.0 if str(r["synthetic"]).lower() in ("true", "1", "1.0") else 0.0)
         name = r.get("attention_scores")
-        if runs_dir is not None and isinstance(name, str) and name:
-            stats = stats_from_file(Path(runs_dir) / str(r["run_id"]) / name)
+        folder = (folders or {}).get(str(r["run_id"]))
+        if folder is None and runs_dir is not None:
+            folder = Path(runs_dir) / str(r["run_id"])
+        if folder is not None and isinstance(name, str) and name:
+            stats = stats_from_file(Path(folder) / name)
             for short, metric in ATTENTION_METRICS.items():
                 add(metric, (stats or {}).get(short))
     return out
@@ -79,4 +90,4 @@ def measurements_from_runs(runs: pd.DataFrame, *, top1: str = "best_top1", runs_
 
 def _scaled(value, unit: float) -> float | None:
     """A count in millions (or G): None for a missing one."""
-    return None if value is None or value != value else float(value) / unit
+    return None if _missing(value) else float(value) / unit

@@ -23,7 +23,7 @@ from .stats import ALPHA, holm
 
 COLUMNS = ("id", "section", "quote", "kind", "family", "metric", "unit", "stated", "expected", "recomputed",
            "published_holds", "published_arithmetic", "measured", "ci_low", "ci_high", "n_seeds", "p", "p_holm",
-           "verdict", "verdict_detail", "seeds_for_80pct_power", "synthetic", "note")
+           "verdict", "verdict_detail", "row_values", "seeds_for_80pct_power", "synthetic", "note")
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not run")
 
 
@@ -48,6 +48,7 @@ def evaluate(claims: spec.ClaimSet | None = None, measurements: Measurements | N
             "published_arithmetic": " | ".join(pub.arithmetic),
             "measured": got.measured, "ci_low": got.ci[0], "ci_high": got.ci[1], "n_seeds": got.n_seeds,
             "p": got.p, "seeds_for_80pct_power": got.seeds, "synthetic": got.synthetic, "note": c.note,
+            "row_values": got.row_values,
         })
     df = pd.DataFrame(rows)
     df["p_holm"] = np.nan

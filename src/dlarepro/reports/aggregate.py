@@ -1,8 +1,9 @@
 """Collect the finished runs of a report into tables: ``runs.csv`` (one row per run),
 ``summary.csv`` (one row per config: seed statistics joined with the paper's published value and a
-Welch t-test against the ResNet baseline), ``problems.csv`` (run folders that are unfinished,
-corrupt, duplicated or not in the grid: listed, never averaged in), ``headline.json`` (DVC
-metrics) and the data files of the figures that declare one (``figure4.csv``: DVC plots data).
+Welch t-test against the ResNet baseline), ``comparisons.csv`` (every table's p column: each row
+against the rows the paper compares it with, :mod:`.comparisons`), ``problems.csv`` (run folders
+that are unfinished, corrupt, duplicated or not in the grid: listed, never averaged in) and the
+data files of the figures that declare one (``figure4.csv``: DVC plots data).
 
 Every CSV is built, written and read through its column schema (:mod:`dlarepro.reports.schema`);
 ``read_outputs`` gives the tables and figures the same frames ``aggregate`` returns.
@@ -10,8 +11,6 @@ Every CSV is built, written and read through its column schema (:mod:`dlarepro.r
 
 from __future__ import annotations
 
-import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -19,17 +18,19 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from . import registry, schema
+from . import comparisons, registry, schema
 from .common import ReportError, method_name, write_if_changed
+from .comparisons import COMPARISONS, welch_p
 from .context import Context
 from .rows import paper_rows
-from .runfolder import DETECTION_METRICS, attention_problem, knob_text, read_run
+from .runfolder import DETECTION_METRICS, EVAL_BATCH_SIZES, attention_problem, knob_text, read_run
 from .schema import FLAG, FLOAT, INT, OPTIONAL_INT
 
 RUNS = schema.columns(
     "run_id", "config_id", "experiments", "dataset", "arch", ("paper_depth", INT), ("depth", INT), "knobs",
-    ("seed", INT), ("best_top1", FLOAT), ("best_epoch", OPTIONAL_INT), ("final_top1", FLOAT), ("final_top5", FLOAT),
-    ("final_test_loss", FLOAT), ("epochs", OPTIONAL_INT), ("params", OPTIONAL_INT), ("macs", OPTIONAL_INT),
+    ("seed", INT), ("best_top1", FLOAT), ("best_top5", FLOAT), ("best_epoch", OPTIONAL_INT), ("final_top1", FLOAT),
+    ("final_top5", FLOAT), ("final_test_loss", FLOAT), *((f"final_top1_batch{b}", FLOAT) for b in EVAL_BATCH_SIZES),
+    ("epochs", OPTIONAL_INT), ("params", OPTIONAL_INT), ("macs", OPTIONAL_INT),
     ("step_seconds", FLOAT), ("wall_seconds", FLOAT), ("attempts", OPTIONAL_INT), ("synthetic", FLAG), "device",
     ("threads", OPTIONAL_INT), "torch_version", "git_commit", "attention_scores", "detector",
     *((m, FLOAT) for m in DETECTION_METRICS))
@@ -39,7 +40,9 @@ SUMMARY = schema.columns(
     "config_id", "experiments", "dataset", "arch", "method", ("paper_depth", INT), ("depth", INT), "detector", "knobs",
     ("n_expected", INT), ("n_seeds", INT), "seeds",
     *((f"{col}_{stat}", FLOAT) for col in ("best_top1", "final_top1") for stat in ("mean", "std", "min", "max")),
-    ("final_top5_mean", FLOAT), *((f"{m}_mean", FLOAT) for m in DETECTION_METRICS),
+    ("final_top5_mean", FLOAT), ("best_top5_mean", FLOAT),
+    *((f"final_top1_batch{b}_{stat}", FLOAT) for b in EVAL_BATCH_SIZES for stat in ("mean", "std")),
+    *((f"{m}_mean", FLOAT) for m in DETECTION_METRICS),
     ("params", OPTIONAL_INT), ("macs", OPTIONAL_INT), ("step_seconds_median", FLOAT), ("n_synthetic", INT),
     ("paper_table", OPTIONAL_INT), "paper_label", ("published_mean", FLOAT), ("published_std", FLOAT),
     ("published_params_m", FLOAT), ("diff_vs_published", FLOAT), "baseline", ("baseline_n", OPTIONAL_INT),
@@ -56,6 +59,10 @@ class Frames:
     problems: pd.DataFrame
     #: the figures' data files by file name (figure4.csv)
     data: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: every table's comparisons (comparisons.csv)
+    comparisons: pd.DataFrame | None = None
+    #: claims.csv, once ``report claims`` has written it (None before)
+    claims: pd.DataFrame | None = None
 
 
 @dataclass
@@ -103,16 +110,10 @@ def collect(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     return schema.frame(rows, RUNS), schema.frame(problems, PROBLEMS), len(index.runs)
 
 
-def welch_p(a, b) -> float:
-    """Two-sided Welch t-test p-value, NaN when a side has fewer than two values (or no variance)."""
-    from scipy import stats
-
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) < 2 or len(b) < 2:
-        return float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+def _mean(v: np.ndarray) -> float:
+    """Mean of the finite values (runs written before a metric existed lack it), NaN when none."""
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else np.nan
 
 
 def _median(v: np.ndarray, kind):
@@ -150,6 +151,12 @@ def summarise(ctx: Context, runs: pd.DataFrame) -> pd.DataFrame:
             row[f"{col}_min"] = v.min() if n else np.nan
             row[f"{col}_max"] = v.max() if n else np.nan
         row["final_top5_mean"] = values(cid, "final_top5").mean() if n else np.nan
+        row["best_top5_mean"] = _mean(values(cid, "best_top5"))
+        for b in EVAL_BATCH_SIZES:
+            v = values(cid, f"final_top1_batch{b}")
+            v = v[np.isfinite(v)]
+            row[f"final_top1_batch{b}_mean"] = _mean(v)
+            row[f"final_top1_batch{b}_std"] = v.std(ddof=1) if len(v) >= 2 else np.nan
         for metric in DETECTION_METRICS:
             v = values(cid, metric)
             row[f"{metric}_mean"] = v.mean() if n and config.detector and np.isfinite(v).all() else np.nan
@@ -175,24 +182,6 @@ def summarise(ctx: Context, runs: pd.DataFrame) -> pd.DataFrame:
     return schema.frame(out, SUMMARY)
 
 
-def headline(ctx: Context, summary: pd.DataFrame, finished: int, expected: int, problems: int) -> dict[str, Any]:
-    """A flat JSON of headline numbers for ``dvc metrics``: counts, then the mean top-1 of every
-    paper row that has finished runs (keys ``table<N>/<dataset>/<arch>[-knob]-<paper depth>/...``)."""
-    out: dict[str, Any] = {"runs_expected": expected, "runs_finished": finished, "runs_problems": problems}
-    stats = summary.set_index("config_id")
-    for r in paper_rows(ctx).itertuples(index=False):
-        if r.config_id not in stats.index or stats.loc[r.config_id, "n_seeds"] == 0:
-            continue
-        s = stats.loc[r.config_id]
-        key = f"table{r.table}/{r.dataset}/{r.arch}{r.knob_values}-{r.paper_depth}"
-        out[f"{key}/best_top1_mean"] = round(float(s.best_top1_mean), 4)
-        if r.table == 1:
-            out[f"{key}/final_top1_mean"] = round(float(s.final_top1_mean), 4)
-        if s.n_seeds >= 2:
-            out[f"{key}/best_top1_std"] = round(float(s.best_top1_std), 4)
-    return out
-
-
 def aggregate(ctx: Context, echo: Callable[[str], None] = print) -> Aggregate:
     """Read every run folder of the report and write the aggregate files (only those that changed)."""
     if ctx.from_grid and not ctx.runs_dir.is_dir() and not ctx.results_dir.is_dir():
@@ -201,10 +190,9 @@ def aggregate(ctx: Context, echo: Callable[[str], None] = print) -> Aggregate:
     summary = summarise(ctx, runs)
     data = {spec.data_file: schema.frame(spec.data(ctx, summary), spec.data_schema)
             for spec in registry.figures().values() if spec.data_file}
-    head = headline(ctx, summary, len(runs), expected, len(problems))
+    compared = comparisons.frame(ctx, runs)
     files = {"runs.csv": schema.to_csv(runs, RUNS), "summary.csv": schema.to_csv(summary, SUMMARY),
-             "problems.csv": schema.to_csv(problems, PROBLEMS),
-             "headline.json": (json.dumps(head, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()}
+             "comparisons.csv": schema.to_csv(compared, COMPARISONS), "problems.csv": schema.to_csv(problems, PROBLEMS)}
     for spec in registry.figures().values():
         if spec.data_file:
             files[spec.data_file] = schema.to_csv(data[spec.data_file], spec.data_schema)
@@ -215,7 +203,7 @@ def aggregate(ctx: Context, echo: Callable[[str], None] = print) -> Aggregate:
          f"{not_started} not started, {len(problems)} problem(s)")
     for p in problems.itertuples(index=False):
         echo(f"  {p.status:<12} {p.run_id}: {p.detail}")
-    return Aggregate(runs, summary, problems, data, expected, written)
+    return Aggregate(runs, summary, problems, data, compared, None, expected, written)
 
 
 def read_outputs(ctx: Context) -> Frames:
@@ -228,4 +216,5 @@ def read_outputs(ctx: Context) -> Frames:
     data = {spec.data_file: schema.read_csv(paths[spec.data_file], spec.data_schema)
             for spec in registry.figures().values() if spec.data_file}
     return Frames(schema.read_csv(paths["runs.csv"], RUNS), schema.read_csv(paths["summary.csv"], SUMMARY),
-                  schema.read_csv(paths["problems.csv"], PROBLEMS), data)
+                  schema.read_csv(paths["problems.csv"], PROBLEMS), data,
+                  schema.read_csv(paths["comparisons.csv"], COMPARISONS))

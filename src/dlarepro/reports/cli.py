@@ -31,11 +31,17 @@ outputs (relative to --root):
   results/<profile>/runs.csv       one row per finished run
   results/<profile>/summary.csv    one row per config: seeds, mean/std/min/max of best and final top-1,
                                    the paper's value and a Welch t-test against the ResNet baseline
+  results/<profile>/comparisons.csv  every table's p column, one line per (row, partner): each row
+                                   against the rows the paper compares it with (comparisons.yaml),
+                                   Welch p and Holm-corrected p within the table
   results/<profile>/problems.csv   unfinished, corrupt, duplicated and out-of-grid run folders (never
                                    averaged in)
-  results/<profile>/headline.json  DVC metrics: counts and the mean top-1 of every paper row
   results/<profile>/figure4.csv    DVC plots data: dataset, method, depth, mean, std
-  reports/<profile>/tables/        one .tex per table module of dlarepro.reports.tables (table1..table6, params)
+  results/<profile>/claims.csv     (report claims) a verdict on every claim of the paper's prose
+  results/<profile>/headline.json  (report claims) DVC metrics: runs finished and expected, claims per
+                                   verdict
+  reports/<profile>/tables/        one .tex per table module of dlarepro.reports.tables (table1..table6,
+                                   coupling, claims, params)
   reports/<profile>/figures/       one .pdf and .png per figure module of dlarepro.reports.figures
                                    (figure2, figure4, cost)
   reports/<profile>/paper.tex      the report; paper.pdf with --compile"""
@@ -79,6 +85,10 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     return _run(args, ["aggregate"])
 
 
+def cmd_claims(args: argparse.Namespace) -> int:
+    return _run(args, ["claims"])
+
+
 def cmd_tables(args: argparse.Namespace) -> int:
     return _run(args, ["tables"])
 
@@ -92,7 +102,7 @@ def cmd_paper(args: argparse.Namespace) -> int:
 
 
 def cmd_all(args: argparse.Namespace) -> int:
-    return _run(args, ["aggregate", "tables", "figures", "paper"] + (["compile"] if args.compile else []))
+    return _run(args, ["aggregate", "claims", "tables", "figures", "paper"] + (["compile"] if args.compile else []))
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -116,7 +126,7 @@ def _compile_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``report`` and its actions (aggregate, tables, figures, paper, all) to argparse subparsers."""
+    """Add ``report`` and its actions (aggregate, claims, tables, figures, paper, all) to argparse subparsers."""
     report = subparsers.add_parser(
         "report", help="aggregate finished runs into CSVs, LaTeX tables, figures and a PDF report",
         description=_wrap("Turn a profile's finished runs (results/<profile>/runs/), or run folders trained by hand "
@@ -130,24 +140,39 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     actions.required = True
 
     agg = actions.add_parser(
-        "aggregate", help="runs.csv, summary.csv, problems.csv, headline.json, figure4.csv",
+        "aggregate", help="runs.csv, summary.csv, comparisons.csv, problems.csv, figure4.csv",
         description=_wrap("Read every run folder of the profile (or of --runs), check its metrics.json against its "
-                    "run.yaml, and write results/<profile>/{runs,summary,problems}.csv, headline.json (DVC "
-                    "metrics) and the figures' data files (figure4.csv: DVC plots). The "
-                    "table number is the paper's metric (best top-1 over epochs, mean and sample std over seeds); "
-                    "the final-epoch top-1 is reported beside it. Problems are also printed."),
+                    "run.yaml, and write results/<profile>/{runs,summary,comparisons,problems}.csv and the "
+                    "figures' data files (figure4.csv: DVC plots). The table number is the official code's "
+                    "metric (best top-1 over epochs, mean and sample std over seeds); the final-epoch top-1 is "
+                    "reported beside it. comparisons.csv tests each table row against the rows the paper compares "
+                    "it with (Welch, Holm-corrected within the table). Problems are also printed."),
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
     )
     _common(agg)
     agg.set_defaults(func=cmd_aggregate)
 
+    cla = actions.add_parser(
+        "claims", help="claims.csv (a verdict on every claim of the paper) and headline.json (DVC metrics)",
+        description=_wrap("Evaluate every quantitative claim of the paper's prose (resources/paper/claims.yaml) "
+                    "against the paper's own tables and against the runs the tables use, and write "
+                    "results/<profile>/claims.csv (published check, measured contrast with its 95% Welch "
+                    "interval, Holm-corrected p within each table, verdict, seeds for 80% power) and "
+                    "headline.json (runs and claims per verdict). The rules: python -m dlarepro.claims rules. "
+                    "Reads runs.csv: run `report aggregate` first."),
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+    )
+    _common(cla)
+    cla.set_defaults(func=cmd_claims)
+
     tab = actions.add_parser(
-        "tables", help="reports/<profile>/tables/*.tex (Tables 1-6, the parameter check)",
+        "tables", help="reports/<profile>/tables/*.tex (Tables 1-6, batch coupling, claims, parameter check)",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description=_wrap("Write the paper's Tables 1-6 (same rows, order and blocks; ours beside the published "
-                    "values; best per block in bold) and the parameter check as LaTeX (booktabs). Reads "
-                    "results/<profile>/summary.csv: run `report aggregate` first. Counting the ImageNet models' "
-                    "parameters and MACs takes some seconds."),
+                    "values; best per block in bold), the batch-coupling table, the claims' verdicts and the "
+                    "parameter check as LaTeX (booktabs). Reads results/<profile>/summary.csv, comparisons.csv "
+                    "and claims.csv: run `report aggregate` and `report claims` first. Counting the ImageNet "
+                    "models' parameters and MACs takes some seconds."),
     )
     _common(tab)
     tab.set_defaults(func=cmd_tables)
@@ -174,8 +199,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     pap.set_defaults(func=cmd_paper)
 
     everything = actions.add_parser(
-        "all", help="aggregate, tables, figures and paper in order",
-        description=_wrap("Run aggregate, tables, figures and paper (and pdflatex with --compile)."),
+        "all", help="aggregate, claims, tables, figures and paper in order",
+        description=_wrap("Run aggregate, claims, tables, figures and paper (and pdflatex with --compile)."),
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
     )
     _common(everything)

@@ -18,8 +18,9 @@ UNREGISTERED_COLOUR = "black"
 DEFAULT_RUNS_NAME = "manual"
 
 SYNTHETIC_NOTE = "synthetic data --- pipeline check, not a reproduction"
-BEST_NOTE = ("Top-1 is the best test accuracy over all epochs, the number the paper and the official code report; "
-             "choosing the maximum on the test set biases it upwards, so the final-epoch accuracy is shown beside it")
+BEST_NOTE = ("Top-1 is the best test accuracy over all epochs, the official code's metric (the paper never says "
+             "which epoch it reports); choosing the maximum on the test set biases it upwards, so the final-epoch "
+             "accuracy is shown beside it")
 
 
 def method_name(arch: str) -> str:

@@ -74,7 +74,8 @@ class Context:
             plan = gridlib.plan(self.grid, self.profile, workdir=self.root)
         except gridlib.GridError as err:
             raise ReportError(str(err)) from None
-        return RunIndex.from_plan(plan, self.runs_dir, frozenset(self.grid["experiments"]))
+        return RunIndex.from_plan(plan, self.runs_dir, frozenset(self.grid["experiments"]),
+                                  self.settings.get("knobs") or {})
 
     @property
     def settings(self) -> Mapping[str, Any]:

@@ -8,7 +8,10 @@ A paper row or a figure point names a model by attributes (dataset, method, pape
 knobs its table varies); :meth:`RunIndex.find` returns the config that trains it. A config may
 carry further knobs (a profile may train every DLA run with ``dsu_state: first_image``, which
 shows in its ids) and still stand for the row; the grid experiment the row belongs to and the
-fewest extra knobs decide between candidates.
+fewest extra knobs decide between candidates. A config of another experiment stands for the row
+only if it trains what the profile's ``knobs`` give the row's method (what produced the published
+numbers): a ``per_image`` run of the batch-coupling experiment never fills a published row of a
+profile that trains ``first_image``.
 """
 
 from __future__ import annotations
@@ -79,18 +82,20 @@ class RunIndex:
     """Runs by id, configs by id, and what could not be indexed (hand-made folders only)."""
 
     def __init__(self, runs: Mapping[str, RunEntry], problems: Iterable[dict[str, str]] = (),
-                 declared_experiments: frozenset[str] = frozenset()):
+                 declared_experiments: frozenset[str] = frozenset(), profile_knobs: Mapping[str, Any] | None = None):
         self.runs = dict(sorted(runs.items()))
         self.problems = list(problems)
         #: experiments the grid declares (also those the profile skips); none for hand-made folders
         self.declared_experiments = declared_experiments
+        #: the profile's ``knobs`` (what its published rows train); none for hand-made folders
+        self.profile_knobs = dict(profile_knobs or {})
 
     @classmethod
-    def from_plan(cls, plan: Mapping[str, RunRecord], runs_dir: Path,
-                  declared_experiments: frozenset[str]) -> "RunIndex":
+    def from_plan(cls, plan: Mapping[str, RunRecord], runs_dir: Path, declared_experiments: frozenset[str],
+                  profile_knobs: Mapping[str, Any] | None = None) -> "RunIndex":
         runs = {run_id: RunEntry(record.identity, runs_dir / run_id, bool(record.config.get("capture_attention")))
                 for run_id, record in plan.items()}
-        return cls(runs, (), declared_experiments)
+        return cls(runs, (), declared_experiments, profile_knobs)
 
     @classmethod
     def from_folders(cls, paths: Iterable[Path]) -> "RunIndex":
@@ -137,6 +142,12 @@ class RunIndex:
         return {k: _knob_value(arch, k, knobs[k]) if knobs.get(k) not in (None, "") else spec.knob(k).default_for(family)
                 for k in self.defining_knobs if k in spec.knob_names}
 
+    def _as_profile_trains(self, config: ConfigEntry) -> bool:
+        """Whether ``config`` has the profile's knobs that its method takes (e.g. ``dsu_state``)."""
+        spec = METHODS.get(config.arch)
+        taken = {k: v for k, v in self.profile_knobs.items() if spec is not None and k in spec.knob_names}
+        return all(config.knob(k) == v for k, v in taken.items())
+
     def _rank(self, config: ConfigEntry, wanted: Mapping[str, Any], experiments: Iterable[str]) -> tuple:
         extra = [k for k, _ in config.knobs if k not in wanted]
         return (not (config.experiments & set(experiments)), len(extra), config.config_id)
@@ -144,13 +155,15 @@ class RunIndex:
     def find(self, *, dataset: str, arch: str, paper_depth: int, detector: str | None = None,
              knobs: Mapping[str, Any] | None = None, experiments: Iterable[str] = ()) -> ConfigEntry | None:
         """The config that trains this model (None if no run does): the defining knobs equal (as
-        given, else default); among several, one of ``experiments`` first, then the fewest other knobs."""
+        given, else default); one outside ``experiments`` only if it has the profile's knobs; among
+        several, one of ``experiments`` first, then the fewest other knobs."""
         model_dataset = "imagenet" if detector else dataset
         wanted = self._wanted(arch, model_dataset, knobs or {})
+        experiments = tuple(experiments)
         candidates = [c for c in self.configs.values()
                       if (c.dataset, c.arch, c.paper_depth, c.detector) == (dataset, arch, int(paper_depth), detector)
-                      and all(c.knob(k) == v for k, v in wanted.items())]
-        experiments = tuple(experiments)
+                      and all(c.knob(k) == v for k, v in wanted.items())
+                      and (c.experiments & set(experiments) or self._as_profile_trains(c))]
         return min(candidates, key=lambda c: self._rank(c, wanted, experiments), default=None)
 
     def plain(self, experiment: str | None = None) -> list[ConfigEntry]:

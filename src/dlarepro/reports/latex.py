@@ -22,12 +22,24 @@ FLOAT, LONGTABLE = "float", "longtable"
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 _LATEX_RE = re.compile("|".join(re.escape(c) for c in _LATEX_SPECIAL))
+#: characters of the claims' text (quotes, arithmetic, rules) that pdflatex's utf8 input does not know
+_UNICODE = {"−": "$-$", "±": r"$\pm$", "≤": r"$\leq$", "≥": r"$\geq$", "²": r"\textsuperscript{2}",
+            "Σ": r"$\Sigma$", "α": r"$\alpha$", "σ": r"$\sigma$", "–": "--", "’": "'", "…": r"\ldots{}",
+            "×": r"$\times$", "≈": r"$\approx$", "·": r"$\cdot$", "“": "``", "”": "''",
+            # ASCII, but text-mode < and > print as ¡ and ¿ in LaTeX's default font encoding
+            "<": "$<$", ">": "$>$"}
 _MULTICOL = re.compile(r"\\multicolumn\{([0-9]+)\}\{[^}]*\}\{(.*)\}$")
 
 
 def tex_escape(text: Any) -> str:
     """Plain text -> LaTeX source that prints it (underscores, percent signs, ...)."""
     return _LATEX_RE.sub(lambda m: _LATEX_SPECIAL[m.group()], str(text))
+
+
+def tex_text(text: Any) -> str:
+    """Plain text, Unicode maths included (−, ±, ≤, σ, …) and < >, -> LaTeX source that pdflatex prints."""
+    escaped = tex_escape(text)
+    return "".join(_UNICODE.get(ch, ch) for ch in escaped)
 
 
 def fmt(value: Any, digits: int = 2) -> str:

@@ -22,6 +22,7 @@ from .common import BEST_NOTE, SYNTHETIC_NOTE, ReportError, write_if_changed
 from .context import Context
 from .latex import tex_escape
 from .registry import SECTIONS, FigureSpec, TableSpec
+from .verdicts import claims_of
 
 INSTALL_HINT = "run scripts/install-latex.sh (as root) to install pdflatex and pdftoppm"
 MAX_PASSES = 4
@@ -37,9 +38,11 @@ PREAMBLE = r"""\documentclass[10pt,a4paper]{article}
 \usepackage{booktabs}
 \usepackage{multirow}
 \usepackage{longtable}
+\usepackage{array}
 \usepackage{graphicx}
 \usepackage{caption}
 \usepackage{float}
+\usepackage{pdflscape}
 \captionsetup{font=small,labelfont=bf}
 \setlength{\LTcapwidth}{\textwidth}
 """
@@ -60,6 +63,9 @@ def status_text(ctx: Context, frames: Frames) -> str:
         lines.append(r"\textbf{" + SYNTHETIC_NOTE.capitalize() + ".} The runs were trained on generated stand-in "
                      "data" + (f"; {depth}" if depth else "") + ", so the accuracies say nothing about the paper.")
     lines.append(BEST_NOTE + ".")
+    verdicts = claims_sentence(ctx, frames)
+    if verdicts:
+        lines.append(verdicts)
     if len(problems):
         lines.append(f"{len(problems)} run folder{'s are' if len(problems) != 1 else ' is'} unfinished, corrupt, "
                      "duplicated or outside the grid and left out (\\texttt{results/" + tex_escape(ctx.profile)
@@ -73,27 +79,54 @@ def status_text(ctx: Context, frames: Frames) -> str:
     return "\\begin{sloppypar}\n" + "\n\n".join(lines) + "\n\\end{sloppypar}"
 
 
-def figure(spec: FigureSpec) -> str:
+def claims_sentence(ctx: Context, frames: Frames) -> str:
+    """How the paper's claims fare (Table~\\ref{tab:claims}), once ``report claims`` has run."""
+    from .. import claims
+
+    try:
+        counts = claims.counts(claims_of(ctx, frames))
+    except ReportError:
+        return ""  # no claims.csv yet: the tables step says what to run
+    return (f"Of the paper's {counts['claims']} quantitative claims (Table~\\ref{{tab:claims}}): "
+            + ", ".join(f"{counts[v]} {v}" for v in claims.VERDICTS)
+            + f"; {counts['published_fails']} disagree with the paper's own tables.")
+
+
+def figure(spec: FigureSpec, numbers: str = "") -> str:
+    """A figure's float; ``numbers``: what its ``caption_numbers`` adds to the caption."""
+    caption = spec.caption + (" " + numbers if numbers else "")
     return (f"\\setcounter{{figure}}{{{spec.number - 1}}}\n\\begin{{figure}}[H]\n\\centering\n"
             f"\\includegraphics[width=\\linewidth]{{figures/{spec.name}.pdf}}\n"
-            f"\\caption{{{spec.caption}}}\n\\label{{fig:{spec.name}}}\n\\end{{figure}}\n")
+            f"\\caption{{{caption}}}\n\\label{{fig:{spec.name}}}\n\\end{{figure}}\n")
 
 
-def table(spec: TableSpec) -> str:
-    return f"\\setcounter{{table}}{{{spec.number - 1}}}\n\\input{{tables/{spec.name}}}\n"
+def table(spec: TableSpec, turned: bool = True) -> str:
+    """The table's ``\\input``; a ``landscape`` table on its own sideways page unless ``turned`` is
+    False (its section's page is turned already)."""
+    text = f"\\setcounter{{table}}{{{spec.number - 1}}}\n\\input{{tables/{spec.name}}}\n"
+    return f"\\begin{{landscape}}\n{text}\\end{{landscape}}\n" if spec.landscape and turned else text
 
 
-def sections() -> list[str]:
-    """One chunk per section of the registry that holds a table or figure: its tables, then its figures."""
+def sections(ctx: Context | None = None, frames: Frames | None = None) -> list[str]:
+    """One chunk per section of the registry that holds a table or figure: its tables, then its
+    figures (with the numbers their captions add, given the report's ``ctx`` and ``frames``)."""
     out, appendix = [], False
+
+    def numbers(spec: FigureSpec) -> str:
+        return spec.caption_numbers(ctx, frames) if spec.caption_numbers and ctx is not None else ""
+
     for section in SECTIONS:
-        items = ([table(t) for t in registry.tables().values() if t.section == section.key]
-                 + [figure(f) for f in registry.figures().values() if f.section == section.key])
+        tables = [t for t in registry.tables().values() if t.section == section.key]
+        figures = [f for f in registry.figures().values() if f.section == section.key]
+        # a section of landscape tables alone is turned whole, so that its heading stays with them
+        turned = bool(tables) and not figures and all(t.landscape for t in tables)
+        items = [table(t, not turned) for t in tables] + [figure(f, numbers(f)) for f in figures]
         if not items:
             continue
         start = "\\clearpage\n\\appendix\n" if section.appendix and not appendix else ""
         appendix = appendix or section.appendix
-        out.append(start + f"\\section{{{section.title}}}\n" + "".join(items))
+        chunk = f"\\section{{{section.title}}}\n" + "".join(items)
+        out.append(start + (f"\\begin{{landscape}}\n{chunk}\\end{{landscape}}\n" if turned else chunk))
     return out
 
 
@@ -104,7 +137,7 @@ def paper_tex(ctx: Context, frames: Frames) -> str:
         f"\\large {ctx.source_words}}}\n\\author{{dla-repro}}\n\\date{{}}\n",
         "\\begin{document}\n\\maketitle\n",
         status_text(ctx, frames) + "\n",
-        *sections(),
+        *sections(ctx, frames),
         "\\end{document}\n",
     ]
     return "\n".join(body)

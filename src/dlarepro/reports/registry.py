@@ -18,7 +18,9 @@ from typing import Any, Callable
 TABLE_PACKAGE = "dlarepro.reports.tables"
 FIGURE_PACKAGE = "dlarepro.reports.figures"
 #: what ``aggregate`` always writes; figures add their data files (e.g. figure4.csv)
-AGGREGATE_FILES = ("runs.csv", "summary.csv", "problems.csv", "headline.json")
+AGGREGATE_FILES = ("runs.csv", "summary.csv", "comparisons.csv", "problems.csv")
+#: what ``claims`` writes: a verdict on every claim of the paper, and the DVC metrics (runs and verdicts)
+CLAIMS_FILES = ("claims.csv", "headline.json")
 FIGURE_FORMATS = ("pdf", "png")
 
 
@@ -41,6 +43,8 @@ SECTIONS = (
     Section("ablations", "Ablations"),
     Section("attention", "Static versus dynamic attention"),
     Section("cost", "Cost"),
+    Section("coupling", "Beyond the paper: the official code's batch coupling"),
+    Section("claims", "The paper's claims"),
     Section("params", "Parameter check", appendix=True),
 )
 
@@ -57,13 +61,19 @@ class TableSpec:
     build: Callable[[Any], Any]
     #: the grid experiment whose runs fill its rows (preferred when several configs fit a row)
     experiment: str | None = None
-    #: the aggregate files it reads (``results/<profile>/...``)
-    inputs: tuple[str, ...] = ("summary.csv",)
+    #: the aggregate files it reads (``results/<profile>/...``): its p column reads comparisons.csv
+    inputs: tuple[str, ...] = ("summary.csv", "comparisons.csv")
     #: its paper CSV (``resources/paper/table<number>.csv``) lists one CIFAR model per row with a
     #: published top-1 mean and std: summary.csv joins those rows, headline.json reports them
     published_top1: bool = False
     #: the block a paper row sits in (the paper draws rules between blocks)
     group: Callable[[Any], str] | None = None
+    #: ``Context -> [comparisons.Pair]``: what its p column tests (``report aggregate`` writes the
+    #: tests into comparisons.csv; see :func:`dlarepro.reports.comparisons.paper_pairs`)
+    pairs: Callable[[Any], list] | None = None
+    #: too wide for the text width: typeset on a page turned sideways (with its section's heading
+    #: when it is the section's only content), its text half as large again as squeezed
+    landscape: bool = False
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -87,6 +97,8 @@ class FigureSpec:
     #: ``(Context, summary) -> rows`` (dicts of ``data_schema``'s columns): what ``data_file`` holds
     data: Callable[..., Any] | None = None
     data_schema: tuple = ()
+    #: ``(Context, Frames) -> str``: numbers the caption adds after ``caption`` (e.g. Figure 2's)
+    caption_numbers: Callable[..., str] | None = None
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -144,6 +156,11 @@ def figure_files() -> list[str]:
 def aggregate_files() -> list[str]:
     """What ``report aggregate`` writes into ``results/<profile>/``."""
     return list(AGGREGATE_FILES) + [spec.data_file for spec in figures().values() if spec.data_file]
+
+
+def claims_files() -> list[str]:
+    """What ``report claims`` writes into ``results/<profile>/``."""
+    return list(CLAIMS_FILES)
 
 
 def table_inputs() -> list[str]:

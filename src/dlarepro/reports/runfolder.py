@@ -23,6 +23,9 @@ PERCENT = ("final_top1", "final_top5", "best_top1")
 #: COCO runs: box (and for Mask R-CNN mask) AP from pycocotools, in percent
 DETECTION_METRICS = tuple(f"{kind}_{m}" for kind in ("bbox", "segm") for m in ("ap", "ap50", "ap75", "aps", "apm", "apl"))
 DETECTION_REQUIRED = ("run", "bbox_ap", "params", "wall_seconds", "synthetic")
+#: test batch sizes whose ``final_top1_batch<N>`` runs.csv keeps: the batch-coupling experiment evaluates
+#: its ``first_image`` runs again at 1 (each image its own first image) and at the recipe's 100
+EVAL_BATCH_SIZES = (1, 100)
 OK, UNFINISHED, CORRUPT = "ok", "unfinished", "corrupt"
 
 

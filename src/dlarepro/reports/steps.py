@@ -1,5 +1,5 @@
-"""The report's steps in order: ``aggregate`` hands its frames to the tables, the figures and
-``paper.tex`` (which read them back from ``results/<name>/`` when run on their own)."""
+"""The report's steps in order: ``aggregate`` hands its frames to ``claims``, the tables, the
+figures and ``paper.tex`` (which read them back from ``results/<name>/`` when run on their own)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,18 @@ from .context import Context
 from .figurekit import write_figures
 from .paper_tex import compile_paper, write_paper
 from .tablekit import write_tables
+from .verdicts import write_claims
 
 Echo = Callable[[str], None]
-ALL = ("aggregate", "tables", "figures", "paper")
+ALL = ("aggregate", "claims", "tables", "figures", "paper")
 
 
 def _aggregate(ctx: Context, frames: Frames | None, echo: Echo) -> Frames:
     return aggregate(ctx, echo=echo)
+
+
+def _claims(ctx: Context, frames: Frames | None, echo: Echo) -> Frames:
+    return write_claims(ctx, echo=echo, frames=frames)
 
 
 def _tables(ctx: Context, frames: Frames | None, echo: Echo) -> Frames | None:
@@ -40,7 +45,7 @@ def _compile(ctx: Context, frames: Frames | None, echo: Echo) -> Frames | None:
 
 
 STEPS: dict[str, Callable[[Context, Frames | None, Echo], Frames | None]] = {
-    "aggregate": _aggregate, "tables": _tables, "figures": _figures, "paper": _paper, "compile": _compile}
+    "aggregate": _aggregate, "claims": _claims, "tables": _tables, "figures": _figures, "paper": _paper, "compile": _compile}
 
 
 def run_steps(ctx: Context, steps: Sequence[str], echo: Echo = print) -> None:
@@ -51,5 +56,5 @@ def run_steps(ctx: Context, steps: Sequence[str], echo: Echo = print) -> None:
 
 
 def report_all(ctx: Context, compile: bool = False, echo: Echo = print) -> None:
-    """aggregate, tables, figures and paper.tex in order (and pdflatex when ``compile``)."""
+    """aggregate, claims, tables, figures and paper.tex in order (and pdflatex when ``compile``)."""
     run_steps(ctx, ALL + (("compile",) if compile else ()), echo)

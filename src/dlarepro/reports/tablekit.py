@@ -1,10 +1,12 @@
 """What the table builders share, and the writer of ``reports/<profile>/tables/*.tex``.
 
 Each table is one module of :mod:`dlarepro.reports.tables` (see :mod:`dlarepro.reports.registry`);
-its builder receives a :class:`Builder`: the context, the summary, our model counts, the paper rows
-mapped onto configs, and the wording every caption shares. Every table keeps the paper's rows,
-order and blocks; a row without finished runs shows the published value and *not run*; a method
-we do not build shows *n/b*; nothing is left empty.
+its builder receives a :class:`Builder`: the context, the aggregate frames (summary, comparisons,
+and the claims once ``report claims`` has run), our model counts, the paper rows mapped onto
+configs, and the wording every caption shares. Every table keeps the paper's rows, order and
+blocks; a row without finished runs shows the published value and *not run*; a method we do not
+build shows *n/b*; nothing is left empty. A p column prints, per row, the Holm-corrected Welch
+p-value against each row the paper compares it with (comparisons.csv), named, with its stars.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from typing import Any, Callable, Mapping
 
 import pandas as pd
 
+from .. import claims
 from . import registry
 from .aggregate import Frames, read_outputs
+from .comparisons import of_table
 from .common import SYNTHETIC_NOTE, write_if_changed
 from .context import Context
 from .index import ConfigEntry
 from .latex import (NA, NOT_RUN_TEX, Table, best_mask, cell_frame, fmt, is_number, mean_std, numeric_frame, p_text,
-                    tex_escape)
+                    tex_escape, tex_text)
 from .registry import TableSpec
 from .rows import table_rows
 
@@ -70,9 +74,8 @@ class Stats:
     best_mean: float = math.nan
     best_std: float = math.nan
     final_mean: float = math.nan
-    top5_mean: float = math.nan
+    best_top5_mean: float = math.nan   # top-5 at the best top-1's epoch (Table 2)
     params: float = math.nan
-    p: float = math.nan
     n_synthetic: int = 0
 
     @classmethod
@@ -82,14 +85,23 @@ class Stats:
             return cls()
         s = hit.iloc[0]
         return cls(int(s.n_seeds), _number(s.best_top1_mean), _number(s.best_top1_std), _number(s.final_top1_mean),
-                   _number(s.final_top5_mean), _number(s.params), _number(s.p_welch), int(s.n_synthetic))
+                   _number(s.best_top5_mean), _number(s.params), int(s.n_synthetic))
+
+
+#: a p cell of a row that no partner is declared for: the reference the other rows are compared with
+REFERENCE_TEX = r"\textit{ref.}"
+#: what every caption with a p column says about it
+P_WORDS = (tex_text(claims.STAR_RULE) + r" \textit{ref.}: a row the others are compared with. Every comparison "
+           r"is in comparisons.csv.")
 
 
 class Builder:
-    """Shared state of the table builders: the summary, the counts, the caption words."""
+    """Shared state of the table builders: the frames (summary, comparisons, claims), the counts, the
+    caption words."""
 
-    def __init__(self, ctx: Context, summary: pd.DataFrame, counts: ModelCounts):
-        self.ctx, self.summary, self.counts = ctx, summary, counts
+    def __init__(self, ctx: Context, frames: Frames, counts: ModelCounts):
+        self.ctx, self.frames, self.counts = ctx, frames, counts
+        self.summary = frames.summary
 
     def rows(self, spec: TableSpec) -> pd.DataFrame:
         """The paper rows of a ``published_top1`` table, each with the config that trains it."""
@@ -102,6 +114,44 @@ class Builder:
     def stats(self, config_id: str) -> Stats:
         return Stats.of(self.summary, config_id)
 
+    def p_cells(self, spec: TableSpec, named: bool = True) -> dict[int, str]:
+        """Row position -> the text of its p cell: each partner's Holm-corrected p with its stars,
+        named ("0.012$^{*}$ vs DSU"), one line each; rows without partners are ``ref.``, rows without
+        any p-value (fewer than two seeds on a side) ``--``."""
+        comparisons = self.frames.comparisons
+        found = of_table(comparisons, spec.name) if comparisons is not None else {}
+        out = {}
+        for position, lines in found.items():
+            if all(not is_number(line.p_holm) for line in lines):
+                out[position] = NA  # no p-value to name: a side has fewer than two seeds
+                continue
+            texts = [p_text(line.p_holm) + (f"$^{{{line.stars}}}$" if line.stars else "")
+                     + (f" vs {tex_escape(line.partner_short)}" if named else "") for line in lines]
+            out[position] = texts[0] if len(texts) == 1 else (  # one line per partner
+                r"\begin{tabular}[c]{@{}r@{}}" + r"\\".join(texts) + r"\end{tabular}")
+        return out
+
+    def p_cell(self, cells: Mapping[int, str], position: int) -> str:
+        return cells.get(position, REFERENCE_TEX)
+
+    def dsu_words(self, config_ids) -> str:
+        """What the DLA runs of a table train: ``dsu_state=first_image`` (the official code's batch
+        coupling, what produced the published numbers) or the paper's per-image equations."""
+        configs = [self.ctx.index.configs[c] for c in config_ids if c in self.ctx.index.configs]
+        states = sorted({str(c.knob("dsu_state")) for c in configs if c.knob("dsu_state") is not None})
+        if not states:
+            return ""
+        if states == ["first_image"]:
+            return (r"The DLA runs use \texttt{dsu\_state=first\_image}: every image of a batch is refreshed "
+                    r"with the DSU state of its first image, what the official code does and what produced the "
+                    r"published numbers.")
+        if states == ["per_image"]:
+            return (r"The DLA runs use \texttt{dsu\_state=per\_image} (the paper's equations); the published "
+                    r"numbers come from the official code, which refreshes every image of a batch with the DSU "
+                    r"state of its first image (\texttt{first\_image}).")
+        return ("The DLA runs of this table mix " + " and ".join(f"\\texttt{{dsu\\_state={tex_escape(s)}}}"
+                                                                 for s in states) + ".")
+
     def params_m(self, r, stats: Stats) -> str:
         """Our parameters (million) of the trained model: from the runs, else counted."""
         if stats.n:
@@ -111,12 +161,10 @@ class Builder:
         return fmt(self.counts.params(r.arch, depth, r.dataset, tuple(r.knobs)) / 1e6)
 
     @staticmethod
-    def top1(stats: Stats, modal_n: int, star: bool = False) -> str:
+    def top1(stats: Stats, modal_n: int) -> str:
         if not stats.n:
             return NOT_RUN_TEX
         text = mean_std(stats.best_mean, stats.best_std)
-        if star and is_number(stats.p) and stats.p < 0.05:
-            text += "$^{*}$"
         if stats.n != modal_n:
             text += f" {{\\scriptsize(n={stats.n})}}"
         return text
@@ -134,9 +182,9 @@ class Builder:
             parts.append(r"\textbf{" + SYNTHETIC_NOTE.capitalize() + "}" + (f" ({depth})" if depth else "") + ".")
         source = self.ctx.source_words
         if ran:
-            parts.append(f"Ours ({source}): Top-1 is the best test top-1 over epochs, the paper's metric (it picks "
-                         f"the maximum on the test set: an upward bias), mean $\\pm$ sample std over "
-                         f"{seed_words(ran)}; Final: final-epoch top-1, mean.")
+            parts.append(f"Ours ({source}): Top-1 is the best test top-1 over epochs, the official code's metric "
+                         f"(the paper never says which epoch it reports; the maximum on the test set is biased "
+                         f"upwards), mean $\\pm$ sample std over {seed_words(ran)}; Final: final-epoch top-1, mean.")
         else:
             parts.append(f"No finished runs in {source} yet: every row shows the published value and "
                          "\\textit{not run}.")
@@ -165,21 +213,22 @@ OURS_COLUMNS = ("#P(M)", "Top-1", "Final", "p")
 
 
 def accuracy_table(b: Builder, spec: TableSpec, columns: list[str], title: str, *, label_header: str,
-                   block_of: Callable[[Any], str] | None = None, baseline: str = "the ResNet of the same depth"
-                   ) -> Table:
+                   block_of: Callable[[Any], str] | None = None) -> Table:
     """A ``published_top1`` table with one model per row (the paper's Tables 4-6): ``columns`` from
-    ``OURS_COLUMNS`` and ``Paper #P(M)``, ``Paper Top-1``; ``block_of`` groups rows (rules between)."""
+    ``OURS_COLUMNS`` and ``Paper #P(M)``, ``Paper Top-1``; ``block_of`` groups rows (rules between).
+    Its p column tests each row against the rows the paper compares it with (``spec.pairs``)."""
     rows = b.rows(spec)
     stats = [b.stats(c) for c in rows.config_id]
     n = modal([s.n for s in stats])
+    p_cells = b.p_cells(spec)
     cols = [("Ours", c) if c in OURS_COLUMNS else ("Paper", c.replace("Paper ", "")) for c in columns]
     cols = [(a, "$p$" if c == "p" else tex_escape(c)) for a, c in cols]
     records, numbers = [], []
-    for r, s in zip(rows.itertuples(index=False), stats):
+    for position, (r, s) in enumerate(zip(rows.itertuples(index=False), stats)):
         cells: dict = {}
         nums: dict = {}
         for col, name in zip(cols, columns):
-            cell, number = _accuracy_cell(b, name, r, s, n)
+            cell, number = _accuracy_cell(b, name, r, s, n, b.p_cell(p_cells, position))
             cells[col] = cell
             if number is not None:
                 nums[col] = number
@@ -190,27 +239,26 @@ def accuracy_table(b: Builder, spec: TableSpec, columns: list[str], title: str, 
     values = numeric_frame(numbers, cells)
     blocks = pd.Series(cells.index.get_level_values(0)) if block_of else None
     mask = best_mask(values, blocks, [c for c in cols if c[1] in ("Top-1", "Final")])
-    caption = b.caption(title, stats, rows.paper_depth,
-                        extra=f"$p$: Welch $t$-test of the best top-1 against {baseline} ({NA}: fewer than two "
-                              "seeds on a side).")
+    extra = " ".join(w for w in (b.dsu_words(rows.config_id), P_WORDS if "p" in columns else "") if w)
+    caption = b.caption(title, stats, rows.paper_depth, extra=extra)
     return Table(spec.name, cells, mask, caption, ("ll" if block_of else "l") + "r" * len(cols))
 
 
-def _accuracy_cell(b: Builder, name: str, r, s: Stats, modal_n: int) -> tuple[str, float | None]:
+def _accuracy_cell(b: Builder, name: str, r, s: Stats, modal_n: int, p_cell: str) -> tuple[str, float | None]:
     """(text, the number bold compares or None) of one cell of an accuracy table."""
     cells: Mapping[str, Callable[[], tuple[str, float | None]]] = {
         "#P(M)": lambda: (b.params_m(r, s), None),
         "Top-1": lambda: (b.top1(s, modal_n), s.best_mean),
         "Final": lambda: (b.final(s), s.final_mean),
-        "p": lambda: (p_text(s.p) if s.n else NA, None),
+        "p": lambda: (p_cell, None),
         "Paper #P(M)": lambda: (fmt(r.published_params_m), None),
         "Paper Top-1": lambda: (mean_std(r.published_mean, r.published_std), r.published_mean),
     }
     return cells[name]()
 
 
-def build_tables(ctx: Context, summary: pd.DataFrame, counts: ModelCounts | None = None) -> dict[str, Table]:
-    b = Builder(ctx, summary, counts or DEFAULT_COUNTS)
+def build_tables(ctx: Context, frames: Frames, counts: ModelCounts | None = None) -> dict[str, Table]:
+    b = Builder(ctx, frames, counts or DEFAULT_COUNTS)
     return {name: spec.build(b) for name, spec in registry.tables().items()}
 
 
@@ -221,7 +269,7 @@ def write_tables(ctx: Context, counts: ModelCounts | None = None, echo: Callable
     frames = frames if frames is not None else read_outputs(ctx)
     out = ctx.reports_dir / "tables"
     written = []
-    built = build_tables(ctx, frames.summary, counts)
+    built = build_tables(ctx, frames, counts)
     for name, table in built.items():
         if write_if_changed(out / f"{name}.tex", table.latex(ctx.command_options)):
             written.append(out / f"{name}.tex")

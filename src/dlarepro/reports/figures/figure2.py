@@ -3,6 +3,10 @@
 
 The panels are the configs of the grid's ``figure2`` experiment; without one (run folders trained
 by hand), every config whose runs captured attention, else the paper's two (shown as not run).
+
+The caption states the figure's claim as numbers (:func:`dlarepro.claims.figure2_caption`): per
+panel, how much each attention score changes across test images (std, averaged) and the entropy
+of each row, mean ± std over seeds, from each run's per-image statistics.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from ..common import DATASET_NAMES, colour, method_order, method_title
+from ... import claims
+from ..common import DATASET_NAMES, colour, method_name, method_order, method_title
 from ..context import Context
 from ..figurekit import WIDTH, not_run
+from ..latex import tex_text
 from ..registry import FigureSpec
 
 DEFAULT_PANELS = {"dataset": "cifar100", "depth": 56, "archs": ["mrla_b", "dla_b"]}
@@ -56,6 +62,28 @@ def panels(ctx: Context) -> list[tuple[str, str, str, int, int]]:
         out.append((config.config_id if config else "", arch, d["dataset"], d["depth"],
                     config.depth if config else ctx.trained_depth(d["depth"])))
     return out
+
+
+def run_stats(ctx: Context, runs: pd.DataFrame, config_id: str) -> list[dict[str, float]]:
+    """Each finished run's Figure 2 numbers (input std, row entropy, ...) from its attention file;
+    runs whose file predates the per-image statistics are left out."""
+    out = []
+    for r in runs[(runs.config_id == config_id) & (runs.attention_scores != "")].itertuples(index=False):
+        entry = ctx.index.runs.get(r.run_id)
+        stats = claims.stats_from_file(entry.folder / r.attention_scores) if entry else None
+        if stats is not None:
+            out.append(stats)
+    return out
+
+
+def caption_numbers(ctx: Context, frames) -> str:
+    """Figure 2's claim as numbers, per panel: mean ± std over seeds (LaTeX)."""
+    per_panel = {}
+    for cid, arch, dataset, paper_depth, _ in panels(ctx):
+        name = f"{method_name(arch)}-{paper_depth}" + ("" if dataset == DEFAULT_PANELS["dataset"] else
+                                                       f" ({DATASET_NAMES.get(dataset, dataset)})")
+        per_panel[name] = run_stats(ctx, frames.runs, cid) if cid else []
+    return tex_text(claims.figure2_caption(per_panel))
 
 
 def build(ctx: Context, frames, synthetic: str):
@@ -111,4 +139,4 @@ FIGURE = FigureSpec(
     r"Stage-3 attention scores of ResNet-56 on CIFAR-100 (paper's Figure~2): static layer attention "
     r"(MRLA-B) beside dynamic layer attention (DLA-B). Row $i$ holds the mean attention layer $i$ "
     r"pays to layers $1..i$ (mean over heads, test images and seeds).",
-    build, experiment="figure2", inputs=("runs.csv",))
+    build, experiment="figure2", inputs=("runs.csv",), caption_numbers=caption_numbers)

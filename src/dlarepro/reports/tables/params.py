@@ -44,4 +44,4 @@ def build(b: Builder) -> Table:
                  notes=[f"({letter}) {tex_escape(note)}" for note, letter in notes.items()])
 
 
-TABLE = TableSpec("params", 7, "params", build, inputs=())
+TABLE = TableSpec("params", 9, "params", build, inputs=())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..comparisons import paper_pairs
 from ..latex import Table
 from ..registry import TableSpec
 from ..tablekit import Builder, accuracy_table
@@ -16,4 +17,4 @@ def build(b: Builder) -> Table:
 
 
 TABLE = TableSpec("table5", 5, "ablations", build, experiment="table5", published_top1=True,
-                  group=lambda r: f"DLA-L-{r.depth}")
+                  group=lambda r: f"DLA-L-{r.depth}", pairs=paper_pairs(5))
