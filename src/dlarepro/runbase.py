@@ -35,12 +35,12 @@ from typing import Any, Callable, Iterable
 import torch
 import yaml
 
-from . import __version__, atomic
+from . import __version__, atomic, provenance, runlock
 from . import distributed as dist_
 from .checkpoints import (CHECKPOINT, CHECKPOINT_FORMAT, find_resume_point, rng_state, save_checkpoint,
                           set_rng_state)
 from .identity import RUN_FILE, RunRecord, identity_of_config, read_run_file, write_run_file
-from .runconfig import NON_SEMANTIC
+from .runconfig import config_digest
 
 COUNT_COLUMNS = ("epoch", "iterations")  # history.csv columns written as integers
 #: metrics that measure the machine or the history of a run, not what it computed
@@ -48,20 +48,18 @@ CIRCUMSTANTIAL = ("wall_seconds", "step_seconds", "attempts", "git_commit")
 
 
 class Interrupted(Exception):
-    """A stop signal arrived; a checkpoint was written. Run the same config again to resume."""
+    """A stop signal arrived; a checkpoint was written (``checkpoint``), or, for SIGTERM outside a
+    training step, the run stopped at once and its last checkpoint stays (``checkpoint`` None).
+    Run the same config again to resume."""
 
-    def __init__(self, signum: int, checkpoint: Path):
-        super().__init__(f"stopped by {signal.Signals(signum).name}; resume from {checkpoint}")
+    def __init__(self, signum: int, checkpoint: Path | None):
+        where = f"resume from {checkpoint}" if checkpoint else "stopped at once; the last checkpoint (if any) is kept"
+        super().__init__(f"stopped by {signal.Signals(signum).name}; {where}")
         self.signum, self.checkpoint = signum, checkpoint
 
 
 def log(message: str) -> None:
     print(f"[dla-repro {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def config_digest(config: dict[str, Any]) -> str:
-    semantic = {k: v for k, v in sorted(config.items()) if k not in NON_SEMANTIC}
-    return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def git_commit() -> str | None:
@@ -84,12 +82,19 @@ def select_device(name: str) -> torch.device:
 
 
 class StopSignals:
-    """Turn SIGTERM / SIGUSR2 into a flag checked at safe points (main thread only)."""
+    """Turn SIGTERM / SIGUSR2 into a flag checked at safe points (main thread only).
+
+    During training steps (``in_steps``) both signals make the run checkpoint at the next step.
+    A SIGTERM anywhere else (evaluation, set-up, writing files) stops the run at once: it is a
+    cancellation (``scancel``) or the end of the grace period, and waiting for the next step could
+    take minutes. Every file is written atomically, so stopping there leaves nothing half-written.
+    """
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
     def __init__(self):
         self.received: int | None = None
+        self.in_steps = False
         self._previous: dict[int, Any] = {}
 
     def __enter__(self):
@@ -100,6 +105,8 @@ class StopSignals:
 
     def _handle(self, signum, frame):
         self.received = signum
+        if signum == signal.SIGTERM and not self.in_steps:
+            raise Interrupted(signum, None)
 
     def __exit__(self, *exc):
         for s, handler in self._previous.items():
@@ -157,7 +164,11 @@ class RunBase:
             torch.set_num_threads(c["threads"])
         self.world = dist_.setup(c["device"])
         try:
-            return self._execute(metrics_path)
+            with runlock.hold(self.folder, self.world, log):  # one writer per run folder
+                if metrics_path.exists():  # finished by the writer this one waited for
+                    return json.loads(metrics_path.read_text())
+                self.data = provenance.describe(c["dataset"], c["data_root"])
+                return self._execute(metrics_path)
         finally:
             dist_.teardown(self.world)
 
@@ -201,7 +212,7 @@ class RunBase:
         and the module training steps go through (DDP around ``model`` with several processes)."""
         world = self.world
         state = {"epoch": 0, "batch": 0, "history": [], "partial": None, "elapsed": 0.0, "attempts": 0}
-        payload, note = find_resume_point(self.folder, self.digest)
+        payload, note = find_resume_point(self.folder, self.digest, self.data["fingerprint"], set_aside=world.main)
         if world.main:
             log(f"{self.folder}: {note}")
         if payload is not None and payload.get("world_size", 1) != world.size:
@@ -232,6 +243,7 @@ class RunBase:
         model.train()
         epoch_start = time.time() - partial["seconds"]
         bar = self._bar(total, start, f"epoch {epoch + 1}/{c['epochs']}")
+        stop.in_steps = True
         for b, batch in enumerate(data, start=start):
             t0 = time.perf_counter()
             step = self.train_step(model, optimizer, batch, epoch, b)
@@ -251,6 +263,7 @@ class RunBase:
                 log(f"epoch {epoch + 1} {self.unit} {b + 1}/{total} loss {running:.4f}"
                     + (f" ({step.detail})" if step.detail else ""))
             self._stop_if_asked(stop, optimizer, state, partial, b + 1, epoch_start, started, bar)
+        stop.in_steps = False
         if bar is not None:
             bar.close()
         return self.epoch_row(epoch, partial["sums"], partial["step_times"], time.time() - epoch_start, total)
@@ -293,7 +306,8 @@ class RunBase:
         """Rank 0 writes the checkpoint; every process returns once it is on disk."""
         path = self.folder / CHECKPOINT
         if self.world.main:
-            payload = {"format": CHECKPOINT_FORMAT, "digest": self.digest, "model": self.model.state_dict(),
+            payload = {"format": CHECKPOINT_FORMAT, "digest": self.digest, "data_fingerprint": self.data["fingerprint"],
+                       "model": self.model.state_dict(),
                        "optimizer": optimizer.state_dict(), "rng": rng_state(), "world_size": self.world.size,
                        **state}
             path = save_checkpoint(self.folder, payload)
@@ -322,11 +336,14 @@ class RunBase:
             "device": str(self.device), "threads": torch.get_num_threads(), "world_size": self.world.size,
             "torch_version": torch.__version__, "dlarepro_version": __version__, "git_commit": git_commit(),
             "synthetic": bool(synthetic), "config_digest": self.digest, "weights_sha256": weights_digest(model),
+            "data": self.data,  # which data, and whether the paper's numbers may be compared (provenance)
         }
 
     def finish(self, metrics_path: Path, metrics: dict[str, Any], summary: str) -> dict[str, Any]:
         """Rank 0 writes ``metrics.json`` last (its presence marks a finished run); all return it."""
         if self.world.main:
+            # the final weights alone (what DVC versions; checkpoints are not cached), then metrics.json
+            atomic.torch_save(self.model.state_dict(), self.folder / "weights.pt")
             atomic.write_json(metrics_path, metrics)
             log(f"{self.folder}: finished, {summary}")
         dist_.barrier(self.world)
