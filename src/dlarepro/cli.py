@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from .methods import DATASETS, METHODS, id_knob_names
@@ -147,7 +149,7 @@ def _json_argument(text: str, what: str) -> dict:
 def cmd_submit(args: argparse.Namespace) -> int:
     from . import grid
     from .identity import RunRecord
-    from .submit import SubmitError, submit_record
+    from .submit import WORKFLOW_EXECUTOR, SubmitError, options_for_family, submit_record
 
     if (args.run_id is None) == (args.record is None):
         raise CliError("give either a RUN_ID of the grid or --record (what the workflow passes), not both")
@@ -158,9 +160,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
             record = grid.run_record(_grid(args), args.run_id, args.profile)
     except (ValueError, grid.GridError) as err:
         raise CliError(str(err)) from None
-    options = _json_argument(args.options, "--options") if args.options else {}
+    workflow = _json_argument(os.environ.get(WORKFLOW_EXECUTOR, "{}"), f"${WORKFLOW_EXECUTOR}")
+    options = (_json_argument(args.options, "--options") if args.options
+               else options_for_family(workflow, record.identity.family) if workflow else {})
     try:
-        return submit_record(record, executor=args.executor, options=options, poll_seconds=args.poll_seconds)
+        return submit_record(record, executor=args.executor or workflow.get("executor", "local"), options=options,
+                             poll_seconds=args.poll_seconds or float(workflow.get("poll_seconds", 10.0)),
+                             done=Path(args.done) if args.done else None)
     except SubmitError as err:
         raise CliError(str(err)) from None
 
@@ -227,8 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     submit = sub.add_parser(
         "submit", help="submit one run of the grid through submitit and wait for it (a Snakemake job)",
         description="Validate the run and its data, submit it through submitit (or re-attach to its job if "
-                    "one is still pending or running), wait, and exit 0 once metrics.json exists. On failure "
-                    "the error and the log paths are printed and the exit status is 1.",
+                    "one is still pending or running), wait, and exit 0 once metrics.json exists. A finished run "
+                    "is never trained again; a folder trained with another config or on other data is moved to "
+                    "results/<profile>/superseded/ and the run trained again. A job whose state SLURM cannot "
+                    "tell (accounting down) is waited for, never submitted twice. On failure the error and the "
+                    "log paths are printed and the exit status is 1.",
     )
     from .executors import EXECUTORS
 
@@ -236,11 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--record", metavar="JSON", help="the planned run (identity and resolved config) as JSON, "
                         "instead of a run id: what the Snakemake workflow passes")
     _grid_options(submit)
-    submit.add_argument("--executor", choices=list(EXECUTORS), default="local",
-                        help="; ".join(f"{name}: {cls.description}" for name, cls in EXECUTORS.items()))
+    submit.add_argument("--executor", choices=list(EXECUTORS),
+                        help="; ".join(f"{name}: {cls.description}" for name, cls in EXECUTORS.items())
+                        + f" (default: the workflow's, from $DLAREPRO_EXECUTOR, else local)")
     submit.add_argument("--options", metavar="JSON", help="executor options as a JSON object: " + "; ".join(
         f"{name}: {', '.join(cls.options) or 'none'}" for name, cls in EXECUTORS.items()))
-    submit.add_argument("--poll-seconds", type=float, default=10.0, help="how often to check the job")
+    submit.add_argument("--poll-seconds", type=float,
+                        help="how often to check the job (the waiting submissions of one workflow share one "
+                             "SLURM query per interval; default: the workflow's, else 10)")
+    submit.add_argument("--done", metavar="FILE", help="write this stamp once the run is finished (the "
+                        "workflow's output for the run; the run folder itself is never a workflow output)")
     submit.set_defaults(func=cmd_submit)
 
     from .data.cli import register as register_data_commands
