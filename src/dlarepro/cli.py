@@ -90,10 +90,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .data.common import DatasetError
     from .detection.config import PretrainedWeightsError
     from .runbase import Interrupted
+    from .runlock import RunLockError
 
     try:
         metrics = kind.train(config, progress=False if args.no_progress else None)
-    except (DatasetError, PretrainedWeightsError) as err:
+    except (DatasetError, PretrainedWeightsError, RunLockError) as err:
         raise CliError(str(err)) from None
     except Interrupted as err:
         print(f"dla-repro {args.command}: {err}", file=sys.stderr)
@@ -118,6 +119,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     import yaml
 
     from . import grid
+    from .data.common import DatasetError
     from .prepare import DataNotAvailable, prepare_data
 
     g = _grid(args)
@@ -131,7 +133,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
             print(yaml.safe_dump(grid.run_record(g, args.run_id, args.profile).config, sort_keys=True), end="")
         elif args.action == "prepare-data":
             print(prepare_data(g, args.profile, datasets=args.datasets or None))
-    except (grid.GridError, DataNotAvailable) as err:
+    except (grid.GridError, DataNotAvailable, DatasetError) as err:  # e.g. no internet for a CIFAR download
         raise CliError(str(err)) from None
     return 0
 
@@ -281,8 +283,9 @@ def _train_epilog(kind) -> str:
               for k, key in kind.config.RUN_KEYS.items()]
     lines += [f"recipe keys (defaults from the recipe: {', '.join(kind.config.recipe_names())}):"]
     lines += [f"  {k:<22} {key.expected}" for k, key in kind.config.RECIPE_KEYS.items()]
-    lines += ["", "exit status: 0 finished, 2 bad config or data, 3 stopped by SIGTERM/SIGUSR2 (checkpoint "
-              "written; run again to resume)"]
+    lines += ["", "exit status: 0 finished, 2 bad config or data, or the run folder held by another process "
+              "(one writer per folder: the message names it), 3 stopped by SIGTERM/SIGUSR2 (checkpoint written; "
+              "run again to resume)"]
     return "\n".join(lines)
 
 

@@ -49,7 +49,7 @@ class SeededImageFolder(ImageFolder):
     """
 
     def __init__(self, root: str | Path, transform: Callable, seed: int = 0, seeded: bool = True):
-        super().__init__(str(root), transform=transform)
+        super().__init__(str(root), transform=transform, loader=load_image)
         self.seed = int(seed)
         self.epoch = 0
         self.seeded = seeded
@@ -78,6 +78,18 @@ def _require_split(root: Path, split: str) -> Path:
         raise DatasetNotFoundError(f"ImageNet incomplete: {folder} is empty (expected one folder of images per "
                                    f"class); {how_to_get_imagenet(root)}", folder)
     return folder
+
+
+def load_image(path: str):
+    """torchvision's PIL loader, with the file named when it cannot be decoded (a truncated JPEG
+    would otherwise fail inside a loader worker without its path)."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as fh, Image.open(fh) as img:
+            return img.convert("RGB")
+    except OSError as err:
+        raise CorruptDatasetError(f"{path}: cannot be decoded as an image ({err})", path) from None
 
 
 def _image_folder(folder: Path, train: bool, seed: int, crop_size: int = 224) -> SeededImageFolder:
