@@ -133,6 +133,11 @@ def cmd_grid(args: argparse.Namespace) -> int:
             print(yaml.safe_dump(grid.run_record(g, args.run_id, args.profile).config, sort_keys=True), end="")
         elif args.action == "prepare-data":
             print(prepare_data(g, args.profile, datasets=args.datasets or None))
+        elif args.action == "status":
+            from . import status
+
+            statuses = status.grid_status(grid.plan(g, args.profile), poll_seconds=args.poll_seconds)
+            print(status.as_json(statuses) if args.json else status.render(statuses, list(g["experiments"])))
     except (grid.GridError, DataNotAvailable, DatasetError) as err:  # e.g. no internet for a CIFAR download
         raise CliError(str(err)) from None
     return 0
@@ -220,7 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     grid_actions = grid.add_subparsers(dest="action", metavar="ACTION", required=True)
     for name, text in [("list", "every run id of the profile"), ("summary", "number of runs per experiment"),
                        ("config", "the training config of one run"),
-                       ("prepare-data", "generate (synthetic) or download (real) the profile's data")]:
+                       ("prepare-data", "generate (synthetic) or download (real) the profile's data"),
+                       ("status", "every run as finished / running (epoch k of E, ETA) / pending / failed (last "
+                                  "error and log) / stale / not started; counts per table; GPU-hours spent and "
+                                  "an estimate of what remains")]:
         action = grid_actions.add_parser(name, help=text, description=text)
         _grid_options(action)
         if name == "config":
@@ -230,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "prepare-data":
             action.add_argument("--datasets", nargs="+", metavar="DATASET",
                                 help="only these datasets (default: every dataset the profile's runs use)")
+        if name == "status":
+            action.add_argument("--json", action="store_true", help="one JSON list of runs instead of the text")
+            action.add_argument("--poll-seconds", type=float, default=10.0,
+                                help="reuse the running workflow's SLURM answer if it is younger than this")
         action.set_defaults(func=cmd_grid)
 
     submit = sub.add_parser(

@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 import socket
+import struct
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -89,17 +90,21 @@ def _try_lock(fd: int, path: Path) -> bool:
 
 
 def is_locked(folder: str | Path) -> bool:
-    """True while some process holds ``folder``'s lock (a probe: takes and drops it at once)."""
+    """True while some other process holds ``folder``'s lock. Asks with F_GETLK, which takes no
+    lock itself, so a trainer starting at that moment is never turned away by the question."""
     path = Path(folder) / LOCK_FILE
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return False
     try:
-        if not _try_lock(fd, path):
-            return True
-        fcntl.lockf(fd, fcntl.LOCK_UN)
-        return False
+        # struct flock: l_type, l_whence (short), l_start, l_len (off_t), l_pid (pid_t) + padding;
+        # a read lock over the whole file conflicts with the holder's exclusive lock
+        query = struct.pack("hhqqi4x", fcntl.F_RDLCK, os.SEEK_SET, 0, 0, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+        return struct.unpack("hhqqi4x", answer)[0] != fcntl.F_UNLCK
+    except OSError as err:
+        raise RunLockError(f"{path}: cannot ask for its lock ({err.strerror})") from None
     finally:
         os.close(fd)
 

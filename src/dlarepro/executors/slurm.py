@@ -102,7 +102,8 @@ class SlurmExecutor(Executor):
                 delay = min(delay * 2, 60.0)
         record = {"executor": self.name, "job_id": str(handle.job_id), "submitted": timestamp(),
                   "submitit_folder": str(folder), "stdout": str(handle.paths.stdout),
-                  "stderr": str(handle.paths.stderr)}
+                  "stderr": str(handle.paths.stderr), "tasks": self.tasks_per_node,
+                  "gpus": int(self.settings["gpus_per_node"] or 0)}
         return Submission(record, handle, "PENDING")
 
     def _shared(self, folder: Path, poll_seconds: float) -> SharedStates:

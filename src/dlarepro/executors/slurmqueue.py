@@ -128,14 +128,17 @@ class SharedStates:
             pass
         return {"states": {}, "watch": {}, "next": 0.0, "failures": 0, "error": None, "queries": []}
 
-    def states(self, job_ids: list[str]) -> dict[str, str | None]:
-        """Each job's last known state (None: not queried yet); refreshes when the answer is due."""
+    def states(self, job_ids: list[str], refresh_missing: bool = False) -> dict[str, str | None]:
+        """Each job's last known state (None: not queried yet); refreshes when the answer is due
+        (or, with ``refresh_missing``, a one-off reader such as ``grid status``, when a job has
+        never been queried)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         with _locked(self.folder / LOCK_FILE):
             data = self._read()
             now = time.time()
             data["watch"].update({j: now for j in job_ids})
-            if now >= data["next"]:
+            missing = refresh_missing and any(j not in data["states"] for j in job_ids)
+            if now >= data["next"] or missing:
                 self._refresh(data, now)
             return {j: data["states"].get(j) for j in job_ids}
 
