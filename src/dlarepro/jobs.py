@@ -13,6 +13,8 @@ from typing import Any
 
 import submitit
 
+from .interrupt import Interrupted
+
 
 class TrainJob(submitit.helpers.Checkpointable):
     """Train ``config`` (a resolved run config of any kind, :mod:`dlarepro.kinds`); resumes from the
@@ -39,7 +41,6 @@ class TrainJob(submitit.helpers.Checkpointable):
         signal.signal(signal.SIGTERM, _stop_now)
         os.environ.setdefault("DLAREPRO_LOCK_WAIT_S", str(self.LOCK_WAIT_S))
         from . import kinds
-        from .runbase import Interrupted
 
         try:
             return kinds.train(self.config, progress=False)
@@ -59,6 +60,4 @@ class TrainJob(submitit.helpers.Checkpointable):
 
 
 def _stop_now(signum: int, frame: Any) -> None:
-    from .runbase import Interrupted
-
     raise Interrupted(signum, None)

@@ -40,22 +40,12 @@ from . import distributed as dist_
 from .checkpoints import (CHECKPOINT, CHECKPOINT_FORMAT, find_resume_point, rng_state, save_checkpoint,
                           set_rng_state)
 from .identity import RUN_FILE, RunRecord, identity_of_config, read_run_file, write_run_file
+from .interrupt import Interrupted
 from .runconfig import config_digest
 
 COUNT_COLUMNS = ("epoch", "iterations")  # history.csv columns written as integers
 #: metrics that measure the machine or the history of a run, not what it computed
 CIRCUMSTANTIAL = ("wall_seconds", "step_seconds", "attempts", "git_commit")
-
-
-class Interrupted(Exception):
-    """A stop signal arrived; a checkpoint was written (``checkpoint``), or, for SIGTERM outside a
-    training step, the run stopped at once and its last checkpoint stays (``checkpoint`` None).
-    Run the same config again to resume."""
-
-    def __init__(self, signum: int, checkpoint: Path | None):
-        where = f"resume from {checkpoint}" if checkpoint else "stopped at once; the last checkpoint (if any) is kept"
-        super().__init__(f"stopped by {signal.Signals(signum).name}; {where}")
-        self.signum, self.checkpoint = signum, checkpoint
 
 
 def log(message: str) -> None:
