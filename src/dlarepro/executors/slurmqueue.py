@@ -136,10 +136,14 @@ class SharedStates:
         with _locked(self.folder / LOCK_FILE):
             data = self._read()
             now = time.time()
-            data["watch"].update({j: now for j in job_ids})
+            # follow these jobs (the time of interest is written at most once per interval)
+            renewed = [j for j in job_ids if now - data["watch"].get(j, 0.0) > self.interval]
+            data["watch"].update({j: now for j in renewed})
             missing = refresh_missing and any(j not in data["states"] for j in job_ids)
             if now >= data["next"] or missing:
                 self._refresh(data, now)
+            elif renewed:
+                atomic.write_json(self.path, data)
             return {j: data["states"].get(j) for j in job_ids}
 
     def _refresh(self, data: dict, now: float) -> None:
