@@ -155,7 +155,7 @@ class SharedStates:
         data["failures"] = data["failures"] + 1 if answer.error else 0
         data["error"] = answer.error
         backoff = min(self.interval * 2 ** data["failures"], MAX_BACKOFF_S) if answer.error else self.interval
-        data["next"] = now + backoff
+        data["next"] = time.time() + backoff  # counted from the answer: queries never come closer than this
         # the last queries made (time, commands): what `grid status` and the query-count benchmark read
         data["queries"] = (data.get("queries") or [])[-199:] + [[now, answer.calls]]
         atomic.write_json(self.path, data)
