@@ -16,7 +16,7 @@ ENV_FILE = "../../environment.yml"
 
 PROFILE, _ = gridlib.profile_of(config, config.get("profile"))
 PLAN = gridlib.plan(config, PROFILE)  # every run's identity and resolved config; a bad value fails here
-# The executor settings reach every `dla-repro submit` through the environment, not as rule params:
+# The executor settings reach every `dla-repro submit` through the environment, not as job params:
 # the params are a rerun trigger (a run whose planned config changed is checked again), and a new
 # partition or poll interval must not count as a change of every finished run.
 os.environ[WORKFLOW_EXECUTOR] = json.dumps(executor_settings(config), sort_keys=True)
