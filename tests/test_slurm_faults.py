@@ -164,3 +164,68 @@ def test_waiters_of_one_workflow_share_one_query_per_interval(slurm, tmp_path):
     assert not slurm.calls("squeue")
     shared = json.loads((tmp_path / "runs/.slurm-state.json").read_text())
     assert len(shared["queries"]) == len(calls)
+
+
+def test_grid_status_shows_every_state_with_one_slurm_query(slurm, tmp_path):
+    import yaml
+
+    from dlarepro import grid as gridlib
+    from dlarepro.prepare import prepare_data
+    from dlarepro.submit import submit_record
+
+    archs = ["none", "se", "eca", "dia", "mrla_l", "dla_l"]
+    grid = {"profile": "smoke", "profiles": {"smoke": {
+        "recipe": "smoke", "seeds": [0], "data": "synthetic", "synthetic_size": {"n_train": 100, "n_test": 10},
+        "depth_map": {20: 11}, "overrides": {"epochs": 4, "milestones": [], "max_batches_per_epoch": 1, "threads": 1}}},
+        "experiments": {"table1": [{"datasets": ["cifar10"], "depths": [20], "archs": archs}],
+                        "table5": [{"datasets": ["cifar10"], "depths": [20], "archs": ["none"]}]}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(grid))
+    prepare_data(grid, workdir=tmp_path)
+    plan = gridlib.plan(grid, workdir=tmp_path)
+    runs = {arch: plan[f"cifar10-{arch}-d11-s0"] for arch in archs}
+    assert submit_record(runs["none"], executor="debug") == 0  # finished
+    edited = type(runs["se"])(runs["se"].identity, {**runs["se"].config, "lr": 0.02})
+    assert submit_record(edited, executor="debug") == 0  # trained before the grid's lr changed: stale
+
+    def job(arch: str, job_id: str, **extra) -> Path:
+        folder = Path(runs[arch].config["out_dir"])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "job.json").write_text(json.dumps({"executor": "slurm", "job_id": job_id, **extra}))
+        return folder
+
+    running = job("eca", "71", tasks=1, gpus=1)
+    (running / "history.csv").write_text("epoch,epoch_seconds\n1,30.0\n2,40.0\n")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from dlarepro.runlock import RunLock; "
+                               "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)",
+                               str(running)], stdout=subprocess.PIPE, text=True, env=ENV)
+    assert holder.stdout.readline().strip() == "held"
+    job("dia", "72")
+    failed = job("mrla_l", "73", stderr=str(tmp_path / "73_0_log.err"))
+    (tmp_path / "73_0_log.err").write_text("Traceback (most recent call last):\n  ...\nValueError: boom at epoch 2\n")
+    slurm.set("sacct", "printf '71|RUNNING\\n72|PENDING\\n73|FAILED\\n'")
+    try:
+        done = subprocess.run([sys.executable, "-m", "dlarepro", "grid", "status"], cwd=tmp_path, capture_output=True,
+                              text=True, env={**ENV, "PATH": os.environ["PATH"]}, timeout=300)
+        as_json = subprocess.run([sys.executable, "-m", "dlarepro", "grid", "status", "--json"], cwd=tmp_path,
+                                 capture_output=True, text=True, env={**ENV, "PATH": os.environ["PATH"]}, timeout=300)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 0, done.stderr
+    lines = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("cifar10-")}
+    assert lines["cifar10-none-d11-s0"].split()[1] == "finished"
+    assert "stale" in lines["cifar10-se-d11-s0"] and "lr: 0.02 -> 0.05" in lines["cifar10-se-d11-s0"]
+    assert "running" in lines["cifar10-eca-d11-s0"] and "epoch 3 of 4, ETA 0.02 h" in lines["cifar10-eca-d11-s0"]
+    assert "pending" in lines["cifar10-dia-d11-s0"] and "PENDING" in lines["cifar10-dia-d11-s0"]
+    assert "failed" in lines["cifar10-mrla_l-d11-s0"] and "ValueError: boom at epoch 2" in lines["cifar10-mrla_l-d11-s0"]
+    assert f"(log: {tmp_path / '73_0_log.err'})" in lines["cifar10-mrla_l-d11-s0"]
+    assert "not started" in lines["cifar10-dla_l-d11-s0"]
+    counts = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines() if line.startswith(("table", "all"))}
+    # columns: finished running pending failed stale unknown interrupted not-started
+    assert counts["table1"] == ["1", "1", "1", "1", "1", "0", "0", "1"] and counts["table5"][0] == "1"
+    assert "GPU-hours spent" in done.stdout and "estimated device-hours remaining" in done.stdout
+    # one query for all jobs; the second command within the poll interval reuses its answer
+    assert len(slurm.calls("sacct")) == 1 and not slurm.calls("squeue")
+    statuses = {s["run_id"]: s for s in json.loads(as_json.stdout)}
+    assert statuses["cifar10-eca-d11-s0"]["remaining_hours"] == pytest.approx(35.0 * 2 / 3600)
+    assert failed.is_dir()
