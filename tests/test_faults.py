@@ -310,3 +310,39 @@ def test_a_truncated_jpeg_is_named_by_data_check_and_by_a_loader_worker(tmp_path
     loader = torch.utils.data.DataLoader(train, batch_size=6, num_workers=1)
     with pytest.raises(Exception, match=str(broken)):
         next(iter(loader))
+
+
+def test_reports_leave_out_stale_runs_and_compare_only_official_data(tmp_path):
+    import math
+
+    import pandas as pd
+
+    from dlarepro import grid as gridlib
+    from dlarepro.prepare import prepare_data
+    from dlarepro.reports import aggregate
+    from dlarepro.reports.common import Context
+
+    grid = {"profile": "smoke", "profiles": {"smoke": {
+        "recipe": "smoke", "seeds": [0], "data": "synthetic", "synthetic_size": {"n_train": 100, "n_test": 10},
+        "depth_map": {20: 11}, "overrides": {"epochs": 1, "milestones": [], "max_batches_per_epoch": 1, "threads": 1}}},
+        "experiments": {"table1": [{"datasets": ["cifar10"], "depths": [20], "archs": ["none", "se", "eca"]}]}}
+    prepare_data(grid, workdir=tmp_path)
+    plan = gridlib.plan(grid, workdir=tmp_path)
+    none, se, eca = (plan[f"cifar10-{a}-d11-s0"] for a in ("none", "se", "eca"))
+    assert submit_record(none, executor="debug") == 0
+    assert submit_record(RunRecord(se.identity, {**se.config, "lr": 0.02}), executor="debug") == 0  # grid edited since
+    assert submit_record(eca, executor="debug") == 0
+    metrics_path = Path(eca.config["out_dir"]) / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    metrics["data"]["source"] = "modified"  # as if trained on CIFAR whose md5 sums differ from the release
+    metrics_path.write_text(json.dumps(metrics))
+    aggregate.aggregate(Context(grid, "smoke", tmp_path), echo=lambda text: None)
+    runs = pd.read_csv(tmp_path / "results/smoke/runs.csv")
+    problems = pd.read_csv(tmp_path / "results/smoke/problems.csv").set_index("run_id")
+    summary = pd.read_csv(tmp_path / "results/smoke/summary.csv").set_index("config_id")
+    assert sorted(runs.run_id) == ["cifar10-eca-d11-s0", "cifar10-none-d11-s0"]  # the stale run is not averaged in
+    assert problems.loc["cifar10-se-d11-s0", "status"] == "stale"
+    assert "lr: 0.02 -> 0.05" in problems.loc["cifar10-se-d11-s0", "detail"]
+    assert summary.loc["cifar10-eca-d11", "n_not_official"] == 1
+    assert math.isnan(summary.loc["cifar10-eca-d11", "diff_vs_published"])
+    assert not math.isnan(summary.loc["cifar10-none-d11", "diff_vs_published"])

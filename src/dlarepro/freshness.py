@@ -87,10 +87,9 @@ def check(folder: str | Path, planned: Mapping[str, Any], data_fingerprint: str 
     if trained is None and not finished:
         return Freshness("absent")
     reasons = []
+    # without config.yaml / run.yaml (a folder put together by hand) there is no config to compare
     if trained is not None and config_digest(trained) != config_digest(planned):
         reasons.append("config changed (" + "; ".join(config_changes(trained, planned)) + ")")
-    elif trained is None and metrics.get("config_digest") not in (None, config_digest(planned)):
-        reasons.append(f"config digest {metrics.get('config_digest')} != planned {config_digest(planned)}")
     recorded = ((metrics or {}).get("data") or {}).get("fingerprint")
     if finished and data_fingerprint and recorded and recorded != data_fingerprint:
         reasons.append(f"data changed (trained on fingerprint {recorded}, the data is now {data_fingerprint})")

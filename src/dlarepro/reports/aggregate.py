@@ -36,7 +36,7 @@ RUN_COLUMNS = ("run_id", "config_id", "experiments", "dataset", "arch", "paper_d
 #: COCO runs: box (and for Mask R-CNN mask) AP from pycocotools, in percent
 DETECTION_METRICS = tuple(f"{kind}_{m}" for kind in ("bbox", "segm") for m in ("ap", "ap50", "ap75", "aps", "apm", "apl"))
 DETECTION_REQUIRED = ("run", "bbox_ap", "params", "wall_seconds", "synthetic")
-RUN_COLUMNS += ("detector", *DETECTION_METRICS)
+RUN_COLUMNS += ("detector", *DETECTION_METRICS, "data_source")
 PROBLEM_COLUMNS = ("run_id", "status", "detail", "path")
 FIGURE4_COLUMNS = ("dataset", "method", "arch", "depth", "trained_depth", "n", "mean", "std", "final_mean")
 FLOAT_FORMAT = "%.10g"
@@ -156,15 +156,34 @@ def attention_problem(folder: Path, metrics: dict[str, Any]) -> str | None:
 # all runs of a profile
 
 
+def stale_reason(ctx: Context, folder: Path, run_id: str, planned: dict, fingerprints: dict) -> str | None:
+    """Why a finished run no longer is the run the grid plans (other config or data), or None:
+    such a run is listed in problems.csv, never averaged in (dlarepro.freshness)."""
+    from .. import freshness, provenance
+
+    if run_id not in planned:
+        return None
+    config = planned[run_id].config
+    key = (config["dataset"], config["data_root"])
+    if key not in fingerprints:
+        fingerprints[key] = provenance.fingerprint(*key)
+    state = freshness.check(folder, config, fingerprints[key])
+    return "; ".join(state.reasons) + " (left out; the workflow retrains it)" if state.stale else None
+
+
 def collect(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """(runs, problems, number of declared runs) of the profile, both sorted by run id."""
     declared = ctx.runs()
+    planned, fingerprints = gridlib.plan(ctx.grid, ctx.profile, ctx.root), {}
     rows, problems = [], []
     for run_id, run in declared.items():
         folder = ctx.runs_dir / run_id
         if not folder.is_dir():
             continue  # not started: shows as missing seeds and "not run", not as a problem
         metrics, status, detail = read_run(folder, run)
+        stale = stale_reason(ctx, folder, run_id, planned, fingerprints) if metrics is not None else None
+        if stale:
+            metrics, status, detail = None, "stale", stale
         if metrics is None:
             problems.append({"run_id": run_id, "status": status, "detail": detail,
                              "path": str(folder.relative_to(ctx.root))})
@@ -180,6 +199,7 @@ def collect(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame, int]:
             "dataset": run.dataset, "arch": run.arch, "paper_depth": run.paper_depth, "depth": run.depth,
             "knobs": knob_text(run.knobs), "seed": run.seed,
             **{k: metrics.get(k) for k in RUN_COLUMNS[9:]}, "detector": run.detector or "",
+            "data_source": (metrics.get("data") or {}).get("source", "unknown"),
         })
     if ctx.runs_dir.is_dir():
         for folder in sorted(p for p in ctx.runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -252,7 +272,10 @@ def summarise(ctx: Context, runs: pd.DataFrame) -> pd.DataFrame:
         row["published_mean"] = np.nan if pub is None else pub["published_mean"]
         row["published_std"] = np.nan if pub is None else pub["published_std"]
         row["published_params_m"] = np.nan if pub is None else pub["published_params_m"]
-        row["diff_vs_published"] = row["best_top1_mean"] - row["published_mean"]
+        # runs on data that is not the official release (md5 sums differ) are not set against the paper
+        row["n_not_official"] = 0 if g is None else int((g["data_source"] == "modified").sum())
+        row["diff_vs_published"] = (np.nan if row["n_not_official"]
+                                    else row["best_top1_mean"] - row["published_mean"])
         base = None if run.arch == "none" else ctx.config_id(run.dataset, "none", run.paper_depth)
         if base is not None and base not in declared:
             base = None
@@ -325,7 +348,7 @@ def aggregate(ctx: Context, echo: Callable[[str], None] = print) -> Aggregate:
     }
     written = [ctx.results_dir / name for name, data in files.items() if write_if_changed(ctx.results_dir / name, data)]
     echo(f"{ctx.profile}: {len(runs)} of {expected} declared runs finished, "
-         f"{expected - len(runs) - int(problems.status.isin(['unfinished', 'corrupt']).sum())} not started, "
+         f"{expected - len(runs) - int(problems.status.isin(['unfinished', 'corrupt', 'stale']).sum())} not started, "
          f"{len(problems)} problem(s)")
     for p in problems.itertuples(index=False):
         echo(f"  {p.status:<12} {p.run_id}: {p.detail}")
