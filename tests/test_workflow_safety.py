@@ -131,3 +131,21 @@ def test_pdflatex_runs_without_shell_escape(tmp_path, monkeypatch):
     compile_paper(Ctx(), echo=lambda text: None)
     assert (reports / "paper.pdf").is_file() and not list(tmp_path.rglob("pwned*"))
     assert all("-no-shell-escape" in line.split() for line in (tmp_path / "argv.log").read_text().splitlines())
+
+
+@pytest.mark.parametrize("block", ["", "imagenet", "coco"])
+@pytest.mark.parametrize("key,value", [("seed", 0), ("out_dir", "/tmp/one"), ("data_root", "/tmp/d"),
+                                       ("dataset", "cifar100"), ("arch", "none"), ("depth", 20),
+                                       ("detector", "mask_rcnn"), ("pretrained", "/x"), ("cell", "lstm"),
+                                       ("sigma", "tanh"), ("reduction", 8), ("capture_attention", True)])
+def test_overrides_cannot_change_what_a_run_is_or_where_it_lives(tmp_path, block, key, value):
+    grid = gridlib.load(REPO / "params.yaml")
+    profile = grid["profiles"]["tiny" if block else "smoke"]
+    target = profile.setdefault(block, {"recipe": block}) if block else profile
+    target.setdefault("overrides", {})[key] = value
+    with pytest.raises(gridlib.GridError, match=f"profiles/{'tiny' if block else 'smoke'}/"
+                                                f"{block + '/' if block else ''}overrides: \\['{key}'\\]"):
+        gridlib.validate(grid)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(grid))
+    listed = subprocess.run(["dla-repro", "grid", "list"], cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    assert listed.returncode == 2 and f"['{key}']" in listed.stderr and "Traceback" not in listed.stderr
