@@ -50,7 +50,3 @@ def done_stamp(profile: str, run_id: str) -> str:
     (a forced rerun deletes the stamp, never the run folder)."""
     return f"{results_root(profile)}/done/{run_id}.json"
 
-
-def superseded_root(profile: str) -> str:
-    """Where stale run folders are moved (kept, never deleted, never reported)."""
-    return f"{results_root(profile)}/superseded"

@@ -126,7 +126,10 @@ def submit_record(record: RunRecord, *, executor: str = "local", options: Mappin
 
     run_id, config = record.identity.run_id, record.config
     run_dir = Path(config["out_dir"])
-    report = lambda text: say(run_id, text)  # noqa: E731
+
+    def report(text: str) -> None:
+        say(run_id, text)
+
     try:
         backend = make_executor(executor, dict(options or {}))
         if _fresh_or_set_aside(record, backend, run_dir, poll_seconds):

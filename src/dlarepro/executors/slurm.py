@@ -22,7 +22,7 @@ __all__ = ["ALIVE_STATES", "SlurmExecutor"]
 SBATCH_KEY = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 
-def _quiet(report, text: str) -> None:
+def _tell(report, text: str) -> None:
     if report is not None:
         report(text)
 
@@ -97,7 +97,7 @@ class SlurmExecutor(Executor):
                 if time.monotonic() + delay > deadline:
                     raise ExecutorError(f"sbatch failed {attempt} time(s) over {self.settings['submit_retry_s']:.0f} s "
                                         f"(submit_retry_s), last: {message}") from None
-                _quiet(report, f"sbatch: {message}; retrying in {delay:.0f} s (attempt {attempt})")
+                _tell(report, f"sbatch: {message}; retrying in {delay:.0f} s (attempt {attempt})")
                 time.sleep(delay)
                 delay = min(delay * 2, 60.0)
         record = {"executor": self.name, "job_id": str(handle.job_id), "submitted": timestamp(),
@@ -118,7 +118,7 @@ class SlurmExecutor(Executor):
             if state is not None and state != UNKNOWN:
                 return state
             if state == UNKNOWN and not said:
-                _quiet(report, f"job {job_id}: SLURM cannot say whether it runs ({shared.last_error()}); waiting, "
+                _tell(report, f"job {job_id}: SLURM cannot say whether it runs ({shared.last_error()}); waiting, "
                                f"not submitting it again")
                 said = True
             if time.monotonic() - started > self.settings["state_unknown_s"]:
