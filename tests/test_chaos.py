@@ -146,7 +146,7 @@ def test_seeded_faults_leave_every_run_bit_identical(tmp_path):
     grid = {"profile": "smoke", "profiles": {"smoke": {
         "recipe": "smoke", "seeds": [0], "data": "synthetic", "synthetic_size": {"n_train": 192, "n_test": 50},
         "depth_map": {20: 11},
-        "overrides": {"epochs": 30, "milestones": [20], "max_batches_per_epoch": 3, "batch_size": 64,
+        "overrides": {"epochs": 40, "milestones": [30], "max_batches_per_epoch": 3, "batch_size": 64,
                       "threads": 1, "log_every": 1}}},
         "experiments": {"table1": [{"datasets": ["cifar10"], "depths": [20], "archs": list(ARCHS)}]}}
     (workdir / "params.yaml").write_text(yaml.safe_dump(grid))
@@ -154,14 +154,17 @@ def test_seeded_faults_leave_every_run_bit_identical(tmp_path):
     folders = [workdir / "results/smoke/runs" / r for r in run_ids]
     done = [workdir / "results/smoke/done" / f"{r}.json" for r in run_ids]
 
-    plan = list(KINDS) + [rng.choice(KINDS) for _ in range(3)]
-    rng.shuffle(plan)
+    # every kind once, faults on a trainer alternating with the others (so that the runs are still
+    # training when each trainer fault comes), then three more drawn at random
+    on_trainer = rng.sample(sorted(ON_A_TRAINER), len(ON_A_TRAINER))
+    others = rng.sample(sorted(set(KINDS) - ON_A_TRAINER), len(KINDS) - len(ON_A_TRAINER))
+    plan = [k for pair in zip(on_trainer, others + [None]) for k in pair if k] + [rng.choice(KINDS) for _ in range(3)]
     workflow = Workflow(workdir)
     workflow.start()
     injected, started = [], time.time()
     try:
         for kind in plan:
-            time.sleep(rng.uniform(3, 8))
+            time.sleep(rng.uniform(2, 6))
             target = None
             if kind in ON_A_TRAINER:
                 deadline = time.time() + 60
