@@ -126,25 +126,31 @@ class RunLock:
         self.path = self.folder / LOCK_FILE
         self.fd: int | None = None
         self.info: dict[str, Any] = {}
+        self.created = False
 
     def acquire(self, wait_s: float = 0.0, report: Callable[[str], None] | None = None) -> "RunLock":
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        self.created = not self.folder.exists()
         deadline, said = time.monotonic() + wait_s, False
-        try:
-            while not _try_lock(fd, self.path):
-                holder = read_holder(self.folder)
-                if time.monotonic() >= deadline:
-                    raise RunLockedError(
-                        f"{self.folder} is being written by {describe(holder)}; refusing to start a second "
-                        f"writer (wait for it to end, or stop it: scancel / kill)", holder)
-                if report and not said:
-                    report(f"{self.folder} is held by {describe(holder)}: waiting up to {wait_s:.0f} s")
-                    said = True
-                time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
-        except BaseException:
-            os.close(fd)
-            raise
+        while True:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                while not _try_lock(fd, self.path):
+                    holder = read_holder(self.folder)
+                    if time.monotonic() >= deadline:
+                        raise RunLockedError(
+                            f"{self.folder} is being written by {describe(holder)}; refusing to start a second "
+                            f"writer (wait for it to end, or stop it: scancel / kill)", holder)
+                    if report and not said:
+                        report(f"{self.folder} is held by {describe(holder)}: waiting up to {wait_s:.0f} s")
+                        said = True
+                    time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+                if _same_file(fd, self.path):
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # the holder we waited for removed the file (see release): lock the new one
         self.fd, self.info = fd, holder_info()
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(self.info, sort_keys=True) + "\n").encode(), 0)
@@ -157,11 +163,27 @@ class RunLock:
         if self.fd is None:
             return
         try:
-            _history(self.folder, "released", {**self.info, "time": time.time()})
-            os.ftruncate(self.fd, 0)
+            if self.created and set(os.listdir(self.folder)) <= {LOCK_FILE, HISTORY_FILE}:
+                # this writer made the folder and wrote nothing (e.g. its data was missing): leave no
+                # trace; removed while still held, so a waiter notices (_same_file) and starts over
+                for name in (HISTORY_FILE, LOCK_FILE):
+                    (self.folder / name).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # someone wrote into it meanwhile: keep it
+                    self.folder.rmdir()
+            else:
+                _history(self.folder, "released", {**self.info, "time": time.time()})
+                os.ftruncate(self.fd, 0)
         finally:
             os.close(self.fd)  # closing the descriptor drops the lock
             self.fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Is ``fd`` still the file at ``path`` (not removed or replaced while this process waited)?"""
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def remove_temporaries(folder: Path, now: float | None = None) -> list[Path]:
