@@ -51,7 +51,10 @@ def test_tiny_run_writes_its_folder(data_root, tmp_path, dataset):
     out = tmp_path / "run"
     metrics = train(tiny(data_root, out, dataset=dataset, arch="dla_l", epochs=2, milestones=[1]), progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.prev.pt", "checkpoint.pt", "config.yaml",
-                                                    "history.csv", "metrics.json", "run.yaml"]
+                                                    "history.csv", "lock.log", "metrics.json", "run.lock",
+                                                    "run.yaml", "weights.pt"]
+    assert torch.load(out / "weights.pt", weights_only=True).keys() == build_model("dla_l", 11, dataset).state_dict().keys()
+    assert metrics["data"]["source"] == "synthetic" and len(metrics["data"]["fingerprint"]) == 16
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert metrics["synthetic"] is True and metrics["epochs"] == 2
     assert metrics["params"] == sum(p.numel() for p in build_model("dla_l", 11, dataset).parameters())

@@ -112,6 +112,12 @@ def validate(grid: Any, source: str = "the experiment grid") -> None:
     errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(grid), key=lambda e: list(e.path))
     lines = [f"{'/'.join(map(str, e.path)) or '(top level)'}: {e.message}" for e in errors]
     lines += _non_finite(grid)
+    if not errors:  # option values reach #SBATCH lines: the executors' own checks (no newline, ...)
+        from .executors import option_problems
+
+        lines += option_problems(grid.get("executor_options") or {}, "executor_options")
+        for family, block in (grid.get("executor_options_by_family") or {}).items():
+            lines += option_problems(block or {}, f"executor_options_by_family/{family}")
     for name, prof in (grid.get("profiles") or {}).items() if not errors else ():
         lines += _profile_knob_problems(name, prof.get("knobs") or {})
         for where, block in (("", prof), ("imagenet/", prof.get("imagenet") or {}), ("coco/", prof.get("coco") or {})):

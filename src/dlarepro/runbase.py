@@ -35,37 +35,22 @@ from typing import Any, Callable, Iterable
 import torch
 import yaml
 
-from . import __version__, atomic, speed
+from . import __version__, atomic, provenance, runlock, speed
 from . import distributed as dist_
 from .checkpoints import (CHECKPOINT, CHECKPOINT_FORMAT, find_resume_point, rank_seed, rng_of_rank, rng_state,
                           save_checkpoint, seed_everything, set_rng_state)
 from .environment import lock_record
 from .identity import RUN_FILE, RunRecord, identity_of_config, read_run_file, write_run_file
-from .runconfig import NON_SEMANTIC, SWITCHES
+from .interrupt import Interrupted
+from .runconfig import config_digest
 
 COUNT_COLUMNS = ("epoch", "iterations")  # history.csv columns written as integers
 #: metrics that measure the machine or the history of a run, not what it computed
 CIRCUMSTANTIAL = ("wall_seconds", "step_seconds", "attempts", "git_commit")
 
 
-class Interrupted(Exception):
-    """A stop signal arrived; a checkpoint was written. Run the same config again to resume."""
-
-    def __init__(self, signum: int, checkpoint: Path):
-        super().__init__(f"stopped by {signal.Signals(signum).name}; resume from {checkpoint}")
-        self.signum, self.checkpoint = signum, checkpoint
-
-
 def log(message: str) -> None:
     print(f"[dla-repro {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def config_digest(config: dict[str, Any]) -> str:
-    """Identifies what a run computes. A speed switch at its default is left out, so checkpoints
-    written before the switches existed still resume."""
-    semantic = {k: v for k, v in sorted(config.items())
-                if k not in NON_SEMANTIC and not (k in SWITCHES and v == SWITCHES[k])}
-    return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def git_commit() -> str | None:
@@ -88,12 +73,19 @@ def select_device(name: str) -> torch.device:
 
 
 class StopSignals:
-    """Turn SIGTERM / SIGUSR2 into a flag checked at safe points (main thread only)."""
+    """Turn SIGTERM / SIGUSR2 into a flag checked at safe points (main thread only).
+
+    During training steps (``in_steps``) both signals make the run checkpoint at the next step.
+    A SIGTERM anywhere else (evaluation, set-up, writing files) stops the run at once: it is a
+    cancellation (``scancel``) or the end of the grace period, and waiting for the next step could
+    take minutes. Every file is written atomically, so stopping there leaves nothing half-written.
+    """
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
     def __init__(self):
         self.received: int | None = None
+        self.in_steps = False
         self._previous: dict[int, Any] = {}
 
     def __enter__(self):
@@ -104,6 +96,8 @@ class StopSignals:
 
     def _handle(self, signum, frame):
         self.received = signum
+        if signum == signal.SIGTERM and not self.in_steps:
+            raise Interrupted(signum, None)
 
     def __exit__(self, *exc):
         for s, handler in self._previous.items():
@@ -162,7 +156,11 @@ class RunBase:
         with speed.determinism(c["deterministic"]):
             self.world = dist_.setup(c["device"], force=c["force_distributed"])
             try:
-                return self._execute(metrics_path)
+                with runlock.hold(self.folder, self.world, log):  # one writer per run folder
+                    if metrics_path.exists():  # finished by the writer this one waited for
+                        return json.loads(metrics_path.read_text())
+                    self.data = provenance.describe(c["dataset"], c["data_root"])
+                    return self._execute(metrics_path)
             finally:
                 dist_.teardown(self.world)
 
@@ -213,7 +211,7 @@ class RunBase:
             # alike everywhere (and DDP starts from rank 0's). Rank 0 keeps a one-process run's stream.
             seed_everything(rank_seed(self.config["seed"], world.rank))
         state = {"epoch": 0, "batch": 0, "history": [], "partial": None, "elapsed": 0.0, "attempts": 0}
-        payload, note = find_resume_point(self.folder, self.digest)
+        payload, note = find_resume_point(self.folder, self.digest, self.data["fingerprint"], set_aside=world.main)
         if world.main:
             log(f"{self.folder}: {note}")
         if payload is not None and payload.get("world_size", 1) != world.size:
@@ -265,6 +263,7 @@ class RunBase:
         model.train()
         epoch_start = time.time() - partial["seconds"]
         bar = self._bar(total, start, f"epoch {epoch + 1}/{c['epochs']}")
+        stop.in_steps = True
         for b, batch in enumerate(data, start=start):
             t0 = time.perf_counter()
             step = self.train_step(model, optimizer, batch, epoch, b)
@@ -284,6 +283,7 @@ class RunBase:
                 log(f"epoch {epoch + 1} {self.unit} {b + 1}/{total} loss {running:.4f}"
                     + (f" ({step.detail})" if step.detail else ""))
             self._stop_if_asked(stop, optimizer, state, partial, b + 1, epoch_start, started, bar)
+        stop.in_steps = False
         if bar is not None:
             bar.close()
         return self.epoch_row(epoch, partial["sums"], partial["step_times"], time.time() - epoch_start, total)
@@ -327,8 +327,9 @@ class RunBase:
         path = self.folder / CHECKPOINT
         states = dist_.gather_to_main(rng_state(), self.world)  # one per rank, in rank order
         if self.world.main:
-            payload = {"format": CHECKPOINT_FORMAT, "digest": self.digest, "model": self.model.state_dict(),
-                       "optimizer": optimizer.state_dict(), "rng": states, "world_size": self.world.size,
+            payload = {"format": CHECKPOINT_FORMAT, "digest": self.digest, "data_fingerprint": self.data["fingerprint"],
+                       "model": self.model.state_dict(), "optimizer": optimizer.state_dict(), "rng": states,
+                       "world_size": self.world.size,
                        "scaler": self.scaler.state_dict() if self.scaler is not None else None, **state}
             path = save_checkpoint(self.folder, payload)
         dist_.barrier(self.world)
@@ -358,11 +359,14 @@ class RunBase:
             "synthetic": bool(synthetic), "config_digest": self.digest, "weights_sha256": weights_digest(model),
             "switches": speed.switches_of(self.config), "num_workers": self.workers,
             "environment_lock": lock_record(),
+            "data": self.data,  # which data, and whether the paper's numbers may be compared (provenance)
         }
 
     def finish(self, metrics_path: Path, metrics: dict[str, Any], summary: str) -> dict[str, Any]:
         """Rank 0 writes ``metrics.json`` last (its presence marks a finished run); all return it."""
         if self.world.main:
+            # the final weights alone (what DVC versions; checkpoints are not cached), then metrics.json
+            atomic.torch_save(self.model.state_dict(), self.folder / "weights.pt")
             atomic.write_json(metrics_path, metrics)
             log(f"{self.folder}: finished, {summary}")
         dist_.barrier(self.world)

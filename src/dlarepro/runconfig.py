@@ -94,6 +94,25 @@ SWITCHES: dict[str, Any] = {"amp": "off", "compile": False, "deterministic": Fal
 #: keys that do not change what is computed (a run may resume with other values)
 NON_SEMANTIC = ("out_dir", "data_root", "num_workers", "log_every", "device", "capture_attention",
                 "eval_batch_sizes", "force_distributed")
+#: keys added after runs were trained, with the value that reproduces what those runs did: a key
+#: at this value is left out of the digest, so adding it does not make every finished run stale
+#: (the speed switches at their defaults). Register a new semantic key here when its default keeps
+#: the old behaviour.
+DIGEST_NEUTRAL: dict[str, Any] = dict(SWITCHES)
+
+
+def semantic_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a config computes: every key but the non-semantic ones and keys at their neutral value."""
+    return {k: v for k, v in sorted(config.items())
+            if k not in NON_SEMANTIC and not (k in DIGEST_NEUTRAL and v == DIGEST_NEUTRAL[k])}
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    """16 hex digits naming what a resolved config computes (checkpoints, metrics.json, staleness)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(semantic_config(config), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def knob_keys(exclude: tuple[str, ...] = ()) -> dict[str, Key]:

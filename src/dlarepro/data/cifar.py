@@ -260,6 +260,9 @@ def load_cifar(root: str | Path, dataset: str, train: bool) -> tuple[np.ndarray,
     parts = [_batch_arrays(folder / name, spec) for name in spec.files(train)]
     data = np.concatenate([d for d, _ in parts])
     labels = np.concatenate([lab for _, lab in parts])
+    if not len(labels):  # an empty split would end in a division by zero after the first epoch
+        raise CorruptDatasetError(f"{folder}: the {'train' if train else 'test'} split "
+                                  f"({', '.join(spec.files(train))}) holds no images", folder)
     images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
     return images, labels
 

@@ -157,6 +157,12 @@ def load_coco_api(root: str | Path, split: str):
         raise CorruptDatasetError(f"{path}: not a COCO instances file ({type(err).__name__}: {err})", path) from None
     if not api.getCatIds():
         raise CorruptDatasetError(f"{path}: no categories", path)
+    known = set(api.getCatIds())
+    stray = next((a for a in api.anns.values() if a.get("category_id") not in known), None)
+    if stray is not None:  # found here, not as a KeyError in the middle of training
+        raise CorruptDatasetError(f"{path}: annotation {stray.get('id')} (image {stray.get('image_id')}) has "
+                                  f"category_id {stray.get('category_id')!r}, which is not among the file's "
+                                  f"categories {sorted(known)}", path)
     return api
 
 

@@ -65,7 +65,7 @@ class SeededImageFolder(ImageFolder):
 
     def __init__(self, root: str | Path, transform: Callable, seed: int = 0, seeded: bool = True,
                  crop_size: int = 224):
-        super().__init__(str(root), transform=transform)
+        super().__init__(str(root), transform=transform, loader=decode_rgb)
         self.seed = int(seed)
         self.epoch = 0
         self.seeded = seeded

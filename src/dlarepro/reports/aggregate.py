@@ -33,9 +33,10 @@ RUNS = schema.columns(
     ("epochs", OPTIONAL_INT), ("params", OPTIONAL_INT), ("macs", OPTIONAL_INT),
     ("step_seconds", FLOAT), ("wall_seconds", FLOAT), ("attempts", OPTIONAL_INT), ("synthetic", FLAG), "device",
     ("threads", OPTIONAL_INT), "torch_version", "git_commit", "attention_scores", "detector",
-    *((m, FLOAT) for m in DETECTION_METRICS))
+    *((m, FLOAT) for m in DETECTION_METRICS), "data_source")
 #: the columns of runs.csv copied from metrics.json as they are
-METRIC_COLUMNS = tuple(c.name for c in RUNS[RUNS.index(schema.Column("best_top1", FLOAT)):] if c.name != "detector")
+METRIC_COLUMNS = tuple(c.name for c in RUNS[RUNS.index(schema.Column("best_top1", FLOAT)):]
+                       if c.name not in ("detector", "data_source"))
 SUMMARY = schema.columns(
     "config_id", "experiments", "dataset", "arch", "method", ("paper_depth", INT), ("depth", INT), "detector", "knobs",
     ("n_expected", INT), ("n_seeds", INT), "seeds",
@@ -45,7 +46,7 @@ SUMMARY = schema.columns(
     *((f"{m}_mean", FLOAT) for m in DETECTION_METRICS),
     ("params", OPTIONAL_INT), ("macs", OPTIONAL_INT), ("step_seconds_median", FLOAT), ("n_synthetic", INT),
     ("paper_table", OPTIONAL_INT), "paper_label", ("published_mean", FLOAT), ("published_std", FLOAT),
-    ("published_params_m", FLOAT), ("diff_vs_published", FLOAT), "baseline", ("baseline_n", OPTIONAL_INT),
+    ("published_params_m", FLOAT), ("n_not_official", INT), ("diff_vs_published", FLOAT), "baseline", ("baseline_n", OPTIONAL_INT),
     ("delta_vs_baseline", FLOAT), ("p_welch", FLOAT), ("p_welch_final", FLOAT))
 PROBLEMS = schema.columns("run_id", "status", "detail", "path")
 
@@ -77,15 +78,33 @@ class Aggregate(Frames):
         return len(self.runs)
 
 
+def stale_reason(entry, fingerprints: dict) -> str | None:
+    """Why a finished run is no longer the run the grid plans (another config or other data), or
+    None: such a run is listed in problems.csv, never averaged in (:mod:`dlarepro.freshness`)."""
+    from .. import freshness, provenance
+
+    if entry.planned is None:  # a hand-made folder: nothing planned to compare with
+        return None
+    key = (entry.planned["dataset"], entry.planned["data_root"])
+    if key not in fingerprints:
+        fingerprints[key] = provenance.fingerprint(*key)
+    state = freshness.check(entry.folder, entry.planned, fingerprints[key])
+    return "; ".join(state.reasons) + " (left out; the workflow retrains it)" if state.stale else None
+
+
 def collect(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame, int]:
     """(runs, problems, number of runs described) of the report, both sorted by run id."""
     index = ctx.index
     rows, problems = [], [{**p, "path": ctx.shown(Path(p["path"]))} for p in index.problems]
+    fingerprints: dict = {}
     for run_id, entry in index.runs.items():
         folder, run = entry.folder, entry.identity
         if not folder.is_dir():
             continue  # not started: shows as missing seeds and "not run", not as a problem
         metrics, status, detail = read_run(folder, run)
+        stale = stale_reason(entry, fingerprints) if metrics is not None else None
+        if stale:
+            metrics, status, detail = None, "stale", stale
         if metrics is None:
             problems.append({"run_id": run_id, "status": status, "detail": detail, "path": ctx.shown(folder)})
             continue
@@ -98,7 +117,7 @@ def collect(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame, int]:
             "run_id": run_id, "config_id": run.config_id, "experiments": ";".join(sorted(run.experiments)),
             "dataset": run.dataset, "arch": run.arch, "paper_depth": run.paper_depth, "depth": run.depth,
             "knobs": knob_text(run.knobs), "seed": run.seed, **{k: metrics.get(k) for k in METRIC_COLUMNS},
-            "detector": run.detector or "",
+            "detector": run.detector or "", "data_source": (metrics.get("data") or {}).get("source", "unknown"),
         })
     if ctx.from_grid and ctx.runs_dir.is_dir():
         for folder in sorted(p for p in ctx.runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -169,7 +188,10 @@ def summarise(ctx: Context, runs: pd.DataFrame) -> pd.DataFrame:
         row["paper_label"] = "" if pub is None else pub["label"]
         for key in ("published_mean", "published_std", "published_params_m"):
             row[key] = np.nan if pub is None else pub[key]
-        row["diff_vs_published"] = row["best_top1_mean"] - row["published_mean"]
+        # runs on data that is not the official release (md5 sums differ) are not set against the paper
+        row["n_not_official"] = 0 if g is None else int((g["data_source"] == "modified").sum())
+        row["diff_vs_published"] = (np.nan if row["n_not_official"]
+                                    else row["best_top1_mean"] - row["published_mean"])
         base = index.baseline(config)
         base_id = base.config_id if base else ""
         base_best = values(base_id, "best_top1")
@@ -197,7 +219,7 @@ def aggregate(ctx: Context, echo: Callable[[str], None] = print) -> Aggregate:
         if spec.data_file:
             files[spec.data_file] = schema.to_csv(data[spec.data_file], spec.data_schema)
     written = [ctx.results_dir / name for name, blob in files.items() if write_if_changed(ctx.results_dir / name, blob)]
-    started = problems.run_id.isin(list(ctx.index.runs)) & problems.status.isin(["unfinished", "corrupt"])
+    started = problems.run_id.isin(list(ctx.index.runs)) & problems.status.isin(["unfinished", "corrupt", "stale"])
     not_started = expected - len(runs) - int(started.sum())
     echo(f"{ctx.profile}: {len(runs)} of {expected} {'declared ' if ctx.from_grid else ''}runs finished, "
          f"{not_started} not started, {len(problems)} problem(s)")

@@ -17,7 +17,7 @@ profile that trains ``first_image``.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -36,6 +36,9 @@ class RunEntry:
     identity: RunIdentity
     folder: Path
     capture_attention: bool = False
+    #: the resolved config the grid plans for it (None for hand-made folders): a finished folder
+    #: trained with another one is stale (dlarepro.freshness)
+    planned: Mapping[str, Any] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,8 @@ class RunIndex:
     @classmethod
     def from_plan(cls, plan: Mapping[str, RunRecord], runs_dir: Path, declared_experiments: frozenset[str],
                   profile_knobs: Mapping[str, Any] | None = None) -> "RunIndex":
-        runs = {run_id: RunEntry(record.identity, runs_dir / run_id, bool(record.config.get("capture_attention")))
+        runs = {run_id: RunEntry(record.identity, runs_dir / run_id, bool(record.config.get("capture_attention")),
+                                 record.config)
                 for run_id, record in plan.items()}
         return cls(runs, (), declared_experiments, profile_knobs)
 

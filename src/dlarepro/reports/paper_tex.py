@@ -188,7 +188,7 @@ def compile_paper(ctx: Context, echo: Callable[[str], None] = print) -> Path:
         build = str(Path(tmp).resolve())
         log = ""
         for attempt in range(MAX_PASSES):
-            proc = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error",
+            proc = subprocess.run([pdflatex, "-no-shell-escape", "-interaction=nonstopmode", "-halt-on-error",
                                    f"-output-directory={build}", "paper.tex"],
                                   cwd=ctx.reports_dir, env=env, capture_output=True, text=True, errors="replace")
             log_path = Path(build) / "paper.log"
