@@ -202,9 +202,12 @@ def test_neutral_new_keys_do_not_make_runs_stale(monkeypatch):
 
     old = {"lr": 0.1, "epochs": 3, "out_dir": "/a"}
     assert freshness.config_changes(old, {**old, "out_dir": "/b"}) == []  # paths do not count
-    assert freshness.config_changes(old, {**old, "amp": "off"}) == ["amp: '<absent>' -> 'off'"]
-    monkeypatch.setitem(runconfig.DIGEST_NEUTRAL, "amp", "off")
-    assert runconfig.config_digest(old) == runconfig.config_digest({**old, "amp": "off"})
+    assert freshness.config_changes(old, {**old, "future": "off"}) == ["future: '<absent>' -> 'off'"]
+    monkeypatch.setitem(runconfig.DIGEST_NEUTRAL, "future", "off")
+    assert runconfig.config_digest(old) == runconfig.config_digest({**old, "future": "off"})
+    assert runconfig.config_digest(old) != runconfig.config_digest({**old, "future": "on"})
+    # the speed switches at their defaults are neutral: runs trained before they existed stay fresh
+    assert runconfig.config_digest(old) == runconfig.config_digest({**old, **runconfig.SWITCHES})
     assert runconfig.config_digest(old) != runconfig.config_digest({**old, "amp": "bf16"})
 
 
@@ -320,7 +323,7 @@ def test_reports_leave_out_stale_runs_and_compare_only_official_data(tmp_path):
     from dlarepro import grid as gridlib
     from dlarepro.prepare import prepare_data
     from dlarepro.reports import aggregate
-    from dlarepro.reports.common import Context
+    from dlarepro.reports.context import Context
 
     grid = {"profile": "smoke", "profiles": {"smoke": {
         "recipe": "smoke", "seeds": [0], "data": "synthetic", "synthetic_size": {"n_train": 100, "n_test": 10},
@@ -336,7 +339,7 @@ def test_reports_leave_out_stale_runs_and_compare_only_official_data(tmp_path):
     metrics = json.loads(metrics_path.read_text())
     metrics["data"]["source"] = "modified"  # as if trained on CIFAR whose md5 sums differ from the release
     metrics_path.write_text(json.dumps(metrics))
-    aggregate.aggregate(Context(grid, "smoke", tmp_path), echo=lambda text: None)
+    aggregate.aggregate(Context("smoke", tmp_path, grid), echo=lambda text: None)
     runs = pd.read_csv(tmp_path / "results/smoke/runs.csv")
     problems = pd.read_csv(tmp_path / "results/smoke/problems.csv").set_index("run_id")
     summary = pd.read_csv(tmp_path / "results/smoke/summary.csv").set_index("config_id")
