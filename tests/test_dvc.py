@@ -59,7 +59,7 @@ def test_dvc_repro_end_to_end_then_only_what_a_param_change_touches(project):
     cached = cached_files(project)
     assert cached and not [c for c in cached if c.startswith("data/")]
     assert not [c for c in cached if "checkpoint" in c or "/submitit/" in c or c.endswith((".lock", ".tmp"))]
-    for run in ("cifar10-none-d11-s0", "cifar10-dla_l-d11-s0"):
+    for run in ("cifar10-none-d11-s0", "cifar10-dla_l-dsu_state_first_image-d11-s0"):  # the profile's knobs
         for name in ("metrics.json", "weights.pt", "history.csv", "config.yaml"):
             assert f"results/smoke/runs/{run}/{name}" in cached
     assert {"results/smoke/summary.csv", "reports/smoke/paper.pdf"} <= set(cached)
