@@ -324,6 +324,8 @@ def test_reports_leave_out_stale_runs_and_compare_only_official_data(tmp_path):
     from dlarepro.prepare import prepare_data
     from dlarepro.reports import aggregate
     from dlarepro.reports.context import Context
+    from dlarepro.reports.steps import run_steps
+    from dlarepro.reports.tablekit import NOT_OFFICIAL_MARK, SWITCH_MARK, build_tables
 
     grid = {"profile": "smoke", "profiles": {"smoke": {
         "recipe": "smoke", "seeds": [0], "data": "synthetic", "synthetic_size": {"n_train": 100, "n_test": 10},
@@ -339,7 +341,13 @@ def test_reports_leave_out_stale_runs_and_compare_only_official_data(tmp_path):
     metrics = json.loads(metrics_path.read_text())
     metrics["data"]["source"] = "modified"  # as if trained on CIFAR whose md5 sums differ from the release
     metrics_path.write_text(json.dumps(metrics))
-    aggregate.aggregate(Context("smoke", tmp_path, grid), echo=lambda text: None)
+    metrics_path = Path(none.config["out_dir"]) / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    assert metrics["switches"]["amp"] == "off"
+    metrics["switches"]["amp"] = "bf16"  # as if trained with autocast on a GPU node
+    metrics_path.write_text(json.dumps(metrics))
+    ctx = Context("smoke", tmp_path, grid)
+    run_steps(ctx, ("aggregate", "claims"), echo=lambda text: None)
     runs = pd.read_csv(tmp_path / "results/smoke/runs.csv")
     problems = pd.read_csv(tmp_path / "results/smoke/problems.csv").set_index("run_id")
     summary = pd.read_csv(tmp_path / "results/smoke/summary.csv").set_index("config_id")
@@ -349,3 +357,15 @@ def test_reports_leave_out_stale_runs_and_compare_only_official_data(tmp_path):
     assert summary.loc["cifar10-eca-d11", "n_not_official"] == 1
     assert math.isnan(summary.loc["cifar10-eca-d11", "diff_vs_published"])
     assert not math.isnan(summary.loc["cifar10-none-d11", "diff_vs_published"])
+    assert summary.loc["cifar10-none-d11", "switches"] == "amp=bf16"
+    assert summary["switches"].isna().sum() == 2  # the other configs: defaults (empty)
+    # Table 1 marks both rows and says why in its caption
+    table = build_tables(ctx, aggregate.read_outputs(ctx))["table1"]
+    tex = table.latex(ctx.command_options)
+    rows = {}  # label -> its first row (the depth-20 block comes first)
+    for line in tex.splitlines():
+        if line.count("&") > 5:
+            rows.setdefault(line.split("&")[1].strip(), line)
+    assert SWITCH_MARK in rows["ResNet-20"] and NOT_OFFICIAL_MARK not in rows["ResNet-20"]
+    assert NOT_OFFICIAL_MARK in rows["ECA"] and SWITCH_MARK not in rows["ECA"]
+    assert r"non-default switches (\texttt{amp=bf16})" in tex and "checksums differ" in tex

@@ -23,7 +23,7 @@ from .common import ReportError, method_name, write_if_changed
 from .comparisons import COMPARISONS, welch_p
 from .context import Context
 from .rows import paper_rows
-from .runfolder import DETECTION_METRICS, EVAL_BATCH_SIZES, attention_problem, knob_text, read_run
+from .runfolder import DETECTION_METRICS, EVAL_BATCH_SIZES, attention_problem, knob_text, read_run, switch_text
 from .schema import FLAG, FLOAT, INT, OPTIONAL_INT
 
 RUNS = schema.columns(
@@ -33,10 +33,10 @@ RUNS = schema.columns(
     ("epochs", OPTIONAL_INT), ("params", OPTIONAL_INT), ("macs", OPTIONAL_INT),
     ("step_seconds", FLOAT), ("wall_seconds", FLOAT), ("attempts", OPTIONAL_INT), ("synthetic", FLAG), "device",
     ("threads", OPTIONAL_INT), "torch_version", "git_commit", "attention_scores", "detector",
-    *((m, FLOAT) for m in DETECTION_METRICS), "data_source")
+    *((m, FLOAT) for m in DETECTION_METRICS), "data_source", "switches")
 #: the columns of runs.csv copied from metrics.json as they are
 METRIC_COLUMNS = tuple(c.name for c in RUNS[RUNS.index(schema.Column("best_top1", FLOAT)):]
-                       if c.name not in ("detector", "data_source"))
+                       if c.name not in ("detector", "data_source", "switches"))
 SUMMARY = schema.columns(
     "config_id", "experiments", "dataset", "arch", "method", ("paper_depth", INT), ("depth", INT), "detector", "knobs",
     ("n_expected", INT), ("n_seeds", INT), "seeds",
@@ -44,7 +44,7 @@ SUMMARY = schema.columns(
     ("final_top5_mean", FLOAT), ("best_top5_mean", FLOAT),
     *((f"final_top1_batch{b}_{stat}", FLOAT) for b in EVAL_BATCH_SIZES for stat in ("mean", "std")),
     *((f"{m}_mean", FLOAT) for m in DETECTION_METRICS),
-    ("params", OPTIONAL_INT), ("macs", OPTIONAL_INT), ("step_seconds_median", FLOAT), ("n_synthetic", INT),
+    ("params", OPTIONAL_INT), ("macs", OPTIONAL_INT), ("step_seconds_median", FLOAT), ("n_synthetic", INT), "switches",
     ("paper_table", OPTIONAL_INT), "paper_label", ("published_mean", FLOAT), ("published_std", FLOAT),
     ("published_params_m", FLOAT), ("n_not_official", INT), ("diff_vs_published", FLOAT), "baseline", ("baseline_n", OPTIONAL_INT),
     ("delta_vs_baseline", FLOAT), ("p_welch", FLOAT), ("p_welch_final", FLOAT))
@@ -118,6 +118,7 @@ def collect(ctx: Context) -> tuple[pd.DataFrame, pd.DataFrame, int]:
             "dataset": run.dataset, "arch": run.arch, "paper_depth": run.paper_depth, "depth": run.depth,
             "knobs": knob_text(run.knobs), "seed": run.seed, **{k: metrics.get(k) for k in METRIC_COLUMNS},
             "detector": run.detector or "", "data_source": (metrics.get("data") or {}).get("source", "unknown"),
+            "switches": switch_text(metrics.get("switches")),
         })
     if ctx.from_grid and ctx.runs_dir.is_dir():
         for folder in sorted(p for p in ctx.runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -183,6 +184,8 @@ def summarise(ctx: Context, runs: pd.DataFrame) -> pd.DataFrame:
         row["macs"] = _median(values(cid, "macs"), int) if n else np.nan
         row["step_seconds_median"] = _median(values(cid, "step_seconds"), float) if n else np.nan
         row["n_synthetic"] = 0 if g is None else int(g["synthetic"].sum())
+        # non-default speed switches of any seed (bf16 autocast, compile, ...): the tables mark the row
+        row["switches"] = "" if g is None else ";".join(sorted({s for s in g["switches"] if s}))
         pub = published.loc[cid] if cid in published.index else None
         row["paper_table"] = None if pub is None else int(pub["table"])
         row["paper_label"] = "" if pub is None else pub["label"]

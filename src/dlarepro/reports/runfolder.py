@@ -34,6 +34,15 @@ def knob_text(knobs) -> str:
     return ",".join(f"{k}={v}" for k, v in knobs)
 
 
+def switch_text(switches: dict[str, Any] | None) -> str:
+    """``amp=bf16,compile=True``: the speed switches a run trained with that are not the defaults
+    (``runconfig.SWITCHES``; the memory layout is left out: same numbers within float error)."""
+    from ..runconfig import SWITCHES
+
+    return ",".join(f"{k}={v}" for k, v in sorted((switches or {}).items())
+                    if k in SWITCHES and v != SWITCHES[k])
+
+
 def _numbers_problem(metrics: dict[str, Any], required: tuple[str, ...], numbers: tuple[str, ...],
                      percent: tuple[str, ...]) -> str | None:
     missing = [k for k in required if k not in metrics]

@@ -77,6 +77,10 @@ class Stats:
     best_top5_mean: float = math.nan   # top-5 at the best top-1's epoch (Table 2)
     params: float = math.nan
     n_synthetic: int = 0
+    #: non-default speed switches of any seed ("amp=bf16"), marked SWITCH_MARK
+    switches: str = ""
+    #: seeds trained on data that is not the official release, marked NOT_OFFICIAL_MARK
+    n_not_official: int = 0
 
     @classmethod
     def of(cls, summary: pd.DataFrame, config_id: str) -> "Stats":
@@ -85,7 +89,30 @@ class Stats:
             return cls()
         s = hit.iloc[0]
         return cls(int(s.n_seeds), _number(s.best_top1_mean), _number(s.best_top1_std), _number(s.final_top1_mean),
-                   _number(s.best_top5_mean), _number(s.params), int(s.n_synthetic))
+                   _number(s.best_top5_mean), _number(s.params), int(s.n_synthetic), str(s.switches),
+                   int(s.n_not_official))
+
+
+#: marks a result trained with non-default speed switches / on data other than the official release
+SWITCH_MARK, NOT_OFFICIAL_MARK = r"$^{\dagger}$", r"$^{\ddagger}$"
+
+
+def marks(stats: "Stats") -> str:
+    """The marks a result cell carries (see ``run_notes``)."""
+    return (SWITCH_MARK if stats.switches else "") + (NOT_OFFICIAL_MARK if stats.n_not_official else "")
+
+
+def run_notes(ran: list["Stats"]) -> str:
+    """The caption sentences that explain ``marks``: which switches, and why modified data is not compared."""
+    notes = []
+    switches = sorted({w for s in ran for w in s.switches.split(";") if w})
+    if switches:
+        notes.append(SWITCH_MARK + " trained with non-default switches (" + ", ".join(
+            r"\texttt{" + tex_escape(w) + "}" for w in switches) + "); the paper trained in fp32 without them.")
+    if any(s.n_not_official for s in ran):
+        notes.append(NOT_OFFICIAL_MARK + " trained on data whose checksums differ from the official release: "
+                     "not a reproduction of the published number.")
+    return " ".join(notes)
 
 
 #: a p cell of a row that no partner is declared for: the reference the other rows are compared with
@@ -164,7 +191,7 @@ class Builder:
     def top1(stats: Stats, modal_n: int) -> str:
         if not stats.n:
             return NOT_RUN_TEX
-        text = mean_std(stats.best_mean, stats.best_std)
+        text = mean_std(stats.best_mean, stats.best_std) + marks(stats)
         if stats.n != modal_n:
             text += f" {{\\scriptsize(n={stats.n})}}"
         return text
@@ -190,6 +217,8 @@ class Builder:
                          "\\textit{not run}.")
         if extra:
             parts.append(extra)
+        if run_notes(ran):
+            parts.append(run_notes(ran))
         parts.append("Paper: as published. Bold: best per column within a block.")
         return " ".join(parts)
 

@@ -13,7 +13,7 @@ from ..comparisons import paper_pairs
 from ..latex import (NA, NOT_BUILT_TEX, NOT_RUN_TEX, Table, best_mask, cell_frame, fmt, mean_std, numeric_frame,
                      tex_escape)
 from ..registry import TableSpec
-from ..tablekit import Builder, Stats, seed_words
+from ..tablekit import Builder, Stats, marks, run_notes, seed_words
 
 COLUMNS = [("Ours", "#P(M)"), ("Ours", "MACs(G)"), ("Ours", "Top-1"), ("Ours", "Top-5"),
            ("Paper (quoted)", "#P(M)"), ("Paper (quoted)", "FLOPs(G)"), ("Paper (quoted)", "Top-1"),
@@ -57,7 +57,7 @@ def build(b: Builder) -> Table:
             cells[cols[0]] = cells[cols[1]] = NOT_BUILT_TEX
             s = Stats()
         stats.append(s)
-        cells[cols[2]] = mean_std(s.best_mean, s.best_std, 1) if s.n else NOT_RUN_TEX
+        cells[cols[2]] = mean_std(s.best_mean, s.best_std, 1) + marks(s) if s.n else NOT_RUN_TEX
         cells[cols[3]] = (fmt(s.best_top5_mean, 1) or NA) if s.n else NOT_RUN_TEX
         nums[cols[2]] = s.best_mean
         for col, value in ((cols[4], r.params_m), (cols[5], r.flops_g), (cols[6], r.top1), (cols[7], r.top5)):
@@ -78,6 +78,7 @@ def build(b: Builder) -> Table:
                   "that did not record its best-epoch top-5. " if ran else
                   r"no ImageNet runs exist yet (\textit{not run}). ")
                + (r"\textbf{" + SYNTHETIC_NOTE.capitalize() + "}. " if any(s.n_synthetic for s in ran) else "")
+               + (run_notes(ran) + " " if run_notes(ran) else "")
                + reduction_words(b, configs) + " " + b.dsu_words(configs) + " "
                + rf"\textit{{n/b}}: a method we do not implement; {NA}: not given by the paper. "
                r"Bold: best of each column within a block. Each row against the rows the paper compares it with "

@@ -14,7 +14,7 @@ from ..common import SYNTHETIC_NOTE
 from ..comparisons import paper_pairs
 from ..latex import NA, NOT_BUILT_TEX, NOT_RUN_TEX, Table, best_mask, cell_frame, fmt, numeric_frame, tex_escape
 from ..registry import TableSpec
-from ..tablekit import Builder, Stats, seed_words
+from ..tablekit import Builder, marks, run_notes, seed_words
 
 #: the paper's columns (its CSV's names) and their headers: the last three are box AP by object size for
 #: Faster R-CNN and (most likely) mask AP, AP50, AP75 for Mask R-CNN
@@ -45,16 +45,16 @@ def build(b: Builder) -> Table:
     cols = [("Ours", r"\#P(M)")] + ours + [("Paper (quoted)", r"\#P(M)")] + [("Paper (quoted)", m) for _, m in PAPER_METRICS]
     records, numbers, ran, configs = [], [], [], []
     for r in t.itertuples(index=False):
-        config_id, n, n_synthetic, means = detection_stats(b, r)
+        config_id, n, _, means = detection_stats(b, r)
         configs += [config_id] if config_id else []
         if n:
-            ran.append(Stats(n=n, n_synthetic=n_synthetic))
+            ran.append(b.stats(config_id))
         cells: dict = {}
         nums: dict = {}
         cells[cols[0]] = fmt(means["params"] / 1e6, 1) if n else (NOT_RUN_TEX if r.arch else NOT_BUILT_TEX)
         for key, col in zip(OUR_METRICS[r.detector], ours):
             if n:
-                cells[col] = fmt(means.get(key), 1) or NA
+                cells[col] = (fmt(means.get(key), 1) or NA) + (marks(ran[-1]) if col == ours[0] else "")
                 nums[col] = means.get(key, math.nan)
             else:
                 cells[col] = NOT_RUN_TEX if r.arch else NOT_BUILT_TEX
@@ -73,6 +73,7 @@ def build(b: Builder) -> Table:
                  r"\textbf{Ours}: no detection runs exist yet (\textit{not run}). ")
     caption = (r"Object detection on COCO val2017 with Faster R-CNN and Mask R-CNN (paper's Table~3). "
                + ours_text + (r"\textbf{" + SYNTHETIC_NOTE.capitalize() + "}. " if synthetic else "")
+               + (run_notes(ran) + " " if run_notes(ran) else "")
                + r"\textbf{Paper (quoted)}: as published. AP, AP$_{50}$, AP$_{75}$: box AP. The last three "
                r"columns: for Faster R-CNN box AP of small, medium and large objects (AP$_{S}$, AP$_{M}$, "
                r"AP$_{L}$); for Mask R-CNN ours are the mask AP, AP$_{50}$ and AP$_{75}$ (AP$^{m}$, "
