@@ -112,6 +112,7 @@ def test_modes_are_validated_with_the_bad_value_named(monkeypatch):
     assert flavour(None, torch.zeros(1), torch.nn.BatchNorm2d(4)) is None
     assert flavour("eager", torch.zeros(1), torch.nn.BatchNorm2d(4)) == "eager"
     assert flavour("eager", torch.zeros(1), torch.nn.BatchNorm2d(4, track_running_stats=False)) is None
+    assert flavour("auto", torch.zeros(1), torch.nn.BatchNorm2d(4)) is None, "auto runs the reference on the CPU"
 
 
 def test_a_kernel_whose_compilation_fails_runs_eagerly(monkeypatch, caplog):
@@ -121,6 +122,7 @@ def test_a_kernel_whose_compilation_fails_runs_eagerly(monkeypatch, caplog):
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(tail_kernels.Kernel, "failed", False)  # restored after the test
     kernel = tail_kernels.Kernel(tail_kernels.join_forward)
     branch, shortcut = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
     with caplog.at_level(logging.WARNING):
@@ -128,4 +130,15 @@ def test_a_kernel_whose_compilation_fails_runs_eagerly(monkeypatch, caplog):
     assert "torch.compile failed for join_forward (no C++ compiler found); running it eagerly" in caplog.text
     torch.testing.assert_close(y, torch.relu(branch + shortcut))
     torch.testing.assert_close(pooled, y.mean((2, 3)))
-    assert kernel.broken
+    assert kernel.broken and tail_kernels.Kernel.failed
+
+
+@pytest.mark.parametrize("flavour,counts", [("eager", range(1, 10)), ("compiled", [6])])
+def test_weighted_sum_of_any_number_of_cached_maps(flavour, counts):
+    """MRLA-B/DLA-B sum up to a stage's depth of value maps, SUM_CHUNK maps per pass."""
+    torch.manual_seed(0)
+    for t in counts:
+        values = [torch.randn(2, 3, 4, 4, dtype=torch.double) for _ in range(t)]
+        coeffs = torch.randn(t, 2, 3, 1, 1, dtype=torch.double)
+        expected = sum(c * v for c, v in zip(coeffs, values))
+        torch.testing.assert_close(tail_kernels.weighted_sum(flavour, values, coeffs), expected)

@@ -17,10 +17,14 @@ anyway. The convolutions and the small per-channel computations (queries, keys, 
 stay ordinary autograd. The arithmetic lives in :mod:`.tail_kernels`.
 
 Which path runs (per interaction module, ``set_tails``; default from ``DLAREPRO_TAILS``):
-``reference`` the original module code, op by op; ``eager`` the Functions with eager kernels;
-``compiled`` the Functions with kernels fused by ``torch.compile``; ``auto`` (default) compiled
-where the compiler works, eager otherwise. Tests check that every path gives the same outputs and
-gradients.
+``reference`` the original module code, op by op; ``compiled`` the Functions with kernels fused by
+``torch.compile``; ``eager`` the Functions with their kernels op by op (slower than the reference:
+it exists to test and to fall back on); ``auto`` (default): compiled on CUDA, the reference on the
+CPU. On the CPU the compiled tails are the fastest per step (README, benchmark) but compiling costs
+~20 s per process even with inductor's cache warm, more than the CPU's short runs here (tests, smoke
+runs) win back; ``DLAREPRO_TAILS=compiled`` is for long CPU runs and the benchmark. Where
+compilation fails (no Triton, no C++ compiler) ``auto`` falls back to the reference. Tests check that
+every path gives the same outputs and gradients.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ def flavour(mode: str | None, x: Tensor, norm: nn.BatchNorm2d) -> str | None:
     if mode == "reference" or not (norm.affine and norm.track_running_stats):
         return None
     if mode == "auto":
-        return "compiled"  # a kernel whose compilation fails falls back to eager (Kernel)
+        return "compiled" if x.is_cuda and not k.Kernel.failed else None
     return mode
 
 
@@ -157,7 +161,7 @@ class BaseTail(Function):
 
     @staticmethod
     def forward(ctx, y, coeffs, gamma, beta, norm: nn.BatchNorm2d, mask, flavour: str, *values):
-        attended = k.weighted_sum(list(values), coeffs)
+        attended = k.weighted_sum(flavour, list(values), coeffs)
         if norm.training:
             out, mean, var, rstd = k.BASE_TRAIN(flavour, y, attended, gamma, beta, mask, norm.eps)
             update_running_stats(norm, mean, var, y.shape[0] * k.spatial(y))
