@@ -2,12 +2,13 @@
 #   make run   set up, then reproduce the embedded default (offline smoke profile) with DVC:
 #              synthetic data -> Snakemake -> submitit (local) -> tables, figures, paper.pdf
 #   make test  set up (Python env, one-node SLURM, LaTeX), then run the test suite (CI: .ci/run)
+#   make gpu-check  on a GPU node: steps of every method, resume through the SLURM job's code, loaders
 VENV ?= $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),$(CURDIR)/.venv)
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.dla-repro-installed
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: setup slurm latex run test bench
+.PHONY: setup slurm latex run test bench gpu-check lock
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml scripts/setup.sh $(wildcard constraints/*.txt)
@@ -30,3 +31,6 @@ test: setup latex slurm
 
 bench: setup
 	$(PY) bench/step_time.py
+
+gpu-check: setup
+	VIRTUAL_ENV=$(VENV) bash scripts/gpu-check.sh

@@ -12,7 +12,7 @@ of the issues are checked at the end.
   python bench/step_time.py --best-format               # each model at its faster memory format
   python bench/step_time.py --official /scratch/Dynamic-Layer-Attention   # the official code beside ours
   python bench/step_time.py --profile --archs dla_l     # where the time goes, by operator family
-  python bench/step_time.py --device cuda --bf16        # on a GPU, autocast to bfloat16
+  python bench/step_time.py --device cuda --amp bf16    # on a GPU, autocast to bfloat16
 
 The official code is read from a checkout in a scratch folder (never part of this project).
 A full run takes about 10 minutes on 2 cores.
@@ -28,12 +28,14 @@ import sys
 import torch
 from tabulate import tabulate
 
-from dlarepro.bench import OFFICIAL_MODELS, StepSetup, official_model, peak_rss_of_step, saved_bytes, time_group_in_subprocess
+from dlarepro.bench import (OFFICIAL_MODELS, StepSetup, official_model, peak_cuda_of_step, peak_rss_of_step, saved_bytes,
+                            time_group_in_subprocess)
 from dlarepro.benchprofile import profile_families, profile_table
 from dlarepro.methods import METHODS
 from dlarepro.modelinfo import count_macs
 from dlarepro.models import build_model
 from dlarepro.models.tails import MODES
+from dlarepro.runconfig import AMP_MODES
 
 ARCHS = list(METHODS)
 PAIRS = [("mrla_b", "dla_b", 110)]  # direct head-to-head timings (same process)
@@ -74,8 +76,9 @@ def parse_args(argv):
 
 def add_device_options(parser) -> None:
     """Where the step runs (kept apart: the GPU benches of issue 11 add to these)."""
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    parser.add_argument("--bf16", action="store_true", help="autocast the step to bfloat16")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu or cuda[:N] (on a GPU, peak memory comes from the CUDA allocator, not RSS)")
+    parser.add_argument("--amp", default="off", choices=AMP_MODES, help="autocast precision")
 
 
 def formats(args) -> list[bool]:
@@ -85,7 +88,7 @@ def formats(args) -> list[bool]:
 
 def base_setup(args, arch: str, depth: int, **changes) -> StepSetup:
     setup = StepSetup(arch, depth, batch=args.batch, compile=args.compile, tails=args.tails, device=args.device,
-                      bf16=args.bf16)
+                      amp=args.amp)
     return dataclasses.replace(setup, **changes)
 
 
@@ -173,7 +176,8 @@ def main(argv=None) -> int:
             print(f"{arch}-{depth}: {args.rounds} rounds interleaved with none-{depth} ...", file=sys.stderr, flush=True)
             timed = time_arch(args, arch, depth)
             ours = timed["ours"]
-            rss = None if args.no_memory or not on_cpu else peak_rss_of_step(ours["setup"])
+            rss = None if args.no_memory else (peak_rss_of_step(ours["setup"]) if on_cpu
+                                               else peak_cuda_of_step(ours["setup"]))
             macs = count_macs(build_model(arch, depth, "cifar100"), "cifar100")
             results[(arch, depth)] = {"time": ours["time"], "ratio": ours["ratio"], "rss": rss}
             row = [f"{arch}-{depth}", "CL" if ours["setup"].channels_last else "NCHW", f"{ours['time'] * 1000:.0f}",
@@ -203,13 +207,14 @@ def main(argv=None) -> int:
 def print_results(args, rows, results) -> None:
     tails = args.tails
     layout = "best of channels_last / NCHW" if args.best_format else "NCHW" if args.contiguous else "channels_last"
-    print(f"\nOne SGD step, batch {args.batch}, {args.device}{' bf16' if args.bf16 else ''}, {args.threads} threads, "
+    print(f"\nOne SGD step, batch {args.batch}, {args.device}{'' if args.amp == 'off' else ' ' + args.amp}, {args.threads} threads, "
           f"{layout}{', torch.compile' if args.compile else ''}, tails {tails}, median of {args.rounds} rounds, each "
           f"model interleaved with the plain ResNet of its depth in one process (torch {torch.__version__})")
     headers = ["model", "format", "ms/step", "x ResNet", "per-round x"]
     headers += ["ref tails ms", "ref x ResNet"] if args.compare_tails else []
     headers += ["official ms", "official x its ResNet", "ours / official"] if args.official else []
-    headers += ["peak RSS MiB", "saved for bw MiB", "MACs x"]
+    on_cpu = torch.device(args.device).type == "cpu"
+    headers += ["peak RSS MiB" if on_cpu else "peak GPU MiB", "saved for bw MiB", "MACs x"]
     print(tabulate(rows, headers=headers, disable_numparse=True))
     checks = []
     for issue, text, key, metric, limit in TARGETS:

@@ -1,7 +1,8 @@
 """The direct form of DLA-B, written as the facts sheet states it, for equivalence tests only.
 
 Every cached key K_i and value map V_i is replaced by a refreshed copy at every later block:
-K_i <- K_i * Dyn(K_i, c).h and V_i <- V_i * Dyn(GAP(V_i), c).h, one cell call per cached layer.
+K_i <- K_i * Dyn(K_i, c).h and V_i <- V_i * Dyn(GAP(V_i), c).h, one DSU step per cached layer and
+per image (``reference_dsu.dsu_step``), each image reading the state row its ``dsu_state`` says.
 Memory grows with the square of the depth; the production code accumulates gates instead.
 """
 
@@ -13,30 +14,33 @@ import types
 import torch
 import torch.nn.functional as F
 
-from dlarepro.models.interactions import DLABase, gap
+from dlarepro.models.interactions import DLABase
+from reference_dsu import dsu_step, pool, refresh_row, zero_states
 
 
 class DirectState:
     def __init__(self):
         self.keys: list[torch.Tensor] = []
         self.values: list[torch.Tensor] = []
-        self.cell_state = None
+        self.cell_state: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # one (h, c) per image
 
 
 def direct_forward(self: DLABase, index, branch, shortcut, state):
     if state is None or not isinstance(state, DirectState):
         state = DirectState()
     y = F.relu(branch + shortcut)
-    pooled = gap(y)
+    batch, channels = y.shape[:2]
+    pooled = pool(y)
     if state.cell_state is None:
-        state.cell_state = self.cell.zero_state(pooled)
-    _, state.cell_state = self.cell(pooled, state.cell_state)
-    new_keys, new_values = [], []
-    for key, value in zip(state.keys, state.values):
-        key_gate, _ = self.cell(key, state.cell_state)
-        value_gate, _ = self.cell(gap(value), state.cell_state)
-        new_keys.append(key * key_gate)
-        new_values.append(value * value_gate[:, :, None, None])
+        state.cell_state = zero_states(batch, channels, y)
+    state.cell_state = [dsu_step(self.cell, pooled[b], *state.cell_state[b]) for b in range(batch)]
+
+    def gate(tokens):  # [B, C] -> the refresh gate of each image, [B, C]
+        return torch.stack([dsu_step(self.cell, tokens[b], *state.cell_state[refresh_row(b, self.dsu_state)])[0]
+                            for b in range(batch)])
+
+    new_keys = [key * gate(key) for key in state.keys]
+    new_values = [value * gate(pool(value))[:, :, None, None] for value in state.values]
     state.keys = new_keys + [self.key[index](pooled)]
     state.values = new_values + [self.value[index](y)]
     query = self.query[index](pooled)

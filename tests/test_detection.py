@@ -305,4 +305,5 @@ def test_tiny_profile_runs_imagenet_then_coco_and_builds_tables_2_and_3(tmp_path
     assert "Synthetic data" in table2 and "Synthetic data" in table3
     assert (tmp_path / "reports/tiny/paper.pdf").stat().st_size > 10_000
     headline = json.loads((tmp_path / "results/tiny/headline.json").read_text())
-    assert headline == {"runs_expected": 2, "runs_finished": 2, "runs_problems": 0}
+    assert (headline.pop("runs_finished"), headline.pop("runs_expected")) == (2, 2)
+    assert headline["not_run"] == sum(headline.values()) > 0           # claims per verdict: none rests on one row

@@ -18,15 +18,19 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from conftest import BIN, REPO, snakemake_command
 from dlarepro import layout
+from dlarepro.checkpoints import read_checkpoint
 from dlarepro.data import write_synthetic_imagefolder
 
 ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+# drop_path > 0: each rank draws its own masks, and the checkpoint must restore every rank's RNG
 RUN = {"epochs": 2, "warmup_epochs": 1, "step_size": None, "milestones": [2], "batch_size": 4,
-       "test_batch_size": 2, "crop_size": 64, "threads": 1, "max_batches_per_epoch": 3, "log_every": 1}
+       "test_batch_size": 2, "crop_size": 64, "threads": 1, "max_batches_per_epoch": 3, "log_every": 1,
+       "drop_path": 0.2}
 IMAGES = {"n_classes": 4, "n_train_per_class": 4, "n_val_per_class": 2, "size": 72}
 
 
@@ -84,6 +88,8 @@ def test_killed_two_process_run_resumes_bit_identical(reference):
     assert "resuming from" in out
     metrics = json.loads((tmp / "killed" / "metrics.json").read_text())
     assert metrics["attempts"] == 2
+    states = read_checkpoint(tmp / "killed" / "checkpoint.pt")["rng"]  # one per rank, each its own
+    assert len(states) == 2 and not torch.equal(states[0]["torch"], states[1]["torch"])
     assert metrics["weights_sha256"] == reference["metrics"]["weights_sha256"]
 
 

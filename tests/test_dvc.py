@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
 PROJECT_FILES = ["Snakefile", "dvc.yaml", "workflow/rules", "workflow/profiles", "src/dlarepro", ".dvc/config",
-                 ".gitignore", "environment.yml"]
+                 ".gitignore", ".dvcignore", "environment.yml"]
 
 
 def sh(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -48,10 +49,23 @@ def project(tmp_path) -> Path:
 
 
 def test_dvc_repro_end_to_end_then_only_what_a_param_change_touches(project):
+    placed = project / "data/smoke/imagenet/train/n0001/big.JPEG"  # a hand-placed file in the data folder
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(os.urandom(1 << 20))
     sh(project, "dvc", "repro")
     runs = project / "results/smoke/runs"
+    # What DVC cached: metrics, histories, configs, final weights, summaries, tables, figures, paper;
+    # never a dataset (a hand-placed ImageNet would be copied) nor a checkpoint or a lock
+    cached = cached_files(project)
+    assert cached and not [c for c in cached if c.startswith("data/")]
+    assert not [c for c in cached if "checkpoint" in c or "/submitit/" in c or c.endswith((".lock", ".tmp"))]
+    for run in ("cifar10-none-d11-s0", "cifar10-dla_l-d11-s0"):
+        for name in ("metrics.json", "weights.pt", "history.csv", "config.yaml"):
+            assert f"results/smoke/runs/{run}/{name}" in cached
+    assert {"results/smoke/summary.csv", "reports/smoke/paper.pdf"} <= set(cached)
+    assert placed.is_file()
     finished = sorted(p.parent.name for p in runs.glob("*/metrics.json"))
-    assert finished == ["cifar10-dla_l-d11-s0", "cifar10-none-d11-s0"]
+    assert finished == ["cifar10-dla_l-dsu_state_first_image-d11-s0", "cifar10-none-d11-s0"]  # the profile's knobs
     for path in ("reports/smoke/tables/table1.tex", "reports/smoke/figures/figure4.pdf", "reports/smoke/paper.pdf"):
         assert (project / path).is_file(), path
     assert "synthetic" in (project / "reports/smoke/tables/table1.tex").read_text().lower()
@@ -59,7 +73,9 @@ def test_dvc_repro_end_to_end_then_only_what_a_param_change_touches(project):
     assert "up to date" in status.stdout, status.stdout
 
     before = {p: p.stat().st_mtime_ns for p in runs.glob("*/metrics.json")}
-    sh(project, "dvc", "metrics", "show")
+    metrics = sh(project, "dvc", "metrics", "show").stdout
+    widest = max(len(line) for line in metrics.splitlines())
+    assert "runs_finished" in metrics and "not_reproduced" in metrics and widest <= 130, metrics  # a screen wide
 
     # A new seed: DVC reruns the grid (Snakemake trains only the new runs) and the reports; the
     # data stage is untouched and no finished run is deleted or retrained.
@@ -83,6 +99,22 @@ def test_dvc_push_and_pull_use_the_local_remote(project, tmp_path):
     sh(project, "dvc", "repro", "data")
     sh(project, "dvc", "push", "data")
     assert any((project / ".dvc-storage").rglob("*")), "the default remote is a folder in the checkout"
-    shutil.rmtree(project / "data/smoke")
+    stamps = project / "results/smoke/data"
+    shutil.rmtree(stamps)
     sh(project, "dvc", "pull", "data")
-    assert (project / "data/smoke/cifar-10-batches-py/SYNTHETIC").is_file()
+    assert json.loads((stamps / "cifar10.json").read_text())["source"] == "synthetic"
+
+
+def cached_files(project: Path) -> list[str]:
+    """Every file path DVC's lock file says it cached (directory outputs listed file by file)."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    names = []
+    for stage in lock["stages"].values():
+        for out in stage.get("outs", []):
+            md5 = out.get("md5", "")
+            if md5.endswith(".dir"):
+                manifest = project / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+                names += [f"{out['path']}/{entry['relpath']}" for entry in json.loads(manifest.read_text())]
+            else:
+                names.append(out["path"])
+    return names

@@ -51,7 +51,10 @@ def test_tiny_run_writes_its_folder(data_root, tmp_path, dataset):
     out = tmp_path / "run"
     metrics = train(tiny(data_root, out, dataset=dataset, arch="dla_l", epochs=2, milestones=[1]), progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.prev.pt", "checkpoint.pt", "config.yaml",
-                                                    "history.csv", "metrics.json", "run.yaml"]
+                                                    "history.csv", "lock.log", "metrics.json", "run.lock",
+                                                    "run.yaml", "weights.pt"]
+    assert torch.load(out / "weights.pt", weights_only=True).keys() == build_model("dla_l", 11, dataset).state_dict().keys()
+    assert metrics["data"]["source"] == "synthetic" and len(metrics["data"]["fingerprint"]) == 16
     assert json.loads((out / "metrics.json").read_text()) == metrics
     assert metrics["synthetic"] is True and metrics["epochs"] == 2
     assert metrics["params"] == sum(p.numel() for p in build_model("dla_l", 11, dataset).parameters())
@@ -177,6 +180,80 @@ def test_attention_scores_of_stage_3_are_saved(data_root, tmp_path, arch):
     assert scores["block3"].shape == (8, 3)  # 256 channels = 8 heads of 32, three layers
 
 
+@pytest.mark.parametrize("arch", ["mrla_b", "dla_b"])
+def test_attention_file_says_how_the_scores_vary_across_test_images(data_root, tmp_path, arch):
+    """The std of each score across test images and each row's entropy, accumulated batch by batch,
+    equal Figure 2's numbers computed directly from every image's scores."""
+    from dlarepro.claims import attention_stats, stats_from_file
+    from dlarepro.data import CifarDataset, load_cifar
+
+    out = tmp_path / "run"
+    train(tiny(data_root, out, dataset="cifar100", arch=arch, depth=29, epochs=1, milestones=[],
+               capture_attention=True, test_batch_size=32), progress=False)  # 100 test images: 4 batches
+    model = build_model(arch, 29, "cifar100")
+    model.load_state_dict(read_checkpoint(out / "checkpoint.pt")["model"])
+    model.eval()
+    images, labels = load_cifar(data_root, "cifar100", train=False)
+    test_set = CifarDataset(images, labels, train=False, seed=3)
+    stage = model.stages[2].interaction
+    stage.captured = []
+    with torch.no_grad():
+        model(torch.stack([test_set[i][0] for i in range(len(test_set))]))
+    blocks = [s.double().numpy() for s in stage.captured]  # [images, heads, t] per block
+    with np.load(out / "attention_stage3.npz") as npz:
+        for i, b in enumerate(blocks, start=1):
+            assert np.allclose(npz[f"block{i}"], b.mean(0), atol=1e-6)  # the means, as before
+            assert np.allclose(npz[f"std_block{i}"], b.std(0), atol=1e-5)
+            entropy = -(np.where(b > 0, b * np.log(np.where(b > 0, b, 1)), 0)).sum(-1).mean(0)
+            assert np.allclose(npz[f"entropy_block{i}"], entropy, atol=1e-5)
+    saved, direct = stats_from_file(out / "attention_stage3.npz"), attention_stats(blocks)
+    assert saved == pytest.approx(direct, abs=1e-5)
+    assert direct["input_std"] > 0 and 0 < direct["entropy_normalised"] <= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# the final model evaluated again at other test batch sizes (the official code's batch coupling)
+
+
+def test_final_model_is_evaluated_at_extra_test_batch_sizes(data_root, tmp_path):
+    """``eval_batch_sizes`` adds ``final_*_batch<N>``: at the recipe's size it repeats the final
+    epoch's evaluation exactly; at size 1 it equals evaluating each test image alone; only a
+    ``first_image`` model scores differently at another batch size."""
+    import torch.nn.functional as F
+
+    from dlarepro.classification.engine import make_datasets
+
+    gaps = {}
+    for dsu_state in ("per_image", "first_image"):
+        out = tmp_path / dsu_state
+        config = tiny(data_root, out, arch="dla_l", epochs=1, milestones=[], dsu_state=dsu_state,
+                      eval_batch_sizes=[1, 7, 100])
+        metrics = train(config, progress=False)
+        assert metrics["final_top1_batch100"] == metrics["final_top1"]  # the smoke recipe's test batch
+        assert metrics["final_test_loss_batch100"] == metrics["final_test_loss"]
+        assert {f"final_{m}_batch7" for m in ("top1", "top5", "test_loss")} <= set(metrics)
+
+        model = build_model("dla_l", 11, "cifar10", dsu_state=dsu_state).eval()
+        model.load_state_dict(torch.load(out / "checkpoint.pt", weights_only=True)["model"])
+        _, test_set, _, _ = make_datasets(resolve(config))
+        with torch.no_grad():
+            alone = [(F.cross_entropy(model(x[None]), torch.tensor([y])).item(), int(model(x[None]).argmax()) == y)
+                     for x, y in (test_set[i] for i in range(len(test_set)))]
+        assert metrics["final_test_loss_batch1"] == pytest.approx(np.mean([loss for loss, _ in alone]), rel=1e-5)
+        assert metrics["final_top1_batch1"] == pytest.approx(100.0 * np.mean([hit for _, hit in alone]))
+        gaps[dsu_state] = abs(metrics["final_test_loss_batch1"] - metrics["final_test_loss"])
+    assert gaps["per_image"] < 1e-6 and gaps["first_image"] > 2e-5, gaps  # float32 noise vs the coupling
+
+
+def test_extra_test_batch_sizes_do_not_block_a_resume(data_root, tmp_path):
+    """``eval_batch_sizes`` changes no training: a checkpoint written without it resumes with it."""
+    out = tmp_path / "run"
+    train(tiny(data_root, out, epochs=1, milestones=[]), progress=False)
+    (out / "metrics.json").unlink()
+    metrics = train(tiny(data_root, out, epochs=1, milestones=[], eval_batch_sizes=[3]), progress=False)
+    assert metrics["attempts"] == 2 and "final_top1_batch3" in metrics
+
+
 # ---------------------------------------------------------------------------------------------
 # bad configurations and data: a clear error before any work, nothing written
 
@@ -203,6 +280,9 @@ BAD_CONFIGS = [
     ({"warmup_epochs": 3, "epochs": 3, "milestones": []}, "leaves no training after warm-up"),
     ({"momentum": 1.5}, "momentum=1.5 is invalid"),
     ({"out_dir": None}, "out_dir is required"),
+    ({"eval_batch_sizes": [0]}, "eval_batch_sizes=[0] is invalid"),
+    ({"eval_batch_sizes": [4, 4]}, "eval_batch_sizes=[4, 4] is invalid"),
+    ({"eval_batch_sizes": 1}, "eval_batch_sizes=1 is invalid"),
 ]
 
 

@@ -174,14 +174,46 @@ def test_killed_snakemake_reattaches_and_finishes_only_what_is_missing(tmp_path)
     job_id = json.loads((slow / "job.json").read_text())["job_id"]
     assert not (slow / "metrics.json").exists()
     finished_at = (quick / "metrics.json").stat().st_mtime_ns
-    subprocess.run(["snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--unlock"],
-                   env=ENV, check=True, capture_output=True)
-    again = snakemake(workdir, "--rerun-incomplete")
+    unlock(workdir)
+    again = snakemake(workdir)  # the same command: the profile sets what a restart needs
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"re-attaching to slurm job {job_id}" in again.stderr + again.stdout
     assert json.loads((slow / "job.json").read_text())["job_id"] == job_id  # no duplicate submission
     assert (quick / "metrics.json").stat().st_mtime_ns == finished_at  # not retrained
     assert json.loads((slow / "metrics.json").read_text())["attempts"] == 1
+
+
+def unlock(workdir: Path) -> None:
+    subprocess.run(["snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--unlock"],
+                   env=ENV, check=True, capture_output=True)
+
+
+def test_restart_after_a_killed_workflow_is_one_command(tmp_path):
+    """Snakemake is killed while a job runs; the job finishes on its own. `--unlock` and the README's
+    command then finish the grid without retraining or rewriting anything (Snakemake used to stop
+    with IncompleteFilesException and ask for --rerun-incomplete, which deleted metrics.json)."""
+    grid = tiny_grid(n_train=256, epochs=8, milestones=[3], max_batches_per_epoch=3, batch_size=64, log_every=1)
+    grid["experiments"]["table1"][0]["archs"] = ["none"]
+    workdir = make_workdir(tmp_path / "wf", grid)
+    folder = run_dir(workdir, "cifar10-none-d11-s0")
+    proc = start_snakemake(workdir)
+    try:
+        wait_for(lambda: log_shows(folder, "epoch 2 batch"), 300, "the job to train")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    job_id = json.loads((folder / "job.json").read_text())["job_id"]
+    wait_for(lambda: (folder / "metrics.json").exists(), 300, "the orphaned job to finish")
+    finished = (folder / "metrics.json").stat().st_mtime_ns
+    unlock(workdir)
+    again = snakemake(workdir)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "IncompleteFilesException" not in again.stdout + again.stderr
+    assert (folder / "metrics.json").stat().st_mtime_ns == finished  # neither retrained nor rewritten
+    assert json.loads((folder / "job.json").read_text())["job_id"] == job_id
+    assert sacct(job_id, "-X") == ["COMPLETED"]
 
 
 def test_failed_job_shows_its_error_and_log(tmp_path):
@@ -238,8 +270,8 @@ def test_lint_and_paper_dry_run():
     for run_id in planned:
         run = runs[run_id]
         if run.detector:
-            assert jobs[run_id] == ["data/paper/coco/annotations/instances_train2017.json",
-                                    f"results/paper/runs/{run.backbone.run_id}/metrics.json"], run_id
+            assert jobs[run_id] == ["results/paper/data/coco.json",
+                                    f"results/paper/done/{run.backbone.run_id}.json"], run_id
         else:
-            assert jobs[run_id] == ["data/paper/imagenet/train"], run_id
+            assert jobs[run_id] == ["results/paper/data/imagenet.json"], run_id
     assert "rule prepare_imagenet:" in dry.stdout and "rule prepare_coco:" in dry.stdout

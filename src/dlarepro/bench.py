@@ -65,8 +65,8 @@ class StepSetup:
     #: layer-attention tails: a mode of :mod:`dlarepro.models.tails` (None: ``DLAREPRO_TAILS``)
     tails: str | None = None
     device: str = "cpu"
-    #: autocast to bfloat16 (the GPU runs' precision)
-    bf16: bool = False
+    #: autocast precision: a mode of :data:`dlarepro.runconfig.AMP_MODES`
+    amp: str = "off"
     #: build the official implementation from this checkout instead of ours
     official: str | None = None
 
@@ -74,6 +74,8 @@ class StepSetup:
         return f"{'official ' if self.official else ''}{self.arch}-{self.depth}"
 
     def build(self):
+        from .speed import autocast
+
         torch.manual_seed(0)
         if self.official:
             model = official_model(self.official, self.arch, self.depth, DATASETS[self.dataset], self.device)
@@ -90,12 +92,12 @@ class StepSetup:
 
         def step():
             opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            with autocast(self.amp, device):
                 loss = F.cross_entropy(forward(x), y)
             loss.backward()
             opt.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)  # the step's time is the GPU's, not the launch's
+            if device.type == "cuda":  # the step is done when the GPU is, not when it is queued
+                torch.cuda.synchronize(device)
 
         return model, step
 
@@ -158,6 +160,15 @@ def peak_rss_of_step(setup: StepSetup) -> int:
     return int(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def peak_cuda_of_step(setup: StepSetup) -> int:
+    """Peak CUDA memory (bytes) the allocator held during one training step after a warm-up step."""
+    model, step = setup.build()
+    step()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    return torch.cuda.max_memory_allocated()
+
+
 def release_freed_memory() -> None:
     """Return freed heap pages to the OS (glibc). Interleaving several deep models in one
     process otherwise fragments the heap until it holds every model's peak at once (23 GB
@@ -208,8 +219,3 @@ def time_group_in_subprocess(setups: list[StepSetup], rounds: int, threads: int)
         raise RuntimeError(f"timing {[s.label() for s in setups]} failed: {out.stderr.strip().splitlines()[-1:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
-
-def time_pair_in_subprocess(a: StepSetup, b: StepSetup, rounds: int, threads: int) -> tuple[float, float]:
-    """Median step times of two setups interleaved in one fresh process."""
-    ta, tb = time_group_in_subprocess([a, b], rounds, threads)
-    return median(ta), median(tb)

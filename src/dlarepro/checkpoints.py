@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import random
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import torch
 from . import atomic
 
 CHECKPOINT, PREVIOUS = "checkpoint.pt", "checkpoint.prev.pt"
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3  # 3: ``rng`` holds one state per process (2: rank 0's alone)
 REQUIRED = {"format", "digest", "epoch", "batch", "model", "optimizer", "rng", "history", "partial", "elapsed"}
 
 
@@ -48,6 +50,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def rng_of_rank(payload: dict[str, Any], rank: int) -> dict[str, Any]:
+    """The RNG states process ``rank`` saved (a format-2 checkpoint has one state, for every rank)."""
+    states = payload["rng"]
+    return states[rank] if isinstance(states, list) else states
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of process ``rank``'s own random stream (drop-path masks), < 2^32 as numpy needs."""
+    from .data.common import sample_seed
+
+    return sample_seed(seed, 2**32 + rank, rank) % 2**32  # an epoch no data pass ever reaches
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -55,8 +70,10 @@ def seed_everything(seed: int) -> None:
 
 
 def save_checkpoint(folder: Path, payload: dict[str, Any]) -> Path:
-    """Write atomically, keeping the previous checkpoint as a fallback."""
-    path, tmp = folder / CHECKPOINT, folder / f".{CHECKPOINT}.new"
+    """Write atomically, keeping the previous checkpoint as a fallback. The temporary name is
+    unique per writer (host and pid), so even two writers would never share a half-written file;
+    the run folder's lock (:mod:`dlarepro.runlock`) keeps a second writer out in the first place."""
+    path, tmp = folder / CHECKPOINT, folder / f".{CHECKPOINT}.{socket.gethostname()}-{os.getpid()}.new"
     atomic.torch_save(payload, tmp)
     if path.exists():
         os.replace(path, folder / PREVIOUS)
@@ -75,9 +92,26 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
-def find_resume_point(folder: Path, digest: str) -> tuple[dict[str, Any] | None, str]:
-    """The newest readable checkpoint of this run and a sentence saying what was chosen."""
-    notes = []
+def set_aside_other_data(folder: Path, names: list[str]) -> Path:
+    """Move checkpoints made on other data (and, with the newest one, the history that goes with
+    it) into ``folder/superseded-<time>/``: kept for inspection, never resumed."""
+    target = folder / f"superseded-{time.strftime('%Y%m%dT%H%M%S')}"
+    target.mkdir(exist_ok=True)
+    for name in [*names, *(["history.csv"] if CHECKPOINT in names else [])]:
+        if (folder / name).exists():
+            os.replace(folder / name, target / name)
+    return target
+
+
+def find_resume_point(folder: Path, digest: str, data: str | None = None,
+                      set_aside: bool = False) -> tuple[dict[str, Any] | None, str]:
+    """The newest readable checkpoint of this run and a sentence saying what was chosen.
+
+    ``data`` is the fingerprint of the data the run reads now: checkpoints recording another one
+    were made on other data (regenerated or replaced since) and are not resumed; with
+    ``set_aside`` (the process that writes) they are moved out of the way.
+    """
+    notes, other_data = [], []
     for name in (CHECKPOINT, PREVIOUS):
         path = folder / name
         if not path.exists():
@@ -87,13 +121,25 @@ def find_resume_point(folder: Path, digest: str) -> tuple[dict[str, Any] | None,
         except CorruptCheckpointError as err:
             notes.append(f"corrupt checkpoint ignored: {err}")
             continue
+        if data and payload.get("data_fingerprint") not in (None, data):
+            other_data.append(name)
+            continue
         if payload["digest"] != digest:
             raise RuntimeError(
                 f"{path} belongs to a different configuration (digest {payload['digest']} != {digest}); "
                 f"use another out_dir or delete the folder to start over"
             )
+        _note_other_data(folder, other_data, data, set_aside, notes)
         where = f"epoch {payload['epoch'] + 1}, batch {payload['batch']}"
         notes.append(f"resuming from {path} ({where})" + (" — the previous good one" if name == PREVIOUS else ""))
         return payload, "; ".join(notes)
+    _note_other_data(folder, other_data, data, set_aside, notes)
     notes.append("no usable checkpoint: starting from scratch" if notes else "starting from scratch")
     return None, "; ".join(notes)
+
+
+def _note_other_data(folder: Path, names: list[str], data: str | None, set_aside: bool, notes: list[str]) -> None:
+    if names:
+        where = set_aside_other_data(folder, names) if set_aside else folder
+        notes.append(f"{', '.join(names)} made on other data (fingerprint differs from {data}): not resumed, "
+                     f"moved to {where}")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from .methods import DATASETS, METHODS, id_knob_names
@@ -88,10 +90,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .data.common import DatasetError
     from .detection.config import PretrainedWeightsError
     from .runbase import Interrupted
+    from .runlock import RunLockError
 
     try:
         metrics = kind.train(config, progress=False if args.no_progress else None)
-    except (DatasetError, PretrainedWeightsError) as err:
+    except (DatasetError, PretrainedWeightsError, RunLockError) as err:
         raise CliError(str(err)) from None
     except Interrupted as err:
         print(f"dla-repro {args.command}: {err}", file=sys.stderr)
@@ -116,6 +119,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     import yaml
 
     from . import grid
+    from .data.common import DatasetError
     from .prepare import DataNotAvailable, prepare_data
 
     g = _grid(args)
@@ -129,7 +133,12 @@ def cmd_grid(args: argparse.Namespace) -> int:
             print(yaml.safe_dump(grid.run_record(g, args.run_id, args.profile).config, sort_keys=True), end="")
         elif args.action == "prepare-data":
             print(prepare_data(g, args.profile, datasets=args.datasets or None))
-    except (grid.GridError, DataNotAvailable) as err:
+        elif args.action == "status":
+            from . import status
+
+            statuses = status.grid_status(grid.plan(g, args.profile), poll_seconds=args.poll_seconds)
+            print(status.as_json(statuses) if args.json else status.render(statuses, list(g["experiments"])))
+    except (grid.GridError, DataNotAvailable, DatasetError) as err:  # e.g. no internet for a CIFAR download
         raise CliError(str(err)) from None
     return 0
 
@@ -147,7 +156,7 @@ def _json_argument(text: str, what: str) -> dict:
 def cmd_submit(args: argparse.Namespace) -> int:
     from . import grid
     from .identity import RunRecord
-    from .submit import SubmitError, submit_record
+    from .submit import WORKFLOW_EXECUTOR, SubmitError, options_for_family, submit_record
 
     if (args.run_id is None) == (args.record is None):
         raise CliError("give either a RUN_ID of the grid or --record (what the workflow passes), not both")
@@ -158,9 +167,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
             record = grid.run_record(_grid(args), args.run_id, args.profile)
     except (ValueError, grid.GridError) as err:
         raise CliError(str(err)) from None
-    options = _json_argument(args.options, "--options") if args.options else {}
+    workflow = _json_argument(os.environ.get(WORKFLOW_EXECUTOR, "{}"), f"${WORKFLOW_EXECUTOR}")
+    options = (_json_argument(args.options, "--options") if args.options
+               else options_for_family(workflow, record.identity.family) if workflow else {})
     try:
-        return submit_record(record, executor=args.executor, options=options, poll_seconds=args.poll_seconds)
+        return submit_record(record, executor=args.executor or workflow.get("executor", "local"), options=options,
+                             poll_seconds=args.poll_seconds or float(workflow.get("poll_seconds", 10.0)),
+                             done=Path(args.done) if args.done else None)
     except SubmitError as err:
         raise CliError(str(err)) from None
 
@@ -212,7 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     grid_actions = grid.add_subparsers(dest="action", metavar="ACTION", required=True)
     for name, text in [("list", "every run id of the profile"), ("summary", "number of runs per experiment"),
                        ("config", "the training config of one run"),
-                       ("prepare-data", "generate (synthetic) or download (real) the profile's data")]:
+                       ("prepare-data", "generate (synthetic) or download (real) the profile's data"),
+                       ("status", "every run as finished / running (epoch k of E, ETA) / pending / failed (last "
+                                  "error and log) / stale / not started; counts per table; GPU-hours spent and "
+                                  "an estimate of what remains")]:
         action = grid_actions.add_parser(name, help=text, description=text)
         _grid_options(action)
         if name == "config":
@@ -222,13 +238,20 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "prepare-data":
             action.add_argument("--datasets", nargs="+", metavar="DATASET",
                                 help="only these datasets (default: every dataset the profile's runs use)")
+        if name == "status":
+            action.add_argument("--json", action="store_true", help="one JSON list of runs instead of the text")
+            action.add_argument("--poll-seconds", type=float, default=10.0,
+                                help="reuse the running workflow's SLURM answer if it is younger than this")
         action.set_defaults(func=cmd_grid)
 
     submit = sub.add_parser(
         "submit", help="submit one run of the grid through submitit and wait for it (a Snakemake job)",
         description="Validate the run and its data, submit it through submitit (or re-attach to its job if "
-                    "one is still pending or running), wait, and exit 0 once metrics.json exists. On failure "
-                    "the error and the log paths are printed and the exit status is 1.",
+                    "one is still pending or running), wait, and exit 0 once metrics.json exists. A finished run "
+                    "is never trained again; a folder trained with another config or on other data is moved to "
+                    "results/<profile>/superseded/ and the run trained again. A job whose state SLURM cannot "
+                    "tell (accounting down) is waited for, never submitted twice. On failure the error and the "
+                    "log paths are printed and the exit status is 1.",
     )
     from .executors import EXECUTORS
 
@@ -236,11 +259,16 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--record", metavar="JSON", help="the planned run (identity and resolved config) as JSON, "
                         "instead of a run id: what the Snakemake workflow passes")
     _grid_options(submit)
-    submit.add_argument("--executor", choices=list(EXECUTORS), default="local",
-                        help="; ".join(f"{name}: {cls.description}" for name, cls in EXECUTORS.items()))
+    submit.add_argument("--executor", choices=list(EXECUTORS),
+                        help="; ".join(f"{name}: {cls.description}" for name, cls in EXECUTORS.items())
+                        + f" (default: the workflow's, from $DLAREPRO_EXECUTOR, else local)")
     submit.add_argument("--options", metavar="JSON", help="executor options as a JSON object: " + "; ".join(
         f"{name}: {', '.join(cls.options) or 'none'}" for name, cls in EXECUTORS.items()))
-    submit.add_argument("--poll-seconds", type=float, default=10.0, help="how often to check the job")
+    submit.add_argument("--poll-seconds", type=float,
+                        help="how often to check the job (the waiting submissions of one workflow share one "
+                             "SLURM query per interval; default: the workflow's, else 10)")
+    submit.add_argument("--done", metavar="FILE", help="write this stamp once the run is finished (the "
+                        "workflow's output for the run; the run folder itself is never a workflow output)")
     submit.set_defaults(func=cmd_submit)
 
     from .data.cli import register as register_data_commands
@@ -267,8 +295,9 @@ def _train_epilog(kind) -> str:
               for k, key in kind.config.RUN_KEYS.items()]
     lines += [f"recipe keys (defaults from the recipe: {', '.join(kind.config.recipe_names())}):"]
     lines += [f"  {k:<22} {key.expected}" for k, key in kind.config.RECIPE_KEYS.items()]
-    lines += ["", "exit status: 0 finished, 2 bad config or data, 3 stopped by SIGTERM/SIGUSR2 (checkpoint "
-              "written; run again to resume)"]
+    lines += ["", "exit status: 0 finished, 2 bad config or data, or the run folder held by another process "
+              "(one writer per folder: the message names it), 3 stopped by SIGTERM/SIGUSR2 (checkpoint written; "
+              "run again to resume)"]
     return "\n".join(lines)
 
 

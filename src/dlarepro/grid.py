@@ -5,7 +5,11 @@ Every table and figure lists the groups of runs it needs; a group is the product
 ``n_seeds`` of them). Knobs equal to a method's default are dropped, so a run shared by several
 tables is a single node. A profile sets the scale: recipe, seeds, real or synthetic data, (for
 smoke) a map from the paper's CIFAR depths to the depths actually trained, per-family settings
-for ImageNet and COCO, and the experiments it skips.
+for ImageNet and COCO, the experiments it skips, and ``knobs`` given to every run whose method
+takes them unless the group lists that knob itself (the paper profile trains what produced the
+published numbers: ``dsu_state: first_image``, the official code's refresh). A group may ask for
+the final model to be evaluated again at other test batch sizes (``eval_batch_sizes``); a run
+shared by several groups gets every size any of them asks for.
 
 A COCO run (a detector on an ImageNet backbone) depends on the ImageNet run of its backbone,
 which is added to the grid when no experiment lists it.
@@ -34,7 +38,7 @@ DETECTORS = ("faster_rcnn", "mask_rcnn")
 FAMILY_RECIPES = {"imagenet": "imagenet", "coco": "coco"}
 #: run settings an override may not change: they say which run it is and where it lives
 IDENTITY_KEYS = ("dataset", "arch", "depth", "seed", "detector", "out_dir", "data_root", "pretrained",
-                 "capture_attention")
+                 "capture_attention", "eval_batch_sizes")
 
 
 class GridError(ValueError):
@@ -55,7 +59,20 @@ def schema() -> dict[str, Any]:
     group = props["experiments"]["additionalProperties"]["items"]["properties"]
     for name in knob_names():
         group.setdefault(name, {"type": "array", "minItems": 1, "description": f"values of the {name} knob"})
+    props["profiles"]["additionalProperties"]["properties"]["knobs"]["propertyNames"] = {"enum": list(knob_names())}
     return s
+
+
+def _profile_knob_problems(name: str, knobs: Mapping[str, Any]) -> list[str]:
+    """A profile knob must be a valid value for at least one method that takes it (each run then
+    checks its own model)."""
+    lines = []
+    for knob, value in knobs.items():
+        takers = [spec for spec in METHODS.values() if knob in spec.knob_names]
+        problems = [spec.knob(knob).problem(spec.name, value) for spec in takers]
+        if takers and all(problems):
+            lines.append(f"profiles/{name}/knobs/{knob}: {problems[0]}")
+    return lines
 
 
 def _non_finite(value: Any, path: str = "") -> list[str]:
@@ -95,7 +112,14 @@ def validate(grid: Any, source: str = "the experiment grid") -> None:
     errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(grid), key=lambda e: list(e.path))
     lines = [f"{'/'.join(map(str, e.path)) or '(top level)'}: {e.message}" for e in errors]
     lines += _non_finite(grid)
+    if not errors:  # option values reach #SBATCH lines: the executors' own checks (no newline, ...)
+        from .executors import option_problems
+
+        lines += option_problems(grid.get("executor_options") or {}, "executor_options")
+        for family, block in (grid.get("executor_options_by_family") or {}).items():
+            lines += option_problems(block or {}, f"executor_options_by_family/{family}")
     for name, prof in (grid.get("profiles") or {}).items() if not errors else ():
+        lines += _profile_knob_problems(name, prof.get("knobs") or {})
         for where, block in (("", prof), ("imagenet/", prof.get("imagenet") or {}), ("coco/", prof.get("coco") or {})):
             bad = sorted(set(block.get("overrides") or {}) & set(IDENTITY_KEYS + id_knob_names()))
             if bad:
@@ -135,6 +159,8 @@ class Run:
     detector: str | None = None
     #: the ImageNet run whose weights initialise a detector's backbone
     backbone_seed: int | None = None
+    #: extra test batch sizes the final model is evaluated at (an evaluation, not a different run)
+    eval_batch_sizes: frozenset[int] = field(default=frozenset(), compare=False)
 
     @property
     def config_id(self) -> str:
@@ -175,11 +201,21 @@ def profile_of(grid: Mapping[str, Any], name: str | None = None) -> tuple[str, d
     return name, grid["profiles"][name]
 
 
+def profile_knobs(profile: Mapping[str, Any], arch: str, listed: Iterable[str] = ()) -> dict[str, Any]:
+    """The profile's ``knobs`` that a run of ``arch`` receives: those its method takes, except the
+    knobs its group lists itself (``listed``). Readers that map a paper row onto a run id add these
+    to the row's own knobs, as the expansion does."""
+    listed = set(listed)
+    return {k: v for k, v in (profile.get("knobs") or {}).items()
+            if k not in listed and k in METHODS[arch].knob_names}
+
+
 def _group_runs(experiment: str, group: Mapping[str, Any], profile: Mapping[str, Any]) -> Iterable[Run]:
     depth_map = {int(k): v for k, v in (profile.get("depth_map") or {}).items()}
     knob_lists = [[(k, v) for v in group[k]] for k in knob_names() if k in group]
     seeds = profile["seeds"][: group.get("n_seeds", len(profile["seeds"]))]
     detectors = group.get("detectors", [None])
+    eval_sizes = frozenset(group.get("eval_batch_sizes") or ())
     for dataset, detector, paper_depth, arch in itertools.product(group["datasets"], detectors, group["depths"],
                                                                   group["archs"]):
         if (dataset == "coco") != (detector is not None):
@@ -187,19 +223,24 @@ def _group_runs(experiment: str, group: Mapping[str, Any], profile: Mapping[str,
                             f"(dataset {dataset!r}, detectors {group.get('detectors')})")
         if arch not in METHODS:
             raise GridError(f"experiment {experiment!r}: unknown arch {arch!r}; choose one of {list(METHODS)}")
+        if eval_sizes and detector is not None:
+            raise GridError(f"experiment {experiment!r}: eval_batch_sizes applies to classification runs, "
+                            f"not to coco detectors")
+        implied = profile_knobs(profile, arch, listed=tuple(group))
         # the smoke profile's depth map stands for CIFAR depths; ImageNet has only 50 and 101
         depth = depth_map.get(paper_depth, paper_depth) if dataset in CIFAR else paper_depth
         model_dataset = "imagenet" if detector else dataset  # a detector's backbone is an ImageNet model
         for combo in itertools.product(*knob_lists):
+            given = {**implied, **dict(combo)}
             try:
-                check_model_args(arch, depth, model_dataset, **dict(combo))
+                check_model_args(arch, depth, model_dataset, **given)
             except ValueError as err:
                 raise GridError(f"experiment {experiment!r}: {err}") from None
-            knobs = METHODS[arch].id_knobs(model_dataset, dict(combo))
+            knobs = METHODS[arch].id_knobs(model_dataset, given)
             for seed in seeds:
                 yield Run(dataset, arch, paper_depth, depth, seed, knobs,
                           bool(group.get("capture_attention", False)), frozenset([experiment]), detector,
-                          profile["seeds"][0] if detector else None)
+                          profile["seeds"][0] if detector else None, eval_sizes)
 
 
 def skipped_experiments(grid: Mapping[str, Any], profile: Mapping[str, Any]) -> list[str]:
@@ -224,7 +265,8 @@ def expand(grid: Mapping[str, Any], profile: str | None = None) -> dict[str, Run
                 raise GridError(f"run {run.run_id} stands for two paper depths "
                                 f"({old.paper_depth}, {run.paper_depth}): fix the profile's depth_map")
             run = replace(run, capture_attention=old.capture_attention or run.capture_attention,
-                          experiments=old.experiments | run.experiments)
+                          experiments=old.experiments | run.experiments,
+                          eval_batch_sizes=old.eval_batch_sizes | run.eval_batch_sizes)
         runs[run.run_id] = run
 
     for experiment, groups in grid["experiments"].items():
@@ -269,6 +311,8 @@ def config_of(run: Run, name: str, prof: Mapping[str, Any], workdir: str | Path 
         config["pretrained"] = str(workdir / layout.run_dir(name, run.backbone.run_id))
     if run.capture_attention:
         config["capture_attention"] = True
+    if run.eval_batch_sizes:
+        config["eval_batch_sizes"] = sorted(run.eval_batch_sizes)
     config.update(copy.deepcopy(family.get("overrides") or {}))
     return config
 

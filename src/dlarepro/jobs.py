@@ -6,11 +6,14 @@ submitting process and unpickles it on the node, where ``__call__`` imports torc
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from typing import Any
 
 import submitit
+
+from .interrupt import Interrupted
 
 
 class TrainJob(submitit.helpers.Checkpointable):
@@ -24,13 +27,20 @@ class TrainJob(submitit.helpers.Checkpointable):
     """
 
     REQUEUE_GRACE_S = 180
+    #: how long a job waits for its run folder while another process still holds it (a retry
+    #: submitted while a cancelled job is still being killed: SLURM's KillWait is 30 s by default)
+    LOCK_WAIT_S = 120
 
     def __init__(self, config: dict[str, Any]):
         self.config = config
 
     def __call__(self) -> dict[str, Any]:
+        # submitit ignores SIGTERM in a job ("Bypassing signal SIGTERM"), so a `scancel` landing
+        # during start-up (imports, data loading) would be lost and the job would run on until
+        # SLURM's SIGKILL. Until the training loop installs its own handler, SIGTERM stops at once.
+        signal.signal(signal.SIGTERM, _stop_now)
+        os.environ.setdefault("DLAREPRO_LOCK_WAIT_S", str(self.LOCK_WAIT_S))
         from . import kinds
-        from .runbase import Interrupted
 
         try:
             return kinds.train(self.config, progress=False)
@@ -47,3 +57,7 @@ class TrainJob(submitit.helpers.Checkpointable):
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         # The training state is already in the run folder; the requeued job only needs the config.
         return submitit.helpers.DelayedSubmission(TrainJob(self.config))
+
+
+def _stop_now(signum: int, frame: Any) -> None:
+    raise Interrupted(signum, None)

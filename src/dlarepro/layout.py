@@ -36,3 +36,17 @@ def run_dir(profile: str, run_id: str) -> str:
 
 def reports_root(profile: str) -> str:
     return f"reports/{profile}"
+
+
+def data_stamp(profile: str, dataset: str) -> str:
+    """Written by ``grid prepare-data`` once ``dataset`` is in place: its fingerprint and source.
+    The workflow's data rules declare these stamps as outputs, never the (possibly hand-placed)
+    data itself, so no Snakemake or DVC command can delete a dataset."""
+    return f"{results_root(profile)}/data/{dataset}.json"
+
+
+def done_stamp(profile: str, run_id: str) -> str:
+    """Written by ``dla-repro submit`` once a run is finished: the workflow's output for the run
+    (a forced rerun deletes the stamp, never the run folder)."""
+    return f"{results_root(profile)}/done/{run_id}.json"
+

@@ -8,6 +8,7 @@ sizes is kept as it is, so Snakemake and DVC see unchanged files.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -69,7 +70,10 @@ def prepare_dataset(dataset: str, profile: Mapping[str, Any], root: Path) -> Non
 
 def prepare_data(grid: Mapping[str, Any], profile: str | None = None, workdir: str | Path = ".",
                  datasets: list[str] | None = None) -> Path:
-    """Prepare every dataset the profile's runs need (or only ``datasets``); returns data/<profile>."""
+    """Prepare every dataset the profile's runs need (or only ``datasets``) and write each one's
+    stamp (:func:`dlarepro.layout.data_stamp`: fingerprint and source); returns data/<profile>."""
+    from . import atomic, provenance
+
     name, prof = gridlib.profile_of(grid, profile)
     root = Path(workdir) / layout.data_root(name)
     needed = gridlib.datasets_of(grid, name)
@@ -77,4 +81,9 @@ def prepare_data(grid: Mapping[str, Any], profile: str | None = None, workdir: s
         if dataset not in needed:
             raise gridlib.GridError(f"dataset {dataset!r} is not used by the {name!r} profile (it uses {needed})")
         prepare_dataset(dataset, prof, root)
+        data_root = Path(workdir) / layout.dataset_root(name, dataset)
+        stamp = Path(workdir) / layout.data_stamp(name, dataset)
+        text = json.dumps(provenance.describe(dataset, data_root), indent=2, sort_keys=True) + "\n"
+        if not stamp.is_file() or stamp.read_text() != text:  # unchanged data: unchanged stamp (and mtime)
+            atomic.write_text(stamp, text)
     return root

@@ -35,33 +35,22 @@ from typing import Any, Callable, Iterable
 import torch
 import yaml
 
-from . import __version__, atomic
+from . import __version__, atomic, provenance, runlock, speed
 from . import distributed as dist_
-from .checkpoints import (CHECKPOINT, CHECKPOINT_FORMAT, find_resume_point, rng_state, save_checkpoint,
-                          set_rng_state)
+from .checkpoints import (CHECKPOINT, CHECKPOINT_FORMAT, find_resume_point, rank_seed, rng_of_rank, rng_state,
+                          save_checkpoint, seed_everything, set_rng_state)
+from .environment import lock_record
 from .identity import RUN_FILE, RunRecord, identity_of_config, read_run_file, write_run_file
-from .runconfig import NON_SEMANTIC
+from .interrupt import Interrupted
+from .runconfig import config_digest
 
 COUNT_COLUMNS = ("epoch", "iterations")  # history.csv columns written as integers
 #: metrics that measure the machine or the history of a run, not what it computed
 CIRCUMSTANTIAL = ("wall_seconds", "step_seconds", "attempts", "git_commit")
 
 
-class Interrupted(Exception):
-    """A stop signal arrived; a checkpoint was written. Run the same config again to resume."""
-
-    def __init__(self, signum: int, checkpoint: Path):
-        super().__init__(f"stopped by {signal.Signals(signum).name}; resume from {checkpoint}")
-        self.signum, self.checkpoint = signum, checkpoint
-
-
 def log(message: str) -> None:
     print(f"[dla-repro {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def config_digest(config: dict[str, Any]) -> str:
-    semantic = {k: v for k, v in sorted(config.items()) if k not in NON_SEMANTIC}
-    return hashlib.sha256(json.dumps(semantic, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def git_commit() -> str | None:
@@ -84,12 +73,19 @@ def select_device(name: str) -> torch.device:
 
 
 class StopSignals:
-    """Turn SIGTERM / SIGUSR2 into a flag checked at safe points (main thread only)."""
+    """Turn SIGTERM / SIGUSR2 into a flag checked at safe points (main thread only).
+
+    During training steps (``in_steps``) both signals make the run checkpoint at the next step.
+    A SIGTERM anywhere else (evaluation, set-up, writing files) stops the run at once: it is a
+    cancellation (``scancel``) or the end of the grace period, and waiting for the next step could
+    take minutes. Every file is written atomically, so stopping there leaves nothing half-written.
+    """
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
     def __init__(self):
         self.received: int | None = None
+        self.in_steps = False
         self._previous: dict[int, Any] = {}
 
     def __enter__(self):
@@ -100,6 +96,8 @@ class StopSignals:
 
     def _handle(self, signum, frame):
         self.received = signum
+        if signum == signal.SIGTERM and not self.in_steps:
+            raise Interrupted(signum, None)
 
     def __exit__(self, *exc):
         for s, handler in self._previous.items():
@@ -155,11 +153,16 @@ class RunBase:
         c = self.config
         if c["threads"]:
             torch.set_num_threads(c["threads"])
-        self.world = dist_.setup(c["device"])
-        try:
-            return self._execute(metrics_path)
-        finally:
-            dist_.teardown(self.world)
+        with speed.determinism(c["deterministic"]):
+            self.world = dist_.setup(c["device"], force=c["force_distributed"])
+            try:
+                with runlock.hold(self.folder, self.world, log):  # one writer per run folder
+                    if metrics_path.exists():  # finished by the writer this one waited for
+                        return json.loads(metrics_path.read_text())
+                    self.data = provenance.describe(c["dataset"], c["data_root"])
+                    return self._execute(metrics_path)
+            finally:
+                dist_.teardown(self.world)
 
     def _execute(self, metrics_path: Path) -> dict[str, Any]:
         raise NotImplementedError
@@ -180,6 +183,9 @@ class RunBase:
         self.device = select_device(c["device"])
         if world.distributed and self.device.type == "cuda":
             self.device = torch.device("cuda", torch.cuda.current_device())
+        speed.check_amp(c["amp"], self.device)
+        self.scaler = speed.grad_scaler(c["amp"], self.device)
+        self.workers = speed.resolve_workers(c["num_workers"])
 
     def _write_config(self) -> None:
         """``config.yaml`` and, unless the workflow wrote it before submission, ``run.yaml``."""
@@ -200,8 +206,12 @@ class RunBase:
         """Load the newest usable checkpoint into ``model`` and ``optimizer``; return the run state
         and the module training steps go through (DDP around ``model`` with several processes)."""
         world = self.world
+        if world.rank:
+            # model-side randomness (drop-path) must differ between processes; the weights were drawn
+            # alike everywhere (and DDP starts from rank 0's). Rank 0 keeps a one-process run's stream.
+            seed_everything(rank_seed(self.config["seed"], world.rank))
         state = {"epoch": 0, "batch": 0, "history": [], "partial": None, "elapsed": 0.0, "attempts": 0}
-        payload, note = find_resume_point(self.folder, self.digest)
+        payload, note = find_resume_point(self.folder, self.digest, self.data["fingerprint"], set_aside=world.main)
         if world.main:
             log(f"{self.folder}: {note}")
         if payload is not None and payload.get("world_size", 1) != world.size:
@@ -211,15 +221,36 @@ class RunBase:
         if payload is not None:
             model.load_state_dict(payload["model"])
             optimizer.load_state_dict(payload["optimizer"])
-            set_rng_state(payload["rng"])
+            set_rng_state(rng_of_rank(payload, world.rank))
+            if self.scaler is not None and payload.get("scaler"):
+                self.scaler.load_state_dict(payload["scaler"])
             state = {k: payload[k] for k in ("epoch", "batch", "history", "partial", "elapsed")}
             state["attempts"] = payload.get("attempts", 0)
         state["attempts"] += 1
-        self.model = model  # the module whose weights are saved; training steps go through DDP
-        if not world.distributed:
-            return state, model
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        return state, torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.model = model  # the module whose weights are saved; training steps go through DDP / compile
+        trained = model
+        if world.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # static graph: the same parameters take part in every step, and the few that never do (a
+            # stage of one block has no layer to refresh) are found in the first step, not every step
+            trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, static_graph=True)
+        return state, speed.maybe_compile(trained, self.config["compile"])
+
+    # -- one step ---------------------------------------------------------------------------
+    def autocast(self):
+        """The ``amp`` switch around forward and loss (nothing when it is off)."""
+        return speed.autocast(self.config["amp"], self.device)
+
+    def optimizer_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """Backward and update; fp16 scales the loss (and skips steps whose gradients overflowed)."""
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+            self.scaler.update()
 
     # -- the epoch loop ---------------------------------------------------------------------
     def run_epoch(self, model, optimizer, state: dict[str, Any], stop: StopSignals, started: float,
@@ -232,6 +263,7 @@ class RunBase:
         model.train()
         epoch_start = time.time() - partial["seconds"]
         bar = self._bar(total, start, f"epoch {epoch + 1}/{c['epochs']}")
+        stop.in_steps = True
         for b, batch in enumerate(data, start=start):
             t0 = time.perf_counter()
             step = self.train_step(model, optimizer, batch, epoch, b)
@@ -251,6 +283,7 @@ class RunBase:
                 log(f"epoch {epoch + 1} {self.unit} {b + 1}/{total} loss {running:.4f}"
                     + (f" ({step.detail})" if step.detail else ""))
             self._stop_if_asked(stop, optimizer, state, partial, b + 1, epoch_start, started, bar)
+        stop.in_steps = False
         if bar is not None:
             bar.close()
         return self.epoch_row(epoch, partial["sums"], partial["step_times"], time.time() - epoch_start, total)
@@ -290,12 +323,14 @@ class RunBase:
         raise Interrupted(signum, path)
 
     def _save(self, optimizer, state) -> Path:
-        """Rank 0 writes the checkpoint; every process returns once it is on disk."""
+        """Rank 0 writes the checkpoint, with every process's RNG states; all return once it is on disk."""
         path = self.folder / CHECKPOINT
+        states = dist_.gather_to_main(rng_state(), self.world)  # one per rank, in rank order
         if self.world.main:
-            payload = {"format": CHECKPOINT_FORMAT, "digest": self.digest, "model": self.model.state_dict(),
-                       "optimizer": optimizer.state_dict(), "rng": rng_state(), "world_size": self.world.size,
-                       **state}
+            payload = {"format": CHECKPOINT_FORMAT, "digest": self.digest, "data_fingerprint": self.data["fingerprint"],
+                       "model": self.model.state_dict(), "optimizer": optimizer.state_dict(), "rng": states,
+                       "world_size": self.world.size,
+                       "scaler": self.scaler.state_dict() if self.scaler is not None else None, **state}
             path = save_checkpoint(self.folder, payload)
         dist_.barrier(self.world)
         return path
@@ -322,11 +357,16 @@ class RunBase:
             "device": str(self.device), "threads": torch.get_num_threads(), "world_size": self.world.size,
             "torch_version": torch.__version__, "dlarepro_version": __version__, "git_commit": git_commit(),
             "synthetic": bool(synthetic), "config_digest": self.digest, "weights_sha256": weights_digest(model),
+            "switches": speed.switches_of(self.config), "num_workers": self.workers,
+            "environment_lock": lock_record(),
+            "data": self.data,  # which data, and whether the paper's numbers may be compared (provenance)
         }
 
     def finish(self, metrics_path: Path, metrics: dict[str, Any], summary: str) -> dict[str, Any]:
         """Rank 0 writes ``metrics.json`` last (its presence marks a finished run); all return it."""
         if self.world.main:
+            # the final weights alone (what DVC versions; checkpoints are not cached), then metrics.json
+            atomic.torch_save(self.model.state_dict(), self.folder / "weights.pt")
             atomic.write_json(metrics_path, metrics)
             log(f"{self.folder}: finished, {summary}")
         dist_.barrier(self.world)

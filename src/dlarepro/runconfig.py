@@ -13,6 +13,7 @@ on top of :data:`COMMON_RUN_KEYS` (``dlarepro.classification.config``, ``dlarepr
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ class Key:
     expected_text: str | Callable[[], str]  # what a valid value is (a callable: computed when shown)
     default: Any = None
     nullable: bool = False  # may the resolved value be null?
+    #: turns an accepted spelling into the one value the resolved config holds (e.g. YAML's ``off`` -> "off")
+    normalize: Callable[[Any], Any] | None = None
 
     @property
     def expected(self) -> str:
@@ -52,6 +55,9 @@ class Key:
 
 def _path(v: Any) -> bool:
     return isinstance(v, str) and v != "" and "\n" not in v and "\0" not in v
+
+
+AMP_MODES = ("off", "bf16", "fp16")
 
 
 def _device(v: Any) -> bool:
@@ -68,12 +74,45 @@ COMMON_RUN_KEYS: dict[str, Key] = {
     "recipe": Key(lambda v: isinstance(v, str) and v != "", "a recipe name or a YAML file path"),
     "seed": Key(lambda v: is_int(v) and 0 <= v < 2**31, "an integer in [0, 2^31)", 0),
     "device": Key(_device, "auto, cpu, cuda or cuda:N", "auto"),
-    "num_workers": Key(lambda v: is_int(v) and v >= 0, "an integer >= 0", 0),
+    "num_workers": Key(lambda v: v == "auto" or (is_int(v) and v >= 0),
+                       "auto (the CPUs of this task, less one for the trainer) or an integer >= 0", "auto"),
     "threads": Key(lambda v: is_int(v) and v >= 1, "null or an integer >= 1", nullable=True),
+    # speed switches: their defaults keep the paper's setting (fp32, eager, the fastest cuDNN algorithms)
+    "amp": Key(lambda v: v in AMP_MODES or v is False, f"one of {list(AMP_MODES)} (mixed precision; off = fp32)",
+               "off", normalize=lambda v: "off" if v is False else v),
+    "compile": Key(lambda v: isinstance(v, bool), "true or false (torch.compile the training step)", False),
+    "deterministic": Key(lambda v: isinstance(v, bool), "true or false (true: deterministic algorithms and the "
+                         "cuBLAS workspace setting, so a resumed GPU run is bit-identical; false: "
+                         "cudnn.benchmark)", False),
+    "force_distributed": Key(lambda v: isinstance(v, bool), "true or false (create the process group, DDP and "
+                             "every collective even in a one-process job)", False),
 }
 
+#: the speed switches and their defaults (metrics.json records them under ``switches``)
+SWITCHES: dict[str, Any] = {"amp": "off", "compile": False, "deterministic": False}
+
 #: keys that do not change what is computed (a run may resume with other values)
-NON_SEMANTIC = ("out_dir", "data_root", "num_workers", "log_every", "device", "capture_attention")
+NON_SEMANTIC = ("out_dir", "data_root", "num_workers", "log_every", "device", "capture_attention",
+                "eval_batch_sizes", "force_distributed")
+#: keys added after runs were trained, with the value that reproduces what those runs did: a key
+#: at this value is left out of the digest, so adding it does not make every finished run stale
+#: (the speed switches at their defaults). Register a new semantic key here when its default keeps
+#: the old behaviour.
+DIGEST_NEUTRAL: dict[str, Any] = dict(SWITCHES)
+
+
+def semantic_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a config computes: every key but the non-semantic ones and keys at their neutral value."""
+    return {k: v for k, v in sorted(config.items())
+            if k not in NON_SEMANTIC and not (k in DIGEST_NEUTRAL and v == DIGEST_NEUTRAL[k])}
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    """16 hex digits naming what a resolved config computes (checkpoints, metrics.json, staleness)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(semantic_config(config), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def knob_keys(exclude: tuple[str, ...] = ()) -> dict[str, Key]:
@@ -154,7 +193,7 @@ def resolve_keys(run: Mapping[str, Any], recipe_name: str, load: Callable[[str],
     except ConfigError as err:
         problems.append(str(err))
         recipe = {}
-    config: dict[str, Any] = {k: key.default for k, key in run_keys.items()}
+    config: dict[str, Any] = {k: copy.deepcopy(key.default) for k, key in run_keys.items()}  # no shared lists
     config.update(recipe)
     config.update({k: v for k, v in run.items() if k in all_keys})
     config["recipe"] = recipe_name
@@ -167,6 +206,8 @@ def resolve_keys(run: Mapping[str, Any], recipe_name: str, load: Callable[[str],
                 problems.append(f"{name} is required: {key.expected}{where}")
         elif not key.check(value):
             problems.append(f"{name}={value!r} is invalid: expected {key.expected}")
+        elif key.normalize is not None:
+            config[name] = key.normalize(value)
     if not problems:
         problems += cross_checks(config)
     if problems:

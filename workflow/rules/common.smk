@@ -4,7 +4,9 @@ import json
 
 from dlarepro import grid as gridlib
 from dlarepro import layout, yamlfile
-from dlarepro.submit import executor_settings, options_for_family
+import os
+
+from dlarepro.submit import WORKFLOW_EXECUTOR, executor_settings
 
 gridlib.normalise_executor_options(config)
 gridlib.validate(config, "the workflow's config (params.yaml, the profile's executor.yaml and --config)")
@@ -14,7 +16,10 @@ ENV_FILE = "../../environment.yml"
 
 PROFILE, _ = gridlib.profile_of(config, config.get("profile"))
 PLAN = gridlib.plan(config, PROFILE)  # every run's identity and resolved config; a bad value fails here
-EXECUTOR = executor_settings(config)
+# The executor settings reach every `dla-repro submit` through the environment, not as job params:
+# the params are a rerun trigger (a run whose planned config changed is checked again), and a new
+# partition or poll interval must not count as a change of every finished run.
+os.environ[WORKFLOW_EXECUTOR] = json.dumps(executor_settings(config), sort_keys=True)
 # `dla-repro` commands read the same grid file Snakemake was given (the one declaring experiments)
 def _declares_experiments(path):
     try:
@@ -27,32 +32,28 @@ GRID_FILE = next((f for f in map(str, workflow.configfiles) if _declares_experim
 
 
 def run_outputs(experiment=None):
-    """metrics.json of every run of the profile (or of one experiment)."""
+    """The done stamp of every run of the profile (or of one experiment): Snakemake's outputs are
+    stamps, never the run folders, so no forced rerun or --delete-all-output deletes a finished run."""
     return [
-        f"{layout.run_dir(PROFILE, run_id)}/metrics.json"
+        layout.done_stamp(PROFILE, run_id)
         for run_id, record in PLAN.items()
         if experiment is None or experiment in record.identity.experiments
     ]
 
 
-def dataset_marker(dataset):
-    return layout.dataset_marker(PROFILE, dataset)
+def data_stamp(dataset):
+    return layout.data_stamp(PROFILE, dataset)
 
 
 def train_inputs(wildcards):
-    """The run's dataset and, for a detector, the finished ImageNet run of its backbone."""
+    """The run's dataset stamp and, for a detector, the done stamp of its backbone's ImageNet run."""
     identity = PLAN[wildcards.run_id].identity
-    inputs = {"data": dataset_marker(identity.dataset)}
+    inputs = {"data": data_stamp(identity.dataset)}
     if identity.backbone:
-        inputs["backbone"] = f"{layout.run_dir(PROFILE, identity.backbone)}/metrics.json"
+        inputs["backbone"] = layout.done_stamp(PROFILE, identity.backbone)
     return inputs
 
 
 def run_record(wildcards):
     """The planned run as JSON: `dla-repro submit` trains exactly this (nothing is re-derived)."""
     return json.dumps(PLAN[wildcards.run_id].to_dict(), sort_keys=True)
-
-
-def executor_options(wildcards):
-    """The executor options of this run's family (ImageNet/COCO jobs take a whole node)."""
-    return json.dumps(options_for_family(EXECUTOR, PLAN[wildcards.run_id].identity.family), sort_keys=True)

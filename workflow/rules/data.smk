@@ -1,7 +1,9 @@
 # The profile's datasets: generated in the real formats (synthetic profiles), downloaded (real
 # CIFAR) or checked (real ImageNet and COCO, placed by hand: the job fails with where to put them).
-# Outputs are files or folders inside the dataset folders, so a prepared folder (e.g. by
-# `dvc repro`, or copied by hand on a cluster) is simply used.
+# The outputs are stamps (results/<profile>/data/<dataset>.json: the data's fingerprint and source),
+# never the data: Snakemake deletes a job's outputs before running it (also on -F, -R and
+# --delete-all-output), and a dataset placed by hand must survive every Snakemake command.
+# `prepare-data` keeps data that is already in place, so a forced rerun only rewrites the stamps.
 
 DATASETS = sorted({record.identity.dataset for record in PLAN.values()})
 CIFAR_DATASETS = [d for d in DATASETS if d in gridlib.CIFAR]
@@ -11,25 +13,25 @@ if CIFAR_DATASETS:
 
     rule prepare_data:
         output:
-            [dataset_marker(d) for d in CIFAR_DATASETS],
+            [data_stamp(d) for d in CIFAR_DATASETS],
         params:
             grid=GRID_FILE,
             profile=PROFILE,
-            datasets=" ".join(CIFAR_DATASETS),
+            datasets=CIFAR_DATASETS,
         log:
             f"results/{PROFILE}/logs/prepare_data.log",
         conda:
             ENV_FILE
         shell:
             "dla-repro grid prepare-data --grid {params.grid:q} --profile {params.profile:q}"
-            " --datasets {params.datasets} > {log:q} 2>&1"
+            " --datasets {params.datasets:q} > {log:q} 2>&1"
 
 
 if "imagenet" in DATASETS:
 
     rule prepare_imagenet:
         output:
-            directory(dataset_marker("imagenet")),
+            data_stamp("imagenet"),
         params:
             grid=GRID_FILE,
             profile=PROFILE,
@@ -46,7 +48,7 @@ if "coco" in DATASETS:
 
     rule prepare_coco:
         output:
-            dataset_marker("coco"),
+            data_stamp("coco"),
         params:
             grid=GRID_FILE,
             profile=PROFILE,

@@ -1,5 +1,8 @@
 # From finished runs to the paper's tables and figures (dla-repro report ...). Each step reads the
-# outputs of the one before; only files whose content changed are rewritten.
+# outputs of the one before; only files whose content changed are rewritten. The files come from
+# the registry of tables and figures (one module each in src/dlarepro/reports/{tables,figures}/);
+# `claims` puts a verdict on every claim of the paper (claims.csv, which the claims table reads).
+from dlarepro.reports import registry
 
 RESULTS = f"results/{PROFILE}"
 REPORTS = f"reports/{PROFILE}"
@@ -9,11 +12,7 @@ rule aggregate:
     input:
         run_outputs(),
     output:
-        f"{RESULTS}/runs.csv",
-        f"{RESULTS}/summary.csv",
-        f"{RESULTS}/problems.csv",
-        f"{RESULTS}/headline.json",
-        f"{RESULTS}/figure4.csv",
+        [f"{RESULTS}/{name}" for name in registry.aggregate_files()],
     params:
         grid=GRID_FILE,
         profile=PROFILE,
@@ -25,12 +24,27 @@ rule aggregate:
         "dla-repro report aggregate --grid {params.grid:q} --profile {params.profile:q} > {log:q} 2>&1"
 
 
+rule claims:
+    input:
+        [f"{RESULTS}/{name}" for name in registry.aggregate_files()],
+    output:
+        [f"{RESULTS}/{name}" for name in registry.claims_files()],
+    params:
+        grid=GRID_FILE,
+        profile=PROFILE,
+    log:
+        f"{RESULTS}/logs/claims.log",
+    conda:
+        ENV_FILE
+    shell:
+        "dla-repro report claims --grid {params.grid:q} --profile {params.profile:q} > {log:q} 2>&1"
+
+
 rule tables:
     input:
-        f"{RESULTS}/summary.csv",
+        [f"{RESULTS}/{name}" for name in registry.table_inputs()],
     output:
-        expand(f"{REPORTS}/tables/table{{n}}.tex", n=range(1, 7)),
-        f"{REPORTS}/tables/params.tex",
+        [f"{REPORTS}/tables/{name}" for name in registry.table_files()],
     params:
         grid=GRID_FILE,
         profile=PROFILE,
@@ -44,9 +58,9 @@ rule tables:
 
 rule figures:
     input:
-        f"{RESULTS}/summary.csv",
+        [f"{RESULTS}/{name}" for name in registry.figure_inputs()],
     output:
-        expand(f"{REPORTS}/figures/{{name}}.{{ext}}", name=["figure2", "figure4", "cost"], ext=["pdf", "png"]),
+        [f"{REPORTS}/figures/{name}" for name in registry.figure_files()],
     params:
         grid=GRID_FILE,
         profile=PROFILE,

@@ -39,6 +39,11 @@ RUN_KEYS: dict[str, Key] = {
     "capture_attention": Key(lambda v: isinstance(v, bool), "true or false", False),
     "max_batches_per_epoch": Key(lambda v: is_int(v) and v >= 1, "null or an integer >= 1", nullable=True),
     "log_every": Key(lambda v: is_int(v) and v >= 0, "an integer >= 0 (batches; 0: once per epoch)", 0),
+    "eval_batch_sizes": Key(lambda v: isinstance(v, list) and all(is_int(b) and b >= 1 for b in v)
+                            and len(set(v)) == len(v),
+                            "a list of distinct integers >= 1 (test batch sizes at which the final model is "
+                            "evaluated again, recorded as final_top1_batch<N>; models whose output depends "
+                            "on the batch, dsu_state=first_image, score differently)", []),
     "crop_size": Key(lambda v: is_int(v) and v >= 16, "an integer >= 16 (ImageNet train crop; the test image is "
                      "resized to crop * 256/224, then centre-cropped)", 224),
 }

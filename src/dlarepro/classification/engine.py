@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from .. import atomic
 from .. import distributed as dist_
 from ..checkpoints import seed_everything
+from ..data.loading import image_batches
 from ..models import build_model
-from ..runbase import RunBase, Step, StopSignals, epoch_batches
+from ..runbase import RunBase, Step, StopSignals, epoch_batches, log
 from ..runconfig import model_knobs
 from .config import lr_at, resolve
 
@@ -45,12 +46,6 @@ def make_datasets(config: dict[str, Any]):
     return train_set, test_set, classes, data.is_synthetic(root, name)
 
 
-def loader(dataset, batches: list[list[int]], config: dict[str, Any], seed: int):
-    # A private generator keeps the DataLoader from drawing on the global RNG (which resumes exactly).
-    return torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=config["num_workers"],
-                                       generator=torch.Generator().manual_seed(seed), persistent_workers=False)
-
-
 class ClassificationRun(RunBase):
     """Train ``config`` in ``config['out_dir']``; ``ClassificationRun(config).execute()`` returns the metrics."""
 
@@ -71,6 +66,8 @@ class ClassificationRun(RunBase):
                                     weight_decay=c["weight_decay"], nesterov=c["nesterov"])
         state, trained = self._resume(model, optimizer)
         self.test_set = test_set
+        train_data = image_batches(train_set, self.device, self.workers)  # for the whole run: persistent
+        self.test_data = image_batches(test_set, self.device, self.workers)
 
         with StopSignals() as stop:
             started = time.time() - state["elapsed"]
@@ -80,29 +77,26 @@ class ClassificationRun(RunBase):
                 for group in optimizer.param_groups:
                     group["lr"] = self.lr
                 batches = epoch_batches(len(train_set), c["batch_size"], c["seed"], epoch, c["max_batches_per_epoch"])
-                train_set.set_epoch(epoch)
                 mine = [dist_.shard(batch, self.world) for batch in batches[state["batch"]:]]
-                data = loader(train_set, mine, c, c["seed"] * 7919 + epoch)
-                row = self.run_epoch(trained, optimizer, state, stop, started, data, len(batches))
+                row = self.run_epoch(trained, optimizer, state, stop, started, train_data.epoch(epoch, mine),
+                                     len(batches))
                 self.end_epoch(optimizer, state, row, started)
+        extra = self._evaluate_at_batch_sizes(c["eval_batch_sizes"])  # every process: evaluation is sharded
         metrics = None
         if self.world.main:
             scores_file = self._capture_attention(model, test_set) if c["capture_attention"] else None
-            metrics = self._metrics(model, state, synthetic, scores_file)
+            metrics = {**self._metrics(model, state, synthetic, scores_file), **extra}
         return self.finish(metrics_path, metrics,
                            f"top-1 final {metrics['final_top1']:.2f} / best {metrics['best_top1']:.2f}"
                            if metrics else "")
 
     # -- one step and one epoch -------------------------------------------------------------
     def train_step(self, model, optimizer, batch, epoch: int, index: int) -> Step:
-        x, y = batch
-        x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.fmt)
-        y = y.to(self.device, non_blocking=True)
-        out = model(x)
-        loss = F.cross_entropy(out, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        x, y = batch  # already on the device (data.loading.image_batches)
+        with self.autocast():
+            out = model(x.contiguous(memory_format=self.fmt))
+            loss = F.cross_entropy(out, y)
+        self.optimizer_step(loss, optimizer)
         return Step({"loss": loss.item() * len(y), "correct": int((out.argmax(1) == y).sum()), "seen": len(y)})
 
     def epoch_row(self, epoch, sums, step_times, seconds, batches) -> dict[str, Any]:
@@ -114,20 +108,21 @@ class ClassificationRun(RunBase):
                 "step_seconds": statistics.median(step_times)}
 
     # -- evaluation -------------------------------------------------------------------------
-    def _test_batches(self, test_set) -> list[list[int]]:
-        """The test set in order, in batches of ``test_batch_size``."""
-        size = self.config["test_batch_size"]
+    def _test_batches(self, test_set, size: int | None = None) -> list[list[int]]:
+        """The test set in order, in batches of ``size`` (default ``test_batch_size``); with several
+        processes each batch is evaluated whole by one of them, so batch composition never changes."""
+        size = size or self.config["test_batch_size"]
         return [list(range(i, min(i + size, len(test_set)))) for i in range(0, len(test_set), size)]
 
     @torch.no_grad()
-    def evaluate(self, model, test_set) -> tuple[float, float, float]:
-        c, world = self.config, self.world
+    def evaluate(self, model, test_set, batch_size: int | None = None) -> tuple[float, float, float]:
+        """(test loss, top-1 %, top-5 %) with test batches of ``batch_size`` (default the recipe's)."""
+        world = self.world
         model.eval()
         loss = top1 = top5 = seen = 0
-        for x, y in loader(test_set, self._test_batches(test_set)[world.rank::world.size], c, 0):
-            x = x.to(self.device).contiguous(memory_format=self.fmt)
-            y = y.to(self.device)
-            out = model(x)
+        for x, y in self.test_data.epoch(0, self._test_batches(test_set, batch_size)[world.rank::world.size]):
+            with self.autocast():
+                out = model(x.contiguous(memory_format=self.fmt)).float()
             loss += float(F.cross_entropy(out, y, reduction="sum"))
             best5 = out.topk(min(5, out.shape[1]), dim=1).indices
             top1 += int((best5[:, 0] == y).sum())
@@ -136,28 +131,49 @@ class ClassificationRun(RunBase):
         loss, top1, top5, seen = dist_.all_sum([loss, top1, top5, seen], world)
         return loss / seen, 100.0 * top1 / seen, 100.0 * top5 / seen
 
+    def _evaluate_at_batch_sizes(self, sizes: list[int]) -> dict[str, float]:
+        """The final model evaluated again at each extra test batch size: ``final_top1_batch<N>``,
+        ``final_top5_batch<N>`` and ``final_test_loss_batch<N>``. A model with ``dsu_state=first_image``
+        refreshes every image with the state of the first image of its batch, so its score depends
+        on the test batch size (at 1 each image is its own first image)."""
+        out: dict[str, float] = {}
+        for size in sizes:
+            loss, top1, top5 = self.evaluate(self.model, self.test_set, size)
+            out.update({f"final_top1_batch{size}": top1, f"final_top5_batch{size}": top5,
+                        f"final_test_loss_batch{size}": loss})
+            if self.world.main:
+                log(f"final model at test batch {size}: top-1 {top1:.2f}")
+        return out
+
     @torch.no_grad()
     def _capture_attention(self, model, test_set) -> str:
-        """Mean attention scores of stage 3 over the test set, saved per block (Figure 2)."""
+        """Stage-3 attention scores over the test set, per block (Figure 2): the mean of each score
+        (``block<i>``, ``[heads, t]``; ``scores``: the matrix of means over heads), its std across the
+        test images (``std_block<i>``) and the mean entropy of each head's row (``entropy_block<i>``,
+        ``[heads]``, nats): how much the attention changes with the input, and how spread it is."""
         stage = model.stages[2].interaction
-        sums: list[torch.Tensor] = []
+        totals: list[list[torch.Tensor]] = []  # per block: sums of the scores, of their squares, of row entropies
         stage.captured, seen = [], 0
         try:
             model.eval()
-            for x, _ in loader(test_set, self._test_batches(test_set), self.config, 0):
+            for x, _ in self.test_data.epoch(0, self._test_batches(test_set)):
                 stage.captured.clear()
-                model(x.to(self.device).contiguous(memory_format=self.fmt))
-                per_block = [s.sum(0).double().cpu() for s in stage.captured]  # [heads, t]
-                sums = per_block if not sums else [a + b for a, b in zip(sums, per_block)]
+                model(x.contiguous(memory_format=self.fmt))
+                per_block = [[s.sum(0), (s * s).sum(0), -torch.xlogy(s, s).sum(-1).sum(0)]
+                             for s in (c.double().cpu() for c in stage.captured)]  # [B, heads, t] each
+                totals = per_block if not totals else [[a + b for a, b in zip(t, p)] for t, p in zip(totals, per_block)]
                 seen += len(x)
         finally:
             stage.captured = None
-        means = [s / seen for s in sums]
+        means = [t[0] / seen for t in totals]
         n = len(means)
         matrix = np.full((n, n), np.nan)
         for i, m in enumerate(means):
             matrix[i, : i + 1] = m.mean(0).numpy()
         arrays = {"scores": matrix, **{f"block{i + 1}": m.numpy() for i, m in enumerate(means)}}
+        for i, (m, (_, squares, entropy)) in enumerate(zip(means, totals)):
+            arrays[f"std_block{i + 1}"] = (squares / seen - m * m).clamp_min(0).sqrt().numpy()
+            arrays[f"entropy_block{i + 1}"] = (entropy / seen).numpy()
         path = self.folder / "attention_stage3.npz"
         atomic.write_with(path, lambda fh: np.savez(fh, **arrays))
         return path.name

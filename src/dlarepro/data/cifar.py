@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .common import (MARKER, CorruptDatasetError, DatasetDownloadError, DatasetError, DatasetNotFoundError,
-                     read_marker, sample_seed)
+                     read_marker, sample_seed, split_key)
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -260,6 +260,9 @@ def load_cifar(root: str | Path, dataset: str, train: bool) -> tuple[np.ndarray,
     parts = [_batch_arrays(folder / name, spec) for name in spec.files(train)]
     data = np.concatenate([d for d, _ in parts])
     labels = np.concatenate([lab for _, lab in parts])
+    if not len(labels):  # an empty split would end in a division by zero after the first epoch
+        raise CorruptDatasetError(f"{folder}: the {'train' if train else 'test'} split "
+                                  f"({', '.join(spec.files(train))}) holds no images", folder)
     images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
     return images, labels
 
@@ -365,15 +368,16 @@ class CifarDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def augmentation(self, index: int) -> tuple[int, int, bool]:
-        """(top, left, flip) of the crop of sample ``index`` in the current epoch."""
-        g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index))
+    def augmentation(self, index: int, epoch: int | None = None) -> tuple[int, int, bool]:
+        """(top, left, flip) of the crop of sample ``index`` in ``epoch`` (default: the current one)."""
+        g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch if epoch is None else epoch, index))
         top = int(torch.randint(0, 2 * PAD + 1, (1,), generator=g).item())
         left = int(torch.randint(0, 2 * PAD + 1, (1,), generator=g).item())
         flip = bool(torch.rand(1, generator=g).item() < 0.5)
         return top, left, flip
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, index = split_key(key, self.epoch)  # an index, or an (epoch, index) pair
         label = int(self.labels[index])
         if self.transform is not None:
             from PIL import Image
@@ -381,7 +385,7 @@ class CifarDataset(torch.utils.data.Dataset):
             return self.transform(Image.fromarray(self.images[index].numpy())), label
         image = self.images[index].permute(2, 0, 1)  # uint8 CHW, like ToTensor before the division
         if self.train:
-            top, left, flip = self.augmentation(index)
+            top, left, flip = self.augmentation(index, epoch)
             padded = torch.nn.functional.pad(image, (PAD, PAD, PAD, PAD))  # zeros, like RandomCrop's fill
             image = padded[:, top:top + 32, left:left + 32]
             if flip:

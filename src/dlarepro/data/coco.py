@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .common import MARKER, CorruptDatasetError, DatasetNotFoundError, read_marker, sample_seed
+from .common import MARKER, CorruptDatasetError, DatasetNotFoundError, read_marker, sample_seed, split_key
 
 SPLITS = ("train", "val")
 #: the generated stand-in's categories, with COCO-like non-contiguous ids
@@ -157,6 +157,12 @@ def load_coco_api(root: str | Path, split: str):
         raise CorruptDatasetError(f"{path}: not a COCO instances file ({type(err).__name__}: {err})", path) from None
     if not api.getCatIds():
         raise CorruptDatasetError(f"{path}: no categories", path)
+    known = set(api.getCatIds())
+    stray = next((a for a in api.anns.values() if a.get("category_id") not in known), None)
+    if stray is not None:  # found here, not as a KeyError in the middle of training
+        raise CorruptDatasetError(f"{path}: annotation {stray.get('id')} (image {stray.get('image_id')}) has "
+                                  f"category_id {stray.get('category_id')!r}, which is not among the file's "
+                                  f"categories {sorted(known)}", path)
     return api
 
 
@@ -193,9 +199,10 @@ class CocoDetection(torch.utils.data.Dataset):
         anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[image_id], iscrowd=False))
         return [a for a in anns if a["bbox"][2] > 1 and a["bbox"][3] > 1]
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key: int | tuple[int, int]):
         from PIL import Image
 
+        epoch, index = split_key(key, self.epoch)  # an index, or an (epoch, index) pair
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
         path = self.images / info["file_name"]
@@ -215,7 +222,7 @@ class CocoDetection(torch.utils.data.Dataset):
             masks = np.stack([self.coco.annToMask(a) for a in anns]) if anns else \
                 np.zeros((0, info["height"], info["width"]), dtype=np.uint8)
             target["masks"] = torch.from_numpy(masks)
-        if self.train and random.Random(sample_seed(self.seed, self.epoch, index)).random() < 0.5:
+        if self.train and random.Random(sample_seed(self.seed, epoch, index)).random() < 0.5:
             image, target = _flip(image, target)
         return image, target
 

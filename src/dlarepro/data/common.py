@@ -51,6 +51,13 @@ def read_marker(folder: str | Path) -> dict[str, str] | None:
     return fields
 
 
+def split_key(key: int | tuple[int, int], epoch: int) -> tuple[int, int]:
+    """(epoch, index) of a dataset key: an ``(epoch, index)`` pair, or an index of ``epoch``."""
+    if isinstance(key, tuple):
+        return int(key[0]), int(key[1])
+    return int(epoch), int(key)
+
+
 _MASK64 = (1 << 64) - 1
 
 
@@ -68,7 +75,10 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     Chained SplitMix64 rather than a linear formula, so (epoch, index) pairs never collide for any
     dataset size, and the result fits ``torch.Generator.manual_seed``.
     """
-    x = _splitmix64(seed & _MASK64)
-    x = _splitmix64(x ^ (epoch & _MASK64))
-    x = _splitmix64(x ^ (index & _MASK64))
-    return x >> 1
+    return _splitmix64(seed_prefix(seed, epoch) ^ (index & _MASK64)) >> 1
+
+
+def seed_prefix(seed: int, epoch: int) -> int:
+    """The part of :func:`sample_seed` shared by every index of one epoch (vectorised code mixes the
+    index in itself: :func:`dlarepro.data.cifar_batches.sample_seeds`)."""
+    return _splitmix64(_splitmix64(seed & _MASK64) ^ (epoch & _MASK64))

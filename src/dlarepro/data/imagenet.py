@@ -4,20 +4,23 @@ Layout: ``root/train/<wnid>/*.JPEG`` and ``root/val/<wnid>/*.JPEG`` (val reorgan
 folders). ImageNet cannot be downloaded automatically; :func:`dlarepro.data.synthetic.write_synthetic_imagefolder`
 writes a tiny stand-in in the same layout, marked by ``root/SYNTHETIC``.
 
-Training augmentation uses torchvision's transforms, which draw from torch's global RNG; the train
-set reseeds that RNG per sample from (seed, epoch, index), inside a fork of the RNG state, so the
-augmentation is resumable and independent of worker count, like :class:`~dlarepro.data.cifar.CifarDataset`.
+Training augmentation is torchvision's recipe with its random numbers drawn from a generator seeded
+per sample from (seed, epoch, index), so it is resumable and independent of worker count, like
+:class:`~dlarepro.data.cifar.CifarDataset`; the global RNG is never touched.
 """
 
 from __future__ import annotations
 
+import io
+import math
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torchvision.datasets import ImageFolder
 
-from .common import MARKER, CorruptDatasetError, DatasetNotFoundError, read_marker, sample_seed
+from .common import MARKER, CorruptDatasetError, DatasetNotFoundError, read_marker, sample_seed, split_key
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,25 +48,124 @@ def imagenet_transforms(train: bool, crop_size: int = 224) -> Callable:
 class SeededImageFolder(ImageFolder):
     """An ImageFolder whose random transforms are a function of (seed, epoch, index).
 
-    With ``seeded=False`` (validation: deterministic transforms) it is a plain ImageFolder.
+    An item is asked for by index (the epoch set by :meth:`set_epoch`) or by an ``(epoch, index)``
+    key (what :class:`dlarepro.data.loading.EpochBatches` yields, so persistent DataLoader workers
+    need no epoch update). :meth:`load_uint8` is the fast path: JPEG decoded by
+    ``torchvision.io.decode_jpeg`` (the same pixels as PIL's decoder, measured faster: README,
+    loader table), the crop and resize of the recipe on the PIL image, the random crop and flip
+    drawn from a per-sample generator in the order torchvision draws them, and the image returned
+    as uint8 so that the float conversion and normalisation run batched on the training device.
+    ``__getitem__`` adds that normalisation per image and equals the torchvision transforms
+    (``transform``) under ``torch.manual_seed(sample_seed(seed, epoch, index))``, bit for bit.
+
+    With ``seeded=False`` (validation: deterministic transforms) no random number is drawn.
     """
 
-    def __init__(self, root: str | Path, transform: Callable, seed: int = 0, seeded: bool = True):
-        super().__init__(str(root), transform=transform)
+    normalisation = (IMAGENET_MEAN, IMAGENET_STD)
+
+    def __init__(self, root: str | Path, transform: Callable, seed: int = 0, seeded: bool = True,
+                 crop_size: int = 224):
+        super().__init__(str(root), transform=transform, loader=decode_rgb)
         self.seed = int(seed)
         self.epoch = 0
         self.seeded = seeded
+        self.crop_size = crop_size
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the augmentation of ``epoch`` (call before creating the epoch's DataLoader)."""
+        """Select the augmentation of ``epoch`` for items asked for by index alone."""
         self.epoch = int(epoch)
 
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
-        if not self.seeded:
-            return super().__getitem__(index)
-        with torch.random.fork_rng(devices=[]):  # restores the caller's CPU RNG afterwards
-            torch.default_generator.manual_seed(sample_seed(self.seed, self.epoch, index))
-            return super().__getitem__(index)
+    def load_uint8(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """(uint8 [3, crop, crop] image, label) of ``key`` (an index, or ``(epoch, index)``)."""
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as TF
+
+        epoch, index = split_key(key, self.epoch)
+        path, label = self.samples[index]
+        image = decode_rgb(path)
+        size = [self.crop_size, self.crop_size]
+        if self.seeded:
+            g = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
+            top, left, height, width = random_resized_crop_params(image.height, image.width, g)
+            image = TF.resized_crop(image, top, left, height, width, size, InterpolationMode.BILINEAR, antialias=True)
+            if torch.rand(1, generator=g) < 0.5:
+                image = TF.hflip(image)
+        else:
+            image = TF.center_crop(TF.resize(image, round(self.crop_size * 256 / 224),
+                                             InterpolationMode.BILINEAR, antialias=True), size)
+        return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous(), label
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, Any]:
+        from .cifar_batches import normaliser
+
+        image, label = self.load_uint8(key)
+        return normaliser(IMAGENET_MEAN, IMAGENET_STD, "cpu")(image[None])[0], label
+
+
+def decode_rgb(path: str | Path):
+    """An RGB PIL image of the file at ``path``: libjpeg-turbo through ``torchvision.io.decode_jpeg``
+    (faster than PIL's own decoder, same pixels), PIL for anything that is not a JPEG (ImageNet has
+    a few PNG and CMYK files under .JPEG names)."""
+    from PIL import Image
+
+    data = Path(path).read_bytes()
+    decode_jpeg = _torchvision_decoder()
+    if decode_jpeg is not None and data[:2] == b"\xff\xd8":  # the JPEG start-of-image marker
+        try:
+            array = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+            return Image.fromarray(array.permute(1, 2, 0).numpy())
+        except RuntimeError:  # a JPEG libjpeg-turbo refuses (e.g. unusual CMYK): PIL's decoder decides
+            pass
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.convert("RGB")
+    except OSError as err:
+        raise CorruptDatasetError(f"{path}: cannot be read as an image ({err})", path) from None
+
+
+def _torchvision_decoder():
+    """``decode_jpeg`` to RGB, or None where torchvision no longer ships it (0.29 deprecates its image
+    decoders in favour of torchcodec; PIL, which gives the same pixels, then decodes)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*image decoding.*")
+        try:
+            from torchvision.io import ImageReadMode, decode_jpeg
+        except ImportError:
+            return None
+
+    def decode(data: torch.Tensor) -> torch.Tensor:
+        with warnings.catch_warnings():  # torchvision warns at every call (a few microseconds to hush)
+            warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*image decoding.*")
+            return decode_jpeg(data, mode=ImageReadMode.RGB)
+
+    return decode
+
+
+def random_resized_crop_params(height: int, width: int, g: torch.Generator, scale=(0.08, 1.0),
+                               ratio=(3.0 / 4.0, 4.0 / 3.0)) -> tuple[int, int, int, int]:
+    """torchvision's ``RandomResizedCrop.get_params`` drawing from ``g`` instead of the global RNG:
+    the same draws in the same order, so the same (top, left, height, width)."""
+    area = height * width
+    log_ratio = torch.log(torch.tensor(ratio))
+    for _ in range(10):
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=g).item()
+        aspect_ratio = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=g)).item()
+        w = int(round(math.sqrt(target_area * aspect_ratio)))
+        h = int(round(math.sqrt(target_area / aspect_ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(torch.randint(0, height - h + 1, size=(1,), generator=g).item())
+            left = int(torch.randint(0, width - w + 1, size=(1,), generator=g).item())
+            return top, left, h, w
+    in_ratio = float(width) / float(height)  # fallback: the central crop, as torchvision's
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
 
 
 def _require_split(root: Path, split: str) -> Path:
@@ -82,7 +184,8 @@ def _require_split(root: Path, split: str) -> Path:
 
 def _image_folder(folder: Path, train: bool, seed: int, crop_size: int = 224) -> SeededImageFolder:
     try:
-        return SeededImageFolder(folder, imagenet_transforms(train, crop_size), seed=seed, seeded=train)
+        return SeededImageFolder(folder, imagenet_transforms(train, crop_size), seed=seed, seeded=train,
+                                 crop_size=crop_size)
     except FileNotFoundError as err:  # ImageFolder: no class folders, or a class without images
         raise DatasetNotFoundError(f"ImageNet incomplete: {folder}: {err}; {how_to_get_imagenet(folder.parent)}",
                                    folder) from err

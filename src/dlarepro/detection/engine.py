@@ -22,6 +22,7 @@ import torch
 
 from .. import distributed as dist_
 from ..checkpoints import seed_everything
+from ..data.loading import EpochLoader
 from ..runbase import RunBase, Step, StopSignals, epoch_batches
 from ..runconfig import model_knobs
 from .config import lr_at, resolve
@@ -113,18 +114,19 @@ class DetectionRun(RunBase):
                                     weight_decay=c["weight_decay"])
         state, trained = self._resume(model, optimizer)
         self.per_epoch = len(epoch_batches(len(train_set), c["batch_size"], c["seed"], 0, c["max_iters_per_epoch"]))
+        pin = self.device.type == "cuda"
+        train_data = EpochLoader(train_set, self.workers, pin, collate_fn=collate)  # persistent for the run
+        self.val_data = EpochLoader(val_set, self.workers, pin, collate_fn=collate)
 
         with StopSignals() as stop:
             started = time.time() - state["elapsed"]
             while state["epoch"] < c["epochs"]:
                 epoch = state["epoch"]
                 batches = epoch_batches(len(train_set), c["batch_size"], c["seed"], epoch, c["max_iters_per_epoch"])
-                train_set.set_epoch(epoch)
                 mine = [dist_.shard(batch, self.world) for batch in batches[state["batch"]:]]
-                data = torch.utils.data.DataLoader(train_set, batch_sampler=mine, num_workers=c["num_workers"],
-                                                   collate_fn=collate, generator=torch.Generator().manual_seed(epoch))
                 self.lr = lr_at(c, epoch, epoch * self.per_epoch + state["batch"])
-                row = self.run_epoch(trained, optimizer, state, stop, started, data, len(batches))
+                row = self.run_epoch(trained, optimizer, state, stop, started, train_data.epoch(epoch, mine),
+                                     len(batches))
                 self.end_epoch(optimizer, state, row, started)
         scores = self.evaluate(model, val_set)
         metrics = self._metrics(model, state, synthetic, scores, backbone) if self.world.main else None
@@ -138,13 +140,13 @@ class DetectionRun(RunBase):
         self.lr = lr_at(self.config, epoch, epoch * self.per_epoch + index)
         for group in optimizer.param_groups:
             group["lr"] = self.lr
-        images = [img.to(self.device) for img in images]
-        targets = [{k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
-        losses = model(images, targets)
-        loss = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        images = [img.to(self.device, non_blocking=True) for img in images]
+        targets = [{k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()}
+                   for t in targets]
+        with self.autocast():
+            losses = model(images, targets)
+            loss = sum(losses.values())
+        self.optimizer_step(loss, optimizer)
         detail = f"lr {self.lr:.4g}, " + ", ".join(f"{k} {float(v):.3f}" for k, v in losses.items())
         return Step({"loss": float(loss.detach()), "iters": 1.0}, detail)
 
@@ -157,23 +159,19 @@ class DetectionRun(RunBase):
     @torch.no_grad()
     def evaluate(self, model, val_set) -> dict[str, Any]:
         """COCO AP on the validation images (rank r takes every r-th batch); rank 0 scores them."""
-        from ..data.coco import collate
-
         c, world, masks = self.config, self.world, self.config["detector"] == "mask_rcnn"
         n = min(len(val_set), c["max_val_images"] or len(val_set))
         size = c["test_batch_size"]
         batches = [list(range(i, min(i + size, n))) for i in range(0, n, size)][world.rank::world.size]
         model.eval()
         results: list[dict[str, Any]] = []
-        data = torch.utils.data.DataLoader(val_set, batch_sampler=batches, num_workers=c["num_workers"],
-                                           collate_fn=collate)
-        for images, targets in data:
-            outputs = model([img.to(self.device) for img in images])
+        for images, targets in self.val_data.epoch(0, batches):
+            with self.autocast():
+                outputs = model([img.to(self.device, non_blocking=True) for img in images])
+            outputs = [{k: (v.float() if v.is_floating_point() else v) for k, v in o.items()} for o in outputs]
             results += coco_results(outputs, [t["image_id"] for t in targets], val_set.category_ids, masks)
         if world.distributed:
-            gathered: list[Any] = [None] * world.size
-            torch.distributed.all_gather_object(gathered, results)
-            results = [r for part in gathered for r in part]
+            results = [r for part in dist_.all_gather_objects(results, world) for r in part]
         if not world.main:
             return {}
         image_ids = val_set.ids[:n]

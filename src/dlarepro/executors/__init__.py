@@ -42,5 +42,19 @@ def options_schema() -> dict:
     return {"type": "object", "additionalProperties": False, "properties": properties}
 
 
+def option_problems(options: dict, where: str) -> list[str]:
+    """Every executor option value no executor would accept (control characters, a bad sbatch
+    option name, a wrong type), one line each: what the grid's validation reports."""
+    known = {key: option for cls in EXECUTORS.values() for key, option in cls.options.items()}
+    problems = []
+    for key, value in (options or {}).items():
+        if key in known:
+            try:
+                known[key].convert(key, value)
+            except ExecutorError as err:
+                problems.append(f"{where}: {err}")
+    return problems
+
+
 __all__ = ["EXECUTORS", "Executor", "ExecutorError", "Option", "Submission", "executor_class", "make_executor",
-           "options_schema"]
+           "option_problems", "options_schema"]

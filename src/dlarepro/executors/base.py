@@ -53,8 +53,8 @@ def timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def follow(job: Any, report: Callable[[str], None], poll_seconds: float) -> None:
-    """Poll a submitit job until it is done, reporting each new state."""
+def follow(job: Any, report: Callable[[str], None], poll_seconds: float) -> str:
+    """Poll a submitit job until it is done, reporting each new state; returns the final state."""
     last = None
     while not job.done(force_check=True):
         state = job.state
@@ -62,6 +62,7 @@ def follow(job: Any, report: Callable[[str], None], poll_seconds: float) -> None
             report(f"job {job.job_id}: {state}")
             last = state
         time.sleep(poll_seconds)
+    return job.state
 
 
 @dataclass
@@ -89,11 +90,14 @@ class Executor:
         self.settings = {k: o.default for k, o in self.options.items()}
         self.settings.update({k: self.options[k].convert(k, v) for k, v in options.items()})
 
-    def submit(self, job: Any, folder: Path, run_id: str, threads: int | None) -> Submission:
+    def submit(self, job: Any, folder: Path, run_id: str, threads: int | None,
+               report: Callable[[str], None] | None = None) -> Submission:
         raise NotImplementedError
 
-    def attach(self, record: Mapping[str, Any], folder: Path) -> Submission | None:
-        """The job a previous workflow recorded, if it is still pending or running; else None."""
+    def attach(self, record: Mapping[str, Any], folder: Path, poll_seconds: float = 10.0,
+               report: Callable[[str], None] | None = None) -> Submission | None:
+        """The job a previous workflow recorded, if it is still pending or running; else None. A
+        job whose state cannot be learnt is waited for, never taken for dead."""
         return None
 
     def wait(self, submission: Submission, report: Callable[[str], None], poll_seconds: float) -> None:

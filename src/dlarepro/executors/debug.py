@@ -10,7 +10,7 @@ class DebugExecutor(Executor):
     description = "run the job in this process (no submission; for debugging)"
     options = {}
 
-    def submit(self, job, folder, run_id, threads) -> Submission:
+    def submit(self, job, folder, run_id, threads, report=None) -> Submission:
         job()
         return Submission({"executor": self.name, "job_id": "in-process"})
 

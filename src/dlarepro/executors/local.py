@@ -26,7 +26,7 @@ class LocalExecutor(Executor):
         "tasks_per_node": Option(int, "an integer >= 1 (processes; 2 runs a DDP job on the CPU)", 1, lambda v: v >= 1),
     }
 
-    def submit(self, job, folder, run_id, threads) -> Submission:
+    def submit(self, job, folder, run_id, threads, report=None) -> Submission:
         import submitit
 
         executor = submitit.AutoExecutor(folder=folder, cluster="local")
@@ -38,7 +38,7 @@ class LocalExecutor(Executor):
                   "stdout": str(handle.paths.stdout), "stderr": str(handle.paths.stderr)}
         return Submission(record, handle)
 
-    def attach(self, record, folder) -> Submission | None:
+    def attach(self, record, folder, poll_seconds=10.0, report=None) -> Submission | None:
         pid = record.get("pid")
         if record.get("executor") == self.name and pid and pid_alive(int(pid)):
             return Submission(dict(record), None, f"RUNNING (local pid {pid})")
@@ -49,4 +49,4 @@ class LocalExecutor(Executor):
             while pid_alive(int(submission.record["pid"])):
                 time.sleep(poll_seconds)
             return
-        follow(submission.handle, report, poll_seconds)
+        submission.state = follow(submission.handle, report, poll_seconds)

@@ -123,7 +123,9 @@ def refresh_state(state, dsu_state: str):
     """The cell state a refresh call sees. ``per_image``: each image its own (the paper's equations);
     ``first_image``: image 0's row for every image of the batch, broadcast (what the official code's
     refresh does: its DSU reads ``hidden[0][0]`` from ``[B, C]`` states), so an image's output depends
-    on the batch it is in."""
+    on the batch it is in. As there: both ``h`` and ``c``, taken after this block's forward-path
+    update, not detached (every image's loss reaches image 0's state); checked against the official
+    code's logits in ``tests/test_official.py``."""
     if dsu_state == "per_image":
         return state
     if dsu_state == "first_image":

@@ -1,32 +1,13 @@
-"""Reports of a profile's runs (``dla-repro report ...``):
+"""Reports of a profile's runs, or of run folders trained by hand (``dla-repro report ...``):
 
-- ``aggregate_runs``: ``results/<profile>/{runs,summary,problems}.csv``, ``headline.json``, ``figure4.csv``;
-- ``write_tables``: ``reports/<profile>/tables/table1..6.tex`` and ``params.tex``;
-- ``write_figures``: ``reports/<profile>/figures/{figure4,figure2,cost}.{pdf,png}``;
-- ``write_paper`` / ``compile_paper``: ``reports/<profile>/paper.tex`` and ``paper.pdf``.
+- :mod:`.aggregate`: ``results/<name>/{runs,summary,problems}.csv``, ``headline.json`` and the
+  figures' data files (``figure4.csv``), through the column schemas of :mod:`.schema`;
+- :mod:`.tablekit` and the table modules of :mod:`.tables`: ``reports/<name>/tables/*.tex``;
+- :mod:`.figurekit` and the figure modules of :mod:`.figures`: ``reports/<name>/figures/*.{pdf,png}``;
+- :mod:`.paper_tex`: ``reports/<name>/paper.tex`` and ``paper.pdf``;
+- :mod:`.steps`: the steps in order, handing the aggregate frames along (``report all``).
 
-Every output is written atomically and only when its bytes change.
+:mod:`.registry` discovers the tables and figures; :mod:`.context` and :mod:`.index` say which
+runs a report describes. Every output is written atomically and only when its bytes change.
+Nothing is imported here: building the command line must not import pandas or matplotlib.
 """
-
-from __future__ import annotations
-
-from typing import Callable
-
-from .aggregate import aggregate as aggregate_runs  # the name ``aggregate`` is the submodule
-from .common import Context, ReportError
-from .figures import write_figures
-from .paper_tex import compile_paper, write_paper
-from .tables import write_tables
-
-__all__ = ["Context", "ReportError", "aggregate_runs", "compile_paper", "report_all", "write_figures", "write_paper",
-           "write_tables"]
-
-
-def report_all(ctx: Context, compile: bool = False, echo: Callable[[str], None] = print) -> None:
-    """aggregate, tables, figures and paper.tex in order (and pdflatex when ``compile``)."""
-    aggregate_runs(ctx, echo=echo)
-    write_tables(ctx, echo=echo)
-    write_figures(ctx, echo=echo)
-    write_paper(ctx, echo=echo)
-    if compile:
-        compile_paper(ctx, echo=echo)

@@ -16,12 +16,13 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-import pandas as pd
-
-from .aggregate import read_outputs
-from .common import BEST_NOTE, SYNTHETIC_NOTE, Context, ReportError, tex_escape, write_if_changed
-from .figures import FIGURE_FILES
-from .tables import TABLE_FILES
+from . import registry
+from .aggregate import Frames, read_outputs
+from .common import BEST_NOTE, SYNTHETIC_NOTE, ReportError, write_if_changed
+from .context import Context
+from .latex import tex_escape
+from .registry import SECTIONS, FigureSpec, TableSpec
+from .verdicts import claims_of
 
 INSTALL_HINT = "run scripts/install-latex.sh (as root) to install pdflatex and pdftoppm"
 MAX_PASSES = 4
@@ -37,100 +38,119 @@ PREAMBLE = r"""\documentclass[10pt,a4paper]{article}
 \usepackage{booktabs}
 \usepackage{multirow}
 \usepackage{longtable}
+\usepackage{array}
 \usepackage{graphicx}
 \usepackage{caption}
 \usepackage{float}
+\usepackage{pdflscape}
 \captionsetup{font=small,labelfont=bf}
 \setlength{\LTcapwidth}{\textwidth}
 """
 
-FIGURE_CAPTIONS = {
-    "figure4": r"Top-1 accuracy versus depth on CIFAR-10 and CIFAR-100 for ResNet, DIANet, MRLA-L and DLA-L "
-               r"(paper's Figure~4): mean (line) and $\pm$ one sample std (band) of the best top-1 over seeds; "
-               r"dashed: the paper's Table~1 values (shown for real data only). A method or panel without "
-               r"finished runs is marked \textit{not run}.",
-    "figure2": r"Stage-3 attention scores of ResNet-56 on CIFAR-100 (paper's Figure~2): static layer attention "
-               r"(MRLA-B) beside dynamic layer attention (DLA-B). Row $i$ holds the mean attention layer $i$ "
-               r"pays to layers $1..i$ (mean over heads, test images and seeds).",
-    "cost": r"Beyond the paper: measured median training-step time and parameter count of every method "
-            r"versus the depth actually trained (CIFAR-100 runs; the machine is named in the panel title).",
-}
 
-
-def _counts(ctx: Context) -> tuple[int, int, pd.DataFrame]:
-    runs, _ = read_outputs(ctx)
-    path = ctx.results_dir / "problems.csv"
-    problems = pd.read_csv(path, dtype=str, keep_default_na=False) if path.is_file() else pd.DataFrame(
-        columns=["run_id", "status", "detail", "path"])
-    return len(runs), len(ctx.runs()), problems
-
-
-def status_text(ctx: Context) -> str:
-    finished, expected, problems = _counts(ctx)
-    runs, _ = read_outputs(ctx)
-    synthetic = ctx.synthetic_profile or (len(runs) and runs["synthetic"].astype(str).str.lower().eq("true").any())
+def status_text(ctx: Context, frames: Frames) -> str:
+    runs, problems = frames.runs, frames.problems
+    finished, expected = len(runs), len(ctx.index.runs)
+    synthetic = ctx.synthetic_profile or bool(len(runs) and runs["synthetic"].any())
     description = ctx.settings.get("description", "")
-    lines = [f"This report describes profile \\texttt{{{tex_escape(ctx.profile)}}}"
+    declared = "runs its grid declares" if ctx.from_grid else "runs found in the folders given to \\texttt{--runs}"
+    lines = [f"This report describes {ctx.source_words}"
              + (f" ({tex_escape(description)})" if description else "")
-             + f": {finished} of the {expected} runs its grid declares have finished; every table and figure "
+             + f": {finished} of the {expected} {declared} have finished; every table and figure "
                "below is computed from them, and a row or panel without finished runs says \\textit{not run}."]
     if synthetic:
         depth = ctx.depth_note(sorted(ctx.depth_map)) if ctx.depth_map else ""
         lines.append(r"\textbf{" + SYNTHETIC_NOTE.capitalize() + ".} The runs were trained on generated stand-in "
                      "data" + (f"; {depth}" if depth else "") + ", so the accuracies say nothing about the paper.")
     lines.append(BEST_NOTE + ".")
+    verdicts = claims_sentence(ctx, frames)
+    if verdicts:
+        lines.append(verdicts)
     if len(problems):
-        lines.append(f"{len(problems)} run folder{'s are' if len(problems) != 1 else ' is'} unfinished, corrupt or "
-                     "outside the grid and left out (\\texttt{results/" + tex_escape(ctx.profile)
+        lines.append(f"{len(problems)} run folder{'s are' if len(problems) != 1 else ' is'} unfinished, corrupt, "
+                     "duplicated or outside the grid and left out (\\texttt{results/" + tex_escape(ctx.profile)
                      + "/problems.csv}):")
         shown = problems.head(20)
         items = "".join(f"\\item \\texttt{{{tex_escape(p.run_id)}}}: {tex_escape(p.status)} --- "
                         f"{tex_escape(p.detail)}\n" for p in shown.itertuples(index=False))
         more = f"\\item \\ldots\\ and {len(problems) - len(shown)} more\n" if len(problems) > len(shown) else ""
         lines.append("\\begin{itemize}\\small\n" + items + more + "\\end{itemize}")
-    return "\n\n".join(lines)
+    # run ids and paths in \texttt do not hyphenate: let the spaces stretch rather than run into the margin
+    return "\\begin{sloppypar}\n" + "\n\n".join(lines) + "\n\\end{sloppypar}"
 
 
-#: figures carry the paper's numbers (Figure 2, Figure 4); the cost figure comes after them
-FIGURE_NUMBERS = {"figure2": 2, "figure4": 4, "cost": 5}
+def claims_sentence(ctx: Context, frames: Frames) -> str:
+    """How the paper's claims fare (Table~\\ref{tab:claims}), once ``report claims`` has run."""
+    from .. import claims
+
+    try:
+        counts = claims.counts(claims_of(ctx, frames))
+    except ReportError:
+        return ""  # no claims.csv yet: the tables step says what to run
+    return (f"Of the paper's {counts['claims']} quantitative claims (Table~\\ref{{tab:claims}}): "
+            + ", ".join(f"{counts[v]} {v}" for v in claims.VERDICTS)
+            + f"; {counts['published_fails']} disagree with the paper's own tables.")
 
 
-def figure(stem: str) -> str:
-    return (f"\\setcounter{{figure}}{{{FIGURE_NUMBERS[stem] - 1}}}\n\\begin{{figure}}[H]\n\\centering\n"
-            f"\\includegraphics[width=\\linewidth]{{figures/{stem}.pdf}}\n"
-            f"\\caption{{{FIGURE_CAPTIONS[stem]}}}\n\\label{{fig:{stem}}}\n\\end{{figure}}\n")
+def figure(spec: FigureSpec, numbers: str = "") -> str:
+    """A figure's float; ``numbers``: what its ``caption_numbers`` adds to the caption."""
+    caption = spec.caption + (" " + numbers if numbers else "")
+    return (f"\\setcounter{{figure}}{{{spec.number - 1}}}\n\\begin{{figure}}[H]\n\\centering\n"
+            f"\\includegraphics[width=\\linewidth]{{figures/{spec.name}.pdf}}\n"
+            f"\\caption{{{caption}}}\n\\label{{fig:{spec.name}}}\n\\end{{figure}}\n")
 
 
-def table(name: str) -> str:
-    return f"\\input{{tables/{name}}}\n"
+def table(spec: TableSpec, turned: bool = True) -> str:
+    """The table's ``\\input``; a ``landscape`` table on its own sideways page unless ``turned`` is
+    False (its section's page is turned already)."""
+    text = f"\\setcounter{{table}}{{{spec.number - 1}}}\n\\input{{tables/{spec.name}}}\n"
+    return f"\\begin{{landscape}}\n{text}\\end{{landscape}}\n" if spec.landscape and turned else text
 
 
-def paper_tex(ctx: Context) -> str:
-    profile = tex_escape(ctx.profile)
+def sections(ctx: Context | None = None, frames: Frames | None = None) -> list[str]:
+    """One chunk per section of the registry that holds a table or figure: its tables, then its
+    figures (with the numbers their captions add, given the report's ``ctx`` and ``frames``)."""
+    out, appendix = [], False
+
+    def numbers(spec: FigureSpec) -> str:
+        return spec.caption_numbers(ctx, frames) if spec.caption_numbers and ctx is not None else ""
+
+    for section in SECTIONS:
+        tables = [t for t in registry.tables().values() if t.section == section.key]
+        figures = [f for f in registry.figures().values() if f.section == section.key]
+        # a section of landscape tables alone is turned whole, so that its heading stays with them
+        turned = bool(tables) and not figures and all(t.landscape for t in tables)
+        items = [table(t, not turned) for t in tables] + [figure(f, numbers(f)) for f in figures]
+        if not items:
+            continue
+        start = "\\clearpage\n\\appendix\n" if section.appendix and not appendix else ""
+        appendix = appendix or section.appendix
+        chunk = f"\\section{{{section.title}}}\n" + "".join(items)
+        out.append(start + (f"\\begin{{landscape}}\n{chunk}\\end{{landscape}}\n" if turned else chunk))
+    return out
+
+
+def paper_tex(ctx: Context, frames: Frames) -> str:
     body = [
-        f"% written by `dla-repro report paper --profile {ctx.profile}`; do not edit\n" + PREAMBLE,
+        f"% written by `dla-repro report paper {ctx.command_options}`; do not edit\n" + PREAMBLE,
         "\\title{Reproducing ``Strengthening Layer Interaction via Dynamic Layer Attention''\\\\"
-        f"\\large profile \\texttt{{{profile}}}}}\n\\author{{dla-repro}}\n\\date{{}}\n",
+        f"\\large {ctx.source_words}}}\n\\author{{dla-repro}}\n\\date{{}}\n",
         "\\begin{document}\n\\maketitle\n",
-        status_text(ctx) + "\n",
-        "\\section{CIFAR-10 and CIFAR-100}\n" + table("table1") + figure("figure4"),
-        "\\section{ImageNet-1K}\n" + table("table2"),
-        "\\section{COCO object detection}\n" + table("table3"),
-        "\\section{Ablations}\n" + table("table4") + table("table5") + table("table6"),
-        "\\section{Static versus dynamic attention}\n" + figure("figure2"),
-        "\\section{Cost}\n" + figure("cost"),
-        "\\clearpage\n\\appendix\n\\section{Parameter check}\n" + table("params"),
+        status_text(ctx, frames) + "\n",
+        *sections(ctx, frames),
         "\\end{document}\n",
     ]
     return "\n".join(body)
 
 
-def write_paper(ctx: Context, echo: Callable[[str], None] = print) -> Path:
-    """Write ``reports/<profile>/paper.tex`` (if its content changed); warn about missing inputs."""
+def write_paper(ctx: Context, echo: Callable[[str], None] = print, frames: Frames | None = None) -> Path:
+    """Write ``reports/<profile>/paper.tex`` (if its content changed); warn about missing inputs.
+    ``frames``: the aggregate in memory (``report all``); read from ``results/<profile>/`` otherwise."""
+    frames = frames if frames is not None else read_outputs(ctx)
     path = ctx.reports_dir / "paper.tex"
-    changed = write_if_changed(path, paper_tex(ctx))
-    missing = [f"tables/{f}" for f in TABLE_FILES if not (ctx.reports_dir / "tables" / f).is_file()]
-    missing += [f"figures/{f}" for f in FIGURE_FILES if f.endswith(".pdf")
+    changed = write_if_changed(path, paper_tex(ctx, frames))
+    missing = [f"tables/{f}" for f in registry.table_files() if not (ctx.reports_dir / "tables" / f).is_file()]
+    missing += [f"figures/{f}" for f in registry.figure_files() if f.endswith(".pdf")
                 and not (ctx.reports_dir / "figures" / f).is_file()]
     echo(f"paper: {path} {'written' if changed else 'unchanged'}")
     if missing:
@@ -168,7 +188,7 @@ def compile_paper(ctx: Context, echo: Callable[[str], None] = print) -> Path:
         build = str(Path(tmp).resolve())
         log = ""
         for attempt in range(MAX_PASSES):
-            proc = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error",
+            proc = subprocess.run([pdflatex, "-no-shell-escape", "-interaction=nonstopmode", "-halt-on-error",
                                    f"-output-directory={build}", "paper.tex"],
                                   cwd=ctx.reports_dir, env=env, capture_output=True, text=True, errors="replace")
             log_path = Path(build) / "paper.log"
