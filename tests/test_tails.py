@@ -142,3 +142,17 @@ def test_weighted_sum_of_any_number_of_cached_maps(flavour, counts):
         coeffs = torch.randn(t, 2, 3, 1, 1, dtype=torch.double)
         expected = sum(c * v for c, v in zip(coeffs, values))
         torch.testing.assert_close(tail_kernels.weighted_sum(flavour, values, coeffs), expected)
+
+
+def test_weighted_sum_compiles_every_variant_of_a_deep_stage():
+    """A ResNet-56 stage sums 1-6 maps (chunks of SUM_CHUNK plus a partial sum); both memory formats
+    in one process make more variants than dynamo's default limit of 8, which fullgraph turns into
+    an error: the kernel must stay compiled, not fall back to eager."""
+    torch.manual_seed(0)
+    for memory_format in (torch.channels_last, torch.contiguous_format):
+        for t in range(1, 7):
+            values = [torch.randn(2, 3, 4, 4).contiguous(memory_format=memory_format) for _ in range(t)]
+            coeffs = torch.randn(t, 2, 3, 1, 1)
+            expected = sum(c * v for c, v in zip(coeffs, values))
+            torch.testing.assert_close(tail_kernels.weighted_sum("compiled", values, coeffs), expected)
+    assert not tail_kernels.WEIGHTED_SUM.broken

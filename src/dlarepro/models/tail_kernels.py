@@ -185,6 +185,10 @@ COMPILE_OPTIONS = {"realize_reads_threshold": 100, "realize_opcount_threshold": 
                    "realize_opusers_threshold": 100}
 
 
+#: compiled variants allowed per kernel function (see ``Kernel``)
+RECOMPILE_LIMIT = 64
+
+
 class Kernel:
     """One kernel function, run compiled (``flavour='compiled'``) or eagerly (``'eager'``).
 
@@ -205,6 +209,11 @@ class Kernel:
     def __call__(self, flavour: str, *args):
         if flavour == "compiled" and not self.broken:
             if self.compiled is None:
+                # dynamo's default of 8 variants per function is too few for WEIGHTED_SUM: one per
+                # chunk size and partial sum, times memory formats and dtypes (and fullgraph=True
+                # turns the 9th into an error); raising it only ever raises it
+                dynamo = torch._dynamo.config
+                dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)
                 self.compiled = torch.compile(self.fn, dynamic=True, fullgraph=True, options=COMPILE_OPTIONS)
             try:
                 return self.compiled(*args)
