@@ -1,101 +1,233 @@
 #!/usr/bin/env python
-"""Time one training step of every method at several depths on the CPU, side by side.
+"""Time one training step of every method beside the plain ResNet of the same depth.
 
-Every model is stepped in interleaved rounds with the plain ResNet of the same depth, in one fresh
-process, so noise from the machine hits both alike; the table gives medians and that ratio, the peak resident memory of one step (fresh subprocess per model), the
-bytes autograd saves for backward, and the MAC ratio. The targets of the model-zoo issue are
-checked at the end. Run: ``python bench/step_time.py`` (about 10 minutes on 2 cores).
+Every model is stepped in interleaved rounds with the ResNet of its depth, in one fresh process, so
+noise from the machine (shared cores) hits both alike; the table gives medians, their ratio and the
+range of the per-round ratios (how noisy the rounds were), the peak resident memory of one step
+(fresh subprocess per model), the bytes autograd saves for backward and the MAC ratio. The targets
+of the issues are checked at the end.
+
+  python bench/step_time.py --depths 56                 # the fused tails, compiled
+  python bench/step_time.py --depths 56 --compare-tails # ... and the reference tails beside them
+  python bench/step_time.py --best-format               # each model at its faster memory format
+  python bench/step_time.py --official /scratch/Dynamic-Layer-Attention   # the official code beside ours
+  python bench/step_time.py --profile --archs dla_l     # where the time goes, by operator family
+  python bench/step_time.py --device cuda --amp bf16    # on a GPU, autocast to bfloat16
+
+The official code is read from a checkout in a scratch folder (never part of this project).
+A full run takes about 10 minutes on 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import statistics
 import sys
 
 import torch
 from tabulate import tabulate
 
-from dlarepro.bench import StepSetup, peak_cuda_of_step, peak_rss_of_step, saved_bytes, time_pair_in_subprocess
-from dlarepro.modelinfo import count_macs
+from dlarepro.bench import (OFFICIAL_MODELS, StepSetup, official_model, peak_cuda_of_step, peak_rss_of_step, saved_bytes,
+                            time_group_in_subprocess)
+from dlarepro.benchprofile import profile_families, profile_table
 from dlarepro.methods import METHODS
+from dlarepro.modelinfo import count_macs
 from dlarepro.models import build_model
+from dlarepro.models.tails import MODES
+from dlarepro.runconfig import AMP_MODES
 
 ARCHS = list(METHODS)
-
 PAIRS = [("mrla_b", "dla_b", 110)]  # direct head-to-head timings (same process)
-TARGETS = [  # (description, key, metric, limit)
-    ("DLA-L-56 / ResNet-56 time", ("dla_l", 56), "ratio", 1.5),
-    ("MRLA-L-56 / ResNet-56 time", ("mrla_l", 56), "ratio", 1.3),
-    ("DLA-B-110 / MRLA-B-110 time", ("dla_b", 110, "mrla_b"), "time", 1.2),
-    ("DLA-B-110 / MRLA-B-110 peak memory", None, "rss", 1.3),
+TARGETS = [  # (issue, description, key, metric, limit)
+    ("model zoo", "DLA-B-110 / MRLA-B-110 time", ("dla_b", 110, "mrla_b"), "time", 1.2),
+    ("model zoo", "DLA-B-110 / MRLA-B-110 peak memory", None, "rss", 1.3),
+    ("14", "DLA-L-56 / ResNet-56 time", ("dla_l", 56), "ratio", 1.5),
+    ("14", "MRLA-L-56 / ResNet-56 time", ("mrla_l", 56), "ratio", 1.3),
+    ("14", "DLA-B-56 / ResNet-56 time", ("dla_b", 56), "ratio", 1.6),
+    ("14", "MRLA-B-56 / ResNet-56 time", ("mrla_b", 56), "ratio", 1.6),
 ]
 
 
-def main(argv=None) -> int:
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--depths", type=int, nargs="+", default=[20, 56, 110])
-    parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
+    parser.add_argument("--archs", nargs="+", default=ARCHS, choices=ARCHS)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per model (median is reported)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--contiguous", action="store_true", help="NCHW instead of channels_last")
+    parser.add_argument("--best-format", action="store_true",
+                        help="time channels_last and NCHW of every model; keep each model's faster one")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model (slow to start)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                        help="cuda: time on the GPU (peak memory from the CUDA allocator, not RSS)")
-    parser.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"], help="autocast precision")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is visible")
-    archs = ["none"] + [a for a in args.archs if a != "none"]
+    parser.add_argument("--tails", choices=MODES, default="compiled",
+                        help="layer-attention tails (default: compiled, the fused tails; 'auto' runs the "
+                             "reference on the CPU, see models/tails.py)")
+    parser.add_argument("--compare-tails", action="store_true",
+                        help="also time every method with the reference (op by op) tails, same process")
+    parser.add_argument("--official", metavar="DIR",
+                        help="checkout of tunantu/Dynamic-Layer-Attention: time its models beside ours")
+    parser.add_argument("--profile", nargs="?", const=3, type=int, metavar="STEPS",
+                        help="instead of timing: self time by operator family over STEPS steps (default 3)")
+    add_device_options(parser)
+    return parser.parse_args(argv)
 
+
+def add_device_options(parser) -> None:
+    """Where the step runs (kept apart: the GPU benches of issue 11 add to these)."""
+    parser.add_argument("--device", default="cpu",
+                        help="cpu or cuda[:N] (on a GPU, peak memory comes from the CUDA allocator, not RSS)")
+    parser.add_argument("--amp", default="off", choices=AMP_MODES, help="autocast precision")
+
+
+def formats(args) -> list[bool]:
+    """The channels_last settings to time (True = channels_last)."""
+    return [True, False] if args.best_format else [not args.contiguous]
+
+
+def base_setup(args, arch: str, depth: int, **changes) -> StepSetup:
+    setup = StepSetup(arch, depth, batch=args.batch, compile=args.compile, tails=args.tails, device=args.device,
+                      amp=args.amp)
+    return dataclasses.replace(setup, **changes)
+
+
+def official_available(args, arch: str) -> bool:
+    """Whether the official checkout builds ``arch`` here (its B models need einops)."""
+    if not args.official or arch not in OFFICIAL_MODELS:
+        return False
+    try:
+        official_model(args.official, arch, 20, 10)
+    except ImportError as error:
+        print(f"  official {arch}: not timed ({error})", file=sys.stderr)
+        return False
+    return True
+
+
+def variants(args, arch: str, depth: int) -> dict[str, list[StepSetup]]:
+    """What is timed in one process for ``arch``: name -> one setup per memory format. For the plain
+    ResNet itself, "ours" is the "resnet" entry."""
+    make = lambda a, **kw: [base_setup(args, a, depth, channels_last=cl, **kw) for cl in formats(args)]
+    group = {"resnet": make("none")}
+    if arch != "none":
+        group["ours"] = make(arch)
+        if args.compare_tails:
+            group["reference tails"] = make(arch, tails="reference")
+    if official_available(args, "none"):
+        group["official resnet"] = make("none", official=args.official)
+        if arch != "none" and official_available(args, arch):
+            group["official"] = make(arch, official=args.official)
+    return group
+
+
+def fastest(times: list[list[float]]) -> tuple[int, list[float]]:
+    """Index and per-round times of the setup (memory format) with the lowest median."""
+    i = min(range(len(times)), key=lambda k: statistics.median(times[k]))
+    return i, times[i]
+
+
+def time_arch(args, arch: str, depth: int) -> dict[str, dict]:
+    """Median step time, format, ratio to the ResNet and the range of per-round ratios of each variant."""
+    group = variants(args, arch, depth)
+    flat = [s for setups in group.values() for s in setups]
+    times = time_group_in_subprocess(flat, args.rounds, args.threads)
+    out, k = {}, 0
+    for name, setups in group.items():
+        index, rounds = fastest(times[k:k + len(setups)])
+        out[name] = {"setup": setups[index], "rounds": rounds, "time": statistics.median(rounds)}
+        k += len(setups)
+    out.setdefault("ours", out["resnet"])
+    if "official resnet" in out:
+        out.setdefault("official", out["official resnet"] if arch == "none" else None)
+    out = {name: entry for name, entry in out.items() if entry is not None}
+    for name, entry in out.items():
+        base = out["official resnet" if name.startswith("official") else "resnet"]
+        per_round = [t / b for t, b in zip(entry["rounds"], base["rounds"])]
+        entry.update(ratio=entry["time"] / base["time"], spread=(min(per_round), max(per_round)))
+    return out
+
+
+def run_profile(args) -> int:
+    for depth in args.depths:
+        columns = {}
+        for arch in ["none"] + [a for a in args.archs if a != "none"]:
+            setup = base_setup(args, arch, depth, channels_last=not args.contiguous)
+            print(f"profiling {setup.label()} ...", file=sys.stderr, flush=True)
+            columns[f"{setup.label()}"] = profile_families(setup, steps=args.profile)
+        unit = "device" if torch.device(args.device).type == "cuda" else "CPU"
+        print(f"\n{unit} self time per step, ms (calls), batch {args.batch}, {args.threads} threads, "
+              f"{'NCHW' if args.contiguous else 'channels_last'}, mean of {args.profile} profiled steps")
+        headers = ["family"] + list(columns) + [f"extra {c}" for c in list(columns)[1:]]
+        print(tabulate(profile_table(columns, f"none-{depth}"), headers=headers, disable_numparse=True))
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.profile:
+        return run_profile(args)
+    archs = ["none"] + [a for a in args.archs if a != "none"]
+    on_cpu = torch.device(args.device).type == "cpu"
     rows, results = [], {}
-    make = lambda arch, depth: StepSetup(arch, depth, batch=args.batch, channels_last=not args.contiguous,
-                                         compile=args.compile, device=args.device, amp=args.amp)
     for depth in args.depths:
         base_macs = count_macs(build_model("none", depth, "cifar100"), "cifar100")
         for arch in archs:
             print(f"{arch}-{depth}: {args.rounds} rounds interleaved with none-{depth} ...", file=sys.stderr, flush=True)
-            base, setup = make("none", depth), make(arch, depth)
-            t_base, t = time_pair_in_subprocess(base, setup, args.rounds, args.threads)
-            if arch == "none":  # the reference itself (its pair only measured the noise)
-                t_base = t = min(t_base, t)
-            rss = None if args.no_memory else (peak_cuda_of_step(setup) if args.device == "cuda"
-                                               else peak_rss_of_step(setup))
+            timed = time_arch(args, arch, depth)
+            ours = timed["ours"]
+            rss = None if args.no_memory else (peak_rss_of_step(ours["setup"]) if on_cpu
+                                               else peak_cuda_of_step(ours["setup"]))
             macs = count_macs(build_model(arch, depth, "cifar100"), "cifar100")
-            results[(arch, depth)] = {"time": t, "ratio": t / t_base, "rss": rss}
-            rows.append([f"{arch}-{depth}", f"{t * 1000:.0f}", f"{t / t_base:.2f}",
-                         "-" if rss is None else f"{rss / 2**20:.0f}", f"{saved_bytes(setup) / 2**20:.0f}",
-                         f"{macs / base_macs:.2f}"])
-            print("  " + "  ".join(rows[-1]), file=sys.stderr, flush=True)  # partial results as they come
+            results[(arch, depth)] = {"time": ours["time"], "ratio": ours["ratio"], "rss": rss}
+            row = [f"{arch}-{depth}", "CL" if ours["setup"].channels_last else "NCHW", f"{ours['time'] * 1000:.0f}",
+                   f"{ours['ratio']:.2f}", "{:.2f}-{:.2f}".format(*ours["spread"])]
+            if args.compare_tails:
+                ref = timed.get("reference tails", ours)  # the ResNet has no tails: its own time
+                row += [f"{ref['time'] * 1000:.0f}", f"{ref['ratio']:.2f}"]
+            if args.official:
+                off = timed.get("official")
+                row += ["-", "-", "-"] if off is None else [
+                    f"{off['time'] * 1000:.0f}", f"{off['ratio']:.2f}", f"{ours['time'] / off['time']:.2f}"]
+            row += ["-" if rss is None else f"{rss / 2**20:.0f}",
+                    f"{saved_bytes(ours['setup']) / 2**20:.0f}" if on_cpu else "-", f"{macs / base_macs:.2f}"]
+            rows.append(row)
+            print("  " + "  ".join(row), file=sys.stderr, flush=True)  # partial results as they come
     for (a, b, depth) in PAIRS:
         if (a, depth) in results and (b, depth) in results:
             print(f"{b}-{depth} vs {a}-{depth} ...", file=sys.stderr, flush=True)
-            t_a, t_b = time_pair_in_subprocess(make(a, depth), make(b, depth), args.rounds, args.threads)
-            results[(b, depth, a)] = {"time": t_b / t_a}
-    where = f"GPU {torch.cuda.get_device_name()}, {args.amp}" if args.device == "cuda" else f"CPU, {args.threads} threads"
-    print(f"\nOne SGD step, batch {args.batch}, {where}, "
-          f"{'NCHW' if args.contiguous else 'channels_last'}{', torch.compile' if args.compile else ''}, "
-          f"median of {args.rounds} rounds, each model interleaved with the plain ResNet of its depth in one "
-          f"process (torch {torch.__version__})")
-    peak = "peak GPU MiB" if args.device == "cuda" else "peak RSS MiB"
-    print(tabulate(rows, headers=["model", "ms/step", "x ResNet", peak, "saved for bw MiB", "MACs x"],
-                   disable_numparse=True))
+            t_a, t_b = time_group_in_subprocess([base_setup(args, a, depth, channels_last=not args.contiguous),
+                                                 base_setup(args, b, depth, channels_last=not args.contiguous)],
+                                                args.rounds, args.threads)
+            results[(b, depth, a)] = {"time": statistics.median(t_b) / statistics.median(t_a)}
+    print_results(args, rows, results)
+    return 0
 
+
+def print_results(args, rows, results) -> None:
+    tails = args.tails
+    layout = "best of channels_last / NCHW" if args.best_format else "NCHW" if args.contiguous else "channels_last"
+    print(f"\nOne SGD step, batch {args.batch}, {args.device}{'' if args.amp == 'off' else ' ' + args.amp}, {args.threads} threads, "
+          f"{layout}{', torch.compile' if args.compile else ''}, tails {tails}, median of {args.rounds} rounds, each "
+          f"model interleaved with the plain ResNet of its depth in one process (torch {torch.__version__})")
+    headers = ["model", "format", "ms/step", "x ResNet", "per-round x"]
+    headers += ["ref tails ms", "ref x ResNet"] if args.compare_tails else []
+    headers += ["official ms", "official x its ResNet", "ours / official"] if args.official else []
+    on_cpu = torch.device(args.device).type == "cpu"
+    headers += ["peak RSS MiB" if on_cpu else "peak GPU MiB", "saved for bw MiB", "MACs x"]
+    print(tabulate(rows, headers=headers, disable_numparse=True))
     checks = []
-    for text, key, metric, limit in TARGETS:
+    for issue, text, key, metric, limit in TARGETS:
         if key is None:  # peak memory: two separate fresh processes
             a, b = results.get(("mrla_b", 110), {}), results.get(("dla_b", 110), {})
             ratio = b["rss"] / a["rss"] if a.get("rss") and b.get("rss") else None
         else:
             ratio = results.get(key, {}).get(metric)
         if ratio is not None:
-            checks.append([text, f"{ratio:.2f}", f"<= {limit}", "met" if ratio <= limit else "NOT met"])
+            checks.append([issue, text, f"{ratio:.2f}", f"<= {limit}", "met" if ratio <= limit else "NOT met"])
     if checks:
-        print("\nTargets of the model-zoo issue")
-        print(tabulate(checks, headers=["ratio", "measured", "target", ""], disable_numparse=True))
-    return 0
+        print("\nTargets")
+        print(tabulate(checks, headers=["issue", "ratio", "measured", "target", ""], disable_numparse=True))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""The benchmark's memory probe: a step's peak RSS is seen even when start-up peaked higher."""
+"""The benchmark: its memory probe (a step's peak RSS is seen even when start-up peaked higher), its
+profile summary by operator family, and loading the official models from a scratch checkout."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from dlarepro.bench import release_freed_memory, step_peak_rss
@@ -20,3 +22,60 @@ def test_step_peak_is_measured_after_a_higher_earlier_peak():
     peak = measure(step)
     assert 140 * 2**20 <= peak <= 260 * 2**20
     assert measure(lambda: None) < 20 * 2**20
+
+
+def test_profile_families_name_the_kind_of_work():
+    from dlarepro.benchprofile import family
+
+    assert family("aten::mkldnn_convolution") == family("aten::convolution_backward") == "convolution fwd + bwd"
+    assert family("aten::native_batch_norm_backward") == "batch norm fwd + bwd"
+    assert family("aten::addcmul") == family("aten::add_") == family("aten::sum") == \
+        "element-wise + reductions, op by op"
+    assert family("## Call CompiledFxGraph fabc ##") == family("LightTailBackward") == \
+        "fused tails (compiled kernels)"
+    assert family("aten::addmm") == "matrix products (cells, heads, fc)"
+    assert family("aten::empty") == "other (allocation, autograd, Python)"
+
+
+def test_profile_table_adds_up_and_subtracts_the_baseline():
+    from dlarepro.benchprofile import FAMILIES, profile_table
+
+    zero = {name: (0.0, 0.0) for name, _ in FAMILIES}
+    base = {**zero, "convolution fwd + bwd": (100.0, 10.0), "batch norm fwd + bwd": (50.0, 5.0)}
+    other = {**zero, "convolution fwd + bwd": (130.0, 14.0), "fused tails (compiled kernels)": (40.0, 3.0)}
+    rows = {row[0]: row[1:] for row in profile_table({"none-20": base, "dla_l-20": other}, "none-20")}
+    assert rows["convolution fwd + bwd"] == ["100 (10)", "130 (14)", "+30"]
+    assert rows["batch norm fwd + bwd"] == ["50 (5)", "0 (0)", "-50"]
+    assert rows["total"] == ["150 (15)", "170 (17)", "+20"]
+
+
+def test_a_profile_of_a_real_step_counts_the_fused_tails():
+    from dlarepro.bench import StepSetup
+    from dlarepro.benchprofile import profile_families
+
+    fams = profile_families(StepSetup("mrla_l", 11, batch=2, tails="eager"), steps=1, warmup=1)
+    assert fams["convolution fwd + bwd"][0] > 0
+    assert fams["fused tails (compiled kernels)"][1] > 0, "the tails' autograd Functions ran"
+
+
+def test_official_models_load_from_a_checkout_and_run_where_the_bench_runs(tmp_path):
+    """A stand-in for the official file layout: its ``.cuda()`` calls run on the bench's device."""
+    from dlarepro.bench import OFFICIAL_CIFAR, official_model
+
+    folder = tmp_path / OFFICIAL_CIFAR
+    folder.mkdir(parents=True)
+    (folder / "dla_l.py").write_text(
+        "import torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self, depth, num_classes, block_name):\n"
+        "        super().__init__()\n"
+        "        self.args = (depth, num_classes, block_name)\n"
+        "    def forward(self, x):\n"
+        "        return x + torch.zeros(1).cuda()\n"
+        "def dla_l(**kwargs):\n"
+        "    return Net(**kwargs)\n")
+    model = official_model(str(tmp_path), "dla_l", 56, 100)
+    assert model.args == (56, 100, "bottleneck")
+    torch.testing.assert_close(model(torch.ones(2)), torch.ones(2))
+    with pytest.raises(FileNotFoundError, match="mrla_light.py not found"):
+        official_model(str(tmp_path), "mrla_l", 56, 100)

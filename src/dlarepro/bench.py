@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -22,7 +23,35 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .methods import DATASETS
 from .models import build_model
+from .models.tails import set_tails
+
+
+#: the official implementation's CIFAR model of each method: (file under ``OFFICIAL_CIFAR``, builder)
+OFFICIAL_MODELS = {"none": ("resnet.py", "resnet"), "mrla_l": ("mrla_light.py", "mrla_light"),
+                   "dla_l": ("dla_l.py", "dla_l"), "mrla_b": ("mrla_base.py", "mrla_base"), "dla_b": ("dla_b.py", "dla_b")}
+OFFICIAL_CIFAR = Path("image_classification/cifar/models/cifar")
+
+
+def official_model(root: str, arch: str, depth: int, num_classes: int, device: str = "cpu") -> torch.nn.Module:
+    """The official code's CIFAR model of ``arch`` from a checkout of tunantu/Dynamic-Layer-Attention
+    at ``root`` (a scratch folder: the project never holds that code). Each file is loaded on its
+    own, so a missing optional dependency of one model (einops) does not hide the others. The DLA
+    files create their DSU states with ``.cuda()``; those calls are read as ``.to(device)`` so the
+    code runs where the benchmark runs (nothing else is changed)."""
+    if arch not in OFFICIAL_MODELS:
+        raise ValueError(f"the official repository has no CIFAR model for {arch!r}")
+    filename, builder = OFFICIAL_MODELS[arch]
+    path = Path(root) / OFFICIAL_CIFAR / filename
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {root} a checkout of tunantu/Dynamic-Layer-Attention?")
+    module = types.ModuleType(f"official_{arch}")
+    module.__file__ = str(path)
+    module.__dict__["_bench_device"] = torch.device(device)
+    source = path.read_text().replace(".cuda()", ".to(_bench_device)")
+    exec(compile(source, str(path), "exec"), module.__dict__)
+    return getattr(module, builder)(depth=depth, num_classes=num_classes, block_name="bottleneck")
 
 
 @dataclass
@@ -33,17 +62,28 @@ class StepSetup:
     batch: int = 64
     channels_last: bool = True
     compile: bool = False
+    #: layer-attention tails: a mode of :mod:`dlarepro.models.tails` (None: ``DLAREPRO_TAILS``)
+    tails: str | None = None
     device: str = "cpu"
+    #: autocast precision: a mode of :data:`dlarepro.runconfig.AMP_MODES`
     amp: str = "off"
+    #: build the official implementation from this checkout instead of ours
+    official: str | None = None
+
+    def label(self) -> str:
+        return f"{'official ' if self.official else ''}{self.arch}-{self.depth}"
 
     def build(self):
         from .speed import autocast
 
         torch.manual_seed(0)
-        device = torch.device(self.device)
-        model = build_model(self.arch, self.depth, self.dataset)
+        if self.official:
+            model = official_model(self.official, self.arch, self.depth, DATASETS[self.dataset], self.device)
+        else:
+            model = set_tails(build_model(self.arch, self.depth, self.dataset), self.tails)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-        model = model.to(device, memory_format=fmt).train()
+        device = torch.device(self.device)
+        model = model.to(device=device, memory_format=fmt).train()
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
         size = 224 if self.dataset == "imagenet" else 32
         x = torch.randn(self.batch, 3, size, size, device=device).contiguous(memory_format=fmt)
@@ -162,20 +202,20 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def time_pair_in_subprocess(a: StepSetup, b: StepSetup, rounds: int, threads: int) -> tuple[float, float]:
-    """Median step times of two setups interleaved in one fresh process (bounded memory: two
-    deep models at a time; a long-lived process stepping many deep models grows its heap)."""
+def time_group_in_subprocess(setups: list[StepSetup], rounds: int, threads: int) -> list[list[float]]:
+    """Seconds per step of every setup, interleaved round by round in one fresh process (bounded
+    memory: a few models at a time; a long-lived process stepping many deep models grows its heap)."""
     code = (
         "import json, sys, torch\n"
-        "from dlarepro.bench import StepSetup, median, time_steps\n"
-        "torch.set_num_threads(int(sys.argv[3]))\n"
-        "a, b = (StepSetup(**json.loads(x)) for x in sys.argv[1:3])\n"
-        "t = time_steps([a, b], int(sys.argv[4]))\n"
-        "print(json.dumps([median(t[0]), median(t[1])]))\n"
+        "from dlarepro.bench import StepSetup, time_steps\n"
+        "torch.set_num_threads(int(sys.argv[1]))\n"
+        "setups = [StepSetup(**s) for s in json.loads(sys.argv[3])]\n"
+        "t = time_steps(setups, int(sys.argv[2]))\n"
+        "print(json.dumps([t[i] for i in range(len(setups))]))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(a.__dict__), json.dumps(b.__dict__), str(threads),
-                          str(rounds)], check=True, capture_output=True, text=True)
-    ta, tb = json.loads(out.stdout.strip().splitlines()[-1])
-    return ta, tb
-
+    out = subprocess.run([sys.executable, "-c", code, str(threads), str(rounds),
+                          json.dumps([s.__dict__ for s in setups])], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"timing {[s.label() for s in setups]} failed: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -13,14 +13,15 @@ Placement and sizes follow the official implementations (measured facts, not the
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import tails
 from .cells import make_cell
+from .parts import ChannelConv, DropPath, as_map, depthwise3x3, eca_kernel_size, gap, head_scores, per_channel
 
 HEAD_DIM = 32  # channels per layer-attention head (MRLA / DLA)
 
@@ -35,71 +36,6 @@ def register(name: str) -> Callable[[type["StageInteraction"]], type["StageInter
         return cls
 
     return add
-
-
-def eca_kernel_size(channels: int) -> int:
-    """ECA's adaptive kernel: the odd number nearest above (log2 C + 1) / 2."""
-    t = int(abs((math.log2(channels) + 1) / 2))
-    return t if t % 2 else t + 1
-
-
-def gap(x: Tensor) -> Tensor:
-    """Global average pool ``[B, C, H, W] -> [B, C]``.
-
-    Written as a scaled sum: in channels-last layout the backward of ``mean`` (and of adaptive
-    average pooling) materialises a full map and is ~10x slower than the broadcast of ``sum``.
-    """
-    return x.sum(dim=(2, 3)) * (1.0 / (x.shape[2] * x.shape[3]))
-
-
-def as_map(v: Tensor) -> Tensor:
-    """``[B, C] -> [B, C, 1, 1]`` so a per-channel vector scales a feature map."""
-    return v[:, :, None, None]
-
-
-class DropPath(nn.Module):
-    """Stochastic depth on a residual branch: drop the whole branch per sample while training."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = torch.empty((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device)
-        return x * mask.bernoulli_(keep).div_(keep)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
-
-
-class ChannelConv(nn.Module):
-    """A 1-D convolution across channels of a pooled vector (ECA, MRLA queries and keys)."""
-
-    def __init__(self, kernel_size: int):
-        super().__init__()
-        self.conv = nn.Conv1d(1, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
-
-    def forward(self, v: Tensor) -> Tensor:  # [B, C] -> [B, C]
-        return self.conv(v.unsqueeze(1)).squeeze(1)
-
-
-def depthwise3x3(channels: int) -> nn.Conv2d:
-    return nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
-
-
-def head_scores(q: Tensor, k: Tensor, heads: int) -> Tensor:
-    """Per-head scaled dot products ``<q_h, k_h> / sqrt(d)`` of ``[..., B, C]`` tensors -> ``[..., B, heads]``."""
-    prod = (q * k).unflatten(-1, (heads, -1))
-    return prod.sum(-1) / math.sqrt(prod.shape[-1])
-
-
-def per_channel(weights: Tensor, channels: int) -> Tensor:
-    """Expand per-head weights ``[..., heads]`` to per-channel ``[..., C]``."""
-    heads = weights.shape[-1]
-    return weights.unsqueeze(-1).expand(*weights.shape, channels // heads).flatten(-2)
 
 
 class StageInteraction(nn.Module):
@@ -214,14 +150,20 @@ class LayerAttentionBase(StageInteraction):
         self.value = nn.ModuleList(depthwise3x3(channels) for _ in range(num_blocks))
         self.norm = nn.ModuleList(nn.BatchNorm2d(channels) for _ in range(num_blocks))
         self.drop_path = DropPath(drop_path)
+        #: fused tails or the reference code (:func:`tails.set_tails`; None: ``DLAREPRO_TAILS``)
+        self.tails_mode: str | None = None
+
+    def tail_flavour(self, index: int, x: Tensor) -> str | None:
+        """The fused tails' kernel flavour for this block, None to run the reference code below."""
+        return tails.flavour(self.tails_mode, x, self.norm[index])
 
 
 class LightAttentionBase(LayerAttentionBase):
     """MRLA-light and DLA-light: ``out = y + DropPath(BN(LA(y) + λ ⊙ s))`` after the block's ReLU,
     where ``LA(y)`` is the depthwise value map scaled per head by ``sigmoid(<q, k> / sqrt(d))``.
 
-    Full-map element-wise passes dominate the cost on the CPU, so sums of products are written
-    as ``addcmul`` (one pass each) and per-channel constants are folded into small tensors.
+    ``forward`` is the reference, op by op; ``forward_fused`` computes the same with the full-map
+    steps fused (:mod:`.tails`), per-channel constants folded into small tensors either way.
     """
 
     def __init__(self, channels, num_blocks, drop_path: float = 0.0):
@@ -242,6 +184,12 @@ class MRLALight(LightAttentionBase):
     """MRLA-L (Fang et al.): the previous output enters through ``λ ⊙ shortcut``."""
 
     def forward(self, index, branch, shortcut, state):
+        flavour = self.tail_flavour(index, branch)
+        if flavour:
+            y, pooled = tails.join(branch, shortcut, flavour)
+            out = tails.light_tail(y, shortcut, self.value[index](y), self.head_weights(index, pooled),
+                                   self.lambdas[index][None], self.norm[index], self.drop_path, flavour)
+            return out, state
         y = F.relu(branch + shortcut)
         weights = self.head_weights(index, gap(y))
         attended = torch.addcmul(self.lambdas[index] * shortcut, self.value[index](y), weights)
@@ -261,16 +209,24 @@ class DLALight(LightAttentionBase):
         self.dsu_state = dsu_state
 
     def forward(self, index, branch, shortcut, state):
-        y = F.relu(branch + shortcut)
-        pooled = gap(y)
+        flavour = self.tail_flavour(index, branch)
+        if flavour:
+            y, pooled, pooled_s = tails.join(branch, shortcut, flavour, pool_shortcut=True)
+        else:
+            y = F.relu(branch + shortcut)
+            pooled, pooled_s = gap(y), gap(shortcut)
         if state is None:
             state = self.cell.zero_state(pooled)
         _, state = self.cell(pooled, state)  # forward path: context from the block output
-        gate, _ = self.cell(gap(shortcut), refresh_state(state, self.dsu_state))  # backward path: new state dropped
+        gate, _ = self.cell(pooled_s, refresh_state(state, self.dsu_state))  # backward path: new state dropped
         # λ ⊙ (s ⊙ g + DW(s)) = s ⊙ (λ g) + DW_{λW}(s): λ folded into the gate and the conv weights
         lam = self.lambdas[index]
         conv = self.refresh_conv
         refreshed = F.conv2d(shortcut, conv.weight * lam.unsqueeze(1), padding=1, groups=self.channels)
+        if flavour:
+            out = tails.light_tail(y, shortcut, self.value[index](y), self.head_weights(index, pooled),
+                                   as_map(gate) * lam, self.norm[index], self.drop_path, flavour, refreshed)
+            return out, state
         refreshed = torch.addcmul(refreshed, shortcut, as_map(gate) * lam)
         attended = torch.addcmul(refreshed, self.value[index](y), self.head_weights(index, pooled))
         return self.finish(index, y, attended), state
@@ -284,7 +240,8 @@ class BaseAttentionState:
     linear in depth. ``keys`` hold the (refreshed) key vectors, ``pooled`` the GAP of each value map.
     """
 
-    def __init__(self):
+    def __init__(self, pool_values: bool):
+        self.pool_values = pool_values  # only DLA-B's refresh reads GAP(V_i): a pass over each map
         self.values: list[Tensor] = []
         self.keys: Tensor | None = None  # [t, B, C]
         self.pooled: Tensor | None = None  # [t, B, C]
@@ -292,13 +249,15 @@ class BaseAttentionState:
         self.cell_state = None
 
     def append(self, key: Tensor, value: Tensor) -> None:
-        key, pooled = key.unsqueeze(0), gap(value).unsqueeze(0)
+        key = key.unsqueeze(0)
+        pooled = gap(value).unsqueeze(0) if self.pool_values else None
         self.values.append(value)
         if self.keys is None:
             self.keys, self.pooled = key, pooled
             return
         self.keys = torch.cat([self.keys, key])
-        self.pooled = torch.cat([self.pooled, pooled])
+        if pooled is not None:
+            self.pooled = torch.cat([self.pooled, pooled])
         if self.value_gates is not None:
             self.value_gates = torch.cat([self.value_gates, torch.ones_like(pooled)])
 
@@ -312,15 +271,22 @@ class BaseAttention(LayerAttentionBase):
         #: when a list, every block appends its attention scores ``[B, heads, t]`` (Figure 2)
         self.captured: list[Tensor] | None = None
 
+    #: whether the state keeps GAP of every value map (DLA-B's refresh reads them)
+    pools_values = False
+
     def begin(self, x):
-        return BaseAttentionState()
+        return BaseAttentionState(self.pools_values)
 
     def refresh(self, state: BaseAttentionState, pooled_y: Tensor) -> None:
         """Hook for DLA-B; MRLA-B keeps its tokens static."""
 
     def forward(self, index, branch, shortcut, state: BaseAttentionState):
-        y = F.relu(branch + shortcut)
-        pooled = gap(y)
+        flavour = self.tail_flavour(index, branch)
+        if flavour:
+            y, pooled = tails.join(branch, shortcut, flavour)
+        else:
+            y = F.relu(branch + shortcut)
+            pooled = gap(y)
         self.refresh(state, pooled)
         state.append(self.key[index](pooled), self.value[index](y))
         query = self.query[index](pooled)
@@ -330,6 +296,8 @@ class BaseAttention(LayerAttentionBase):
         coeffs = per_channel(scores, self.channels)  # [t, B, C]
         if state.value_gates is not None:
             coeffs = coeffs * state.value_gates
+        if flavour:
+            return tails.base_tail(y, state.values, coeffs, self.norm[index], self.drop_path, flavour), state
         out = state.values[0] * as_map(coeffs[0])
         for value, coeff in zip(state.values[1:], coeffs[1:]):
             out = torch.addcmul(out, value, as_map(coeff))
@@ -347,6 +315,8 @@ class DLABase(BaseAttention):
     Because each gate is per channel, ``GAP(V ⊙ g) = GAP(V) ⊙ g``: all refreshes of a block run on
     vectors in one batched cell call, and maps are scaled only inside the weighted sum.
     """
+
+    pools_values = True
 
     def __init__(self, channels, num_blocks, drop_path: float = 0.0, cell: str = "dsu",
                  sigma: str = "sigmoid", reduction: int = 4, dsu_state: str = "per_image"):

@@ -1,0 +1,195 @@
+"""Fused layer-attention tails: every full-map step of a block after its last convolution, in as
+few passes over memory as the arithmetic needs, with the backward written out.
+
+A block of MRLA/DLA ends in a chain of element-wise steps on full feature maps: ``ReLU(branch +
+shortcut)``, pooling, scaling by attention, ``λ ⊙ shortcut`` (DLA-L: the refreshed shortcut
+``s ⊙ g + DW(s)``), batch norm, drop-path and the residual sum. Run op by op, each step reads and
+writes whole maps, forward and backward, and together they cost more than the extra convolutions
+(the README's profile). Here the chain is three autograd Functions around the convolutions:
+
+* :class:`Join`: ``y = ReLU(branch + s)`` with ``GAP(y)`` (and ``GAP(s)`` for DLA-L) in one pass;
+* :class:`LightTail` (MRLA-L, DLA-L): ``y + mask ⊙ BN(alpha ⊙ s + w ⊙ DW(y) [+ DW_{λW}(s)])``;
+* :class:`BaseTail` (MRLA-B, DLA-B): ``y + mask ⊙ ReLU(BN(Σ_i c_i ⊙ V_i))``.
+
+Batch norm is folded into the tails (batch statistics, running-statistics update, backward), so
+neither its input nor its output is kept for backward: what the tails save are maps that exist
+anyway. The convolutions and the small per-channel computations (queries, keys, the DSU cell)
+stay ordinary autograd. The arithmetic lives in :mod:`.tail_kernels`.
+
+Which path runs (per interaction module, ``set_tails``; default from ``DLAREPRO_TAILS``):
+``reference`` the original module code, op by op; ``compiled`` the Functions with kernels fused by
+``torch.compile``; ``eager`` the Functions with their kernels op by op (slower than the reference:
+it exists to test and to fall back on); ``auto`` (default): compiled on CUDA, the reference on the
+CPU. On the CPU the compiled tails are the fastest per step (README, benchmark) but compiling costs
+~20 s per process even with inductor's cache warm, more than the CPU's short runs here (tests, smoke
+runs) win back; ``DLAREPRO_TAILS=compiled`` is for long CPU runs and the benchmark. Where
+compilation fails (no Triton, no C++ compiler) ``auto`` falls back to the reference. Tests check that
+every path gives the same outputs and gradients.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor, nn
+from torch.autograd import Function
+from torch.autograd.function import once_differentiable
+
+from . import tail_kernels as k
+from .parts import DropPath
+
+MODES = ("auto", "compiled", "eager", "reference")
+ENV_VAR = "DLAREPRO_TAILS"
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"unknown tails mode {mode!r}; choose one of {list(MODES)}")
+    return mode
+
+
+def default_mode() -> str:
+    """The mode named by ``DLAREPRO_TAILS`` (``auto`` when unset)."""
+    value = os.environ.get(ENV_VAR, "auto")
+    if value not in MODES:
+        raise ValueError(f"{ENV_VAR}={value!r} is not one of {list(MODES)}")
+    return value
+
+
+def set_tails(model: nn.Module, mode: str | None) -> nn.Module:
+    """Run every layer-attention tail of ``model`` in ``mode`` (None: follow ``DLAREPRO_TAILS``)."""
+    if mode is not None:
+        check_mode(mode)
+    for module in model.modules():
+        if hasattr(module, "tails_mode"):
+            module.tails_mode = mode
+    return model
+
+
+def flavour(mode: str | None, x: Tensor, norm: nn.BatchNorm2d) -> str | None:
+    """The kernel flavour a tail runs with, or None for the reference path (also where the fused
+    tails do not apply: a BN without affine parameters or running statistics). The written-out
+    backward is not itself differentiable: a second derivative raises (``once_differentiable``)."""
+    mode = mode or default_mode()
+    if mode == "reference" or not (norm.affine and norm.track_running_stats):
+        return None
+    if mode == "auto":
+        return "compiled" if x.is_cuda and not k.Kernel.failed else None
+    return mode
+
+
+def update_running_stats(norm: nn.BatchNorm2d, mean: Tensor, var: Tensor, count: int) -> None:
+    """What ``nn.BatchNorm2d`` does in training: ``num_batches_tracked`` += 1 and running averages
+    of the batch mean and the unbiased batch variance."""
+    with torch.no_grad():
+        norm.num_batches_tracked.add_(1)
+        factor = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked)
+        norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), factor)
+        unbiased = var * (count / max(count - 1, 1))
+        norm.running_var.lerp_(unbiased.to(norm.running_var.dtype), factor)
+
+
+def eval_stats(norm: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """Running mean and 1/sqrt(running var + eps), copied: later training steps update the buffers
+    in place while a backward may still need these."""
+    return norm.running_mean.clone(), torch.rsqrt(norm.running_var + norm.eps)
+
+
+class Join(Function):
+    """``y = ReLU(branch + s)``, ``GAP(y)`` and optionally ``GAP(s)``."""
+
+    @staticmethod
+    def forward(ctx, branch, shortcut, pool_shortcut: bool, flavour: str):
+        y, pooled_y, pooled_s = k.JOIN_FORWARD(flavour, branch, shortcut, pool_shortcut)
+        ctx.save_for_backward(y)
+        ctx.flavour = flavour
+        ctx.set_materialize_grads(False)
+        return (y, pooled_y, pooled_s) if pool_shortcut else (y, pooled_y)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y, grad_pooled_y, grad_pooled_s=None):
+        (y,) = ctx.saved_tensors
+        if grad_y is None:
+            grad_y = torch.zeros_like(y)
+        grad_branch, grad_shortcut = k.JOIN_BACKWARD(ctx.flavour, grad_y, y, grad_pooled_y, grad_pooled_s)
+        return grad_branch, grad_shortcut, None, None
+
+
+def join(branch: Tensor, shortcut: Tensor, flavour: str, pool_shortcut: bool = False):
+    """``(y, GAP(y))``, or ``(y, GAP(y), GAP(shortcut))`` with ``pool_shortcut``."""
+    return Join.apply(branch, shortcut, pool_shortcut, flavour)
+
+
+class LightTail(Function):
+    """``y + mask ⊙ BN(alpha ⊙ s + w ⊙ v [+ r])``; returns the gradient of every map and vector."""
+
+    @staticmethod
+    def forward(ctx, y, s, v, r, w, alpha, gamma, beta, norm: nn.BatchNorm2d, mask, flavour: str):
+        if norm.training:
+            out, mean, var, rstd = k.LIGHT_TRAIN(flavour, y, s, v, r, w, alpha, gamma, beta, mask, norm.eps)
+            update_running_stats(norm, mean, var, y.shape[0] * k.spatial(y))
+        else:
+            mean, rstd = eval_stats(norm)
+            out = k.LIGHT_EVAL(flavour, y, s, v, r, w, alpha, gamma, beta, mean, rstd)
+        ctx.save_for_backward(s, v, r, w, alpha, gamma, mean, rstd, mask)
+        ctx.flavour, ctx.training = flavour, norm.training
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        s, v, r, w, alpha, gamma, mean, rstd, mask = ctx.saved_tensors
+        grad_s, grad_v, grad_r, grad_w, grad_alpha, grad_gamma, grad_beta = k.LIGHT_BACKWARD(
+            ctx.flavour, grad_out, s, v, r, w, alpha, gamma, mean, rstd, mask, ctx.training)
+        return (grad_out, grad_s, grad_v, grad_r, grad_w.sum_to_size(w.shape).to(w.dtype),
+                grad_alpha.sum_to_size(alpha.shape).to(alpha.dtype), grad_gamma.to(gamma.dtype),
+                grad_beta.to(gamma.dtype), None, None, None)
+
+
+def light_tail(y: Tensor, shortcut: Tensor, value: Tensor, weights: Tensor, alpha: Tensor, norm: nn.BatchNorm2d,
+               drop_path: DropPath, flavour: str, refreshed: Tensor | None = None) -> Tensor:
+    """MRLA-L / DLA-L after the convolutions: ``weights`` ``[B, C, 1, 1]`` scale the value map,
+    ``alpha`` (``[1 or B, C, 1, 1]``) the shortcut; ``refreshed`` is DLA-L's ``DW_{λW}(s)``."""
+    mask = drop_path.mask(y)
+    return LightTail.apply(y, shortcut, value, refreshed, weights, alpha, norm.weight, norm.bias, norm, mask, flavour)
+
+
+class BaseTail(Function):
+    """``y + mask ⊙ ReLU(BN(Σ_i coeffs[i] ⊙ values[i]))``, ``coeffs`` ``[t, B, C, 1, 1]``."""
+
+    @staticmethod
+    def forward(ctx, y, coeffs, gamma, beta, norm: nn.BatchNorm2d, mask, flavour: str, *values):
+        attended = k.weighted_sum(flavour, list(values), coeffs)
+        if norm.training:
+            out, mean, var, rstd = k.BASE_TRAIN(flavour, y, attended, gamma, beta, mask, norm.eps)
+            update_running_stats(norm, mean, var, y.shape[0] * k.spatial(y))
+        else:
+            mean, rstd = eval_stats(norm)
+            out = k.BASE_EVAL(flavour, y, attended, gamma, beta, mean, rstd)
+        ctx.save_for_backward(attended, coeffs, gamma, beta, mean, rstd, mask, *values)
+        ctx.flavour, ctx.training = flavour, norm.training
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        attended, coeffs, gamma, beta, mean, rstd, mask, *values = ctx.saved_tensors
+        ga, grad_gamma, grad_beta = k.BASE_BACKWARD(ctx.flavour, grad_out, attended, gamma, beta, mean, rstd, mask,
+                                                    ctx.training)
+        grad_values, grad_coeffs = [], []
+        for value, coeff in zip(values, coeffs):
+            grad_value, grad_coeff = k.SCALE_AND_DOT(ctx.flavour, ga, value, coeff)
+            grad_values.append(grad_value)
+            grad_coeffs.append(grad_coeff.sum_to_size(coeff.shape))
+        grad_coeffs = torch.stack(grad_coeffs).to(coeffs.dtype)
+        return (grad_out, grad_coeffs, grad_gamma.to(gamma.dtype), grad_beta.to(beta.dtype), None, None, None,
+                *grad_values)
+
+
+def base_tail(y: Tensor, values: list[Tensor], coeffs: Tensor, norm: nn.BatchNorm2d, drop_path: DropPath,
+              flavour: str) -> Tensor:
+    """MRLA-B / DLA-B after the convolutions: ``coeffs`` ``[t, B, C]`` weigh the ``t`` value maps."""
+    mask = drop_path.mask(y)
+    return BaseTail.apply(y, coeffs[..., None, None], norm.weight, norm.bias, norm, mask, flavour, *values)
