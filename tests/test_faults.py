@@ -368,4 +368,4 @@ def test_reports_leave_out_stale_runs_and_compare_only_official_data(tmp_path):
             rows.setdefault(line.split("&")[1].strip(), line)
     assert SWITCH_MARK in rows["ResNet-20"] and NOT_OFFICIAL_MARK not in rows["ResNet-20"]
     assert NOT_OFFICIAL_MARK in rows["ECA"] and SWITCH_MARK not in rows["ECA"]
-    assert r"non-default switches (\texttt{amp=bf16})" in tex and "checksums differ" in tex
+    assert r"non-default speed switches (\texttt{amp=bf16})" in tex and "checksums differ" in tex

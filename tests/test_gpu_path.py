@@ -223,9 +223,28 @@ def test_deterministic_switch_is_applied_and_restored():
 def test_bf16_run_records_its_switches(cifar_root, tmp_path):
     metrics = train(tiny(cifar_root, tmp_path / "run", amp="bf16", deterministic=True, epochs=1, milestones=[]),
                     progress=False)
-    assert metrics["switches"] == {"amp": "bf16", "compile": False, "deterministic": True, "channels_last": True}
+    assert metrics["switches"] == {"amp": "bf16", "compile": False, "deterministic": True, "tails": "auto",
+                                   "channels_last": True}
     assert np.isfinite(metrics["final_test_loss"]) and isinstance(metrics["num_workers"], int)
     assert set(metrics["environment_lock"]) == {"file", "sha256", "mismatches"}
+
+
+def test_the_tails_switch_picks_the_path_and_not_the_numbers(cifar_root, tmp_path):
+    """A DLA-L run with the fused tails (run eagerly: no compiler start-up) trains to the same
+    weights as one with the op-by-op reference, within float error, and records the switch."""
+    runs = {mode: train(tiny(cifar_root, tmp_path / mode, tails=mode, epochs=1, milestones=[]), progress=False)
+            for mode in ("reference", "eager")}
+    assert runs["eager"]["switches"]["tails"] == "eager"
+    weights = {mode: torch.load(tmp_path / mode / "weights.pt", map_location="cpu") for mode in runs}
+    weights = {mode: w.get("model", w) for mode, w in weights.items()}
+    for name, tensor in weights["reference"].items():
+        # two SGD steps amplify float32 reassociation to ~1e-4; a wrong gradient moves weights by lr·g ~ 1e-2
+        torch.testing.assert_close(weights["eager"][name], tensor, rtol=1e-3, atol=5e-4)
+    assert any(not torch.equal(weights["eager"][n], t) for n, t in weights["reference"].items()), \
+        "bit-identical weights: the switch did not change the path"
+    with pytest.raises(ConfigError, match="tails='fused' is invalid"):
+        train(tiny(cifar_root, tmp_path / "bad", tails="fused"), progress=False)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_fp16_checkpoint_carries_the_grad_scaler(cifar_root, tmp_path):

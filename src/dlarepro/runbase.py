@@ -228,6 +228,7 @@ class RunBase:
             state["attempts"] = payload.get("attempts", 0)
         state["attempts"] += 1
         self.model = model  # the module whose weights are saved; training steps go through DDP / compile
+        speed.apply_tails(model, self.config["tails"])
         trained = model
         if world.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None

@@ -58,6 +58,9 @@ def _path(v: Any) -> bool:
 
 
 AMP_MODES = ("off", "bf16", "fp16")
+#: how the layer-attention tails run (dlarepro.models.tails): auto = fused and compiled on CUDA, the
+#: op-by-op reference on the CPU (compiling costs more than short CPU runs win back)
+TAIL_MODES = ("auto", "compiled", "eager", "reference")
 
 
 def _device(v: Any) -> bool:
@@ -84,12 +87,14 @@ COMMON_RUN_KEYS: dict[str, Key] = {
     "deterministic": Key(lambda v: isinstance(v, bool), "true or false (true: deterministic algorithms and the "
                          "cuBLAS workspace setting, so a resumed GPU run is bit-identical; false: "
                          "cudnn.benchmark)", False),
+    "tails": Key(lambda v: v in TAIL_MODES, f"one of {list(TAIL_MODES)} (how the layer-attention tails run: "
+                 "auto = fused and compiled on CUDA, the op-by-op reference on the CPU)", "auto"),
     "force_distributed": Key(lambda v: isinstance(v, bool), "true or false (create the process group, DDP and "
                              "every collective even in a one-process job)", False),
 }
 
 #: the speed switches and their defaults (metrics.json records them under ``switches``)
-SWITCHES: dict[str, Any] = {"amp": "off", "compile": False, "deterministic": False}
+SWITCHES: dict[str, Any] = {"amp": "off", "compile": False, "deterministic": False, "tails": "auto"}
 
 #: keys that do not change what is computed (a run may resume with other values)
 NON_SEMANTIC = ("out_dir", "data_root", "num_workers", "log_every", "device", "capture_attention",

@@ -84,6 +84,13 @@ def maybe_compile(module: torch.nn.Module, enabled: bool) -> torch.nn.Module:
     return torch.compile(module) if enabled else module
 
 
+def apply_tails(model: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """The ``tails`` switch: how every layer-attention tail of ``model`` runs (dlarepro.models.tails)."""
+    from .models.tails import set_tails
+
+    return set_tails(model, mode)
+
+
 # ------------------------------------------------------------------------------------------------
 # the input pipeline's workers
 

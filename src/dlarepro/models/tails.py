@@ -16,7 +16,8 @@ neither its input nor its output is kept for backward: what the tails save are m
 anyway. The convolutions and the small per-channel computations (queries, keys, the DSU cell)
 stay ordinary autograd. The arithmetic lives in :mod:`.tail_kernels`.
 
-Which path runs (per interaction module, ``set_tails``; default from ``DLAREPRO_TAILS``):
+Which path runs (per interaction module, ``set_tails``: a run applies its ``tails`` switch; a model
+built outside a run, as in tests and the benchmark, follows ``DLAREPRO_TAILS``):
 ``reference`` the original module code, op by op; ``compiled`` the Functions with kernels fused by
 ``torch.compile``; ``eager`` the Functions with their kernels op by op (slower than the reference:
 it exists to test and to fall back on); ``auto`` (default): compiled on CUDA, the reference on the
@@ -36,10 +37,10 @@ from torch import Tensor, nn
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
+from ..runconfig import TAIL_MODES as MODES
 from . import tail_kernels as k
 from .parts import DropPath
 
-MODES = ("auto", "compiled", "eager", "reference")
 ENV_VAR = "DLAREPRO_TAILS"
 
 

@@ -107,8 +107,9 @@ def run_notes(ran: list["Stats"]) -> str:
     notes = []
     switches = sorted({w for s in ran for w in s.switches.split(";") if w})
     if switches:
-        notes.append(SWITCH_MARK + " trained with non-default switches (" + ", ".join(
-            r"\texttt{" + tex_escape(w) + "}" for w in switches) + "); the paper trained in fp32 without them.")
+        notes.append(SWITCH_MARK + " trained with non-default speed switches (" + ", ".join(
+            r"\texttt{" + tex_escape(w) + "}" for w in switches) + "): the same model computed another way, equal within float error except under 16-bit "
+            "autocast (the paper's runs: fp32).")
     if any(s.n_not_official for s in ran):
         notes.append(NOT_OFFICIAL_MARK + " trained on data whose checksums differ from the official release: "
                      "not a reproduction of the published number.")
