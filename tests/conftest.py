@@ -1,5 +1,5 @@
-"""What several test files share: the command lines of ``dla-repro`` and Snakemake, and the
-environment they run in (the virtualenv's tools first on PATH)."""
+"""What several test files share: the command lines of ``dla-repro`` and Snakemake, the
+environment they run in (the virtualenv's tools first on PATH) and canned model counts for the tables."""
 
 from __future__ import annotations
 
@@ -47,3 +47,27 @@ def snakemake_command(workdir: Path, *args: str, profile: str = "slurm", config:
 def run_snakemake(workdir: Path, *args: str, timeout: float = 900, **kw: Any) -> subprocess.CompletedProcess:
     return subprocess.run(snakemake_command(workdir, *args, **kw), capture_output=True, text=True, env=ENV,
                           timeout=timeout)
+
+
+def canned_counts():
+    """Table model counts with canned ImageNet numbers and parameter check (the real ones build
+    ImageNet models and every paper model: seconds per test)."""
+    import pandas as pd
+
+    from dlarepro.reports import tablekit
+
+    class CannedCounts(tablekit.ModelCounts):
+        def imagenet(self, arch, depth):
+            return 25_557_032, 4_089_184_256
+
+        def check(self):
+            return pd.DataFrame([dict(table=1, dataset="cifar10", model="ResNet-20", arch="none", depth=20,
+                                      knobs="", params=220_378, ours_m=0.22, paper_m=0.22, status="ok", note="")])
+
+    return CannedCounts()
+
+
+def tiny_config(data_root: Path, out_dir: Path, **overrides: Any) -> dict[str, Any]:
+    """A seconds-long CIFAR-10 run: depth 11 (one block per stage), batches of 64, 3 epochs."""
+    return {**dict(dataset="cifar10", arch="none", depth=11, data_root=str(data_root), out_dir=str(out_dir),
+                   recipe="smoke", epochs=3, milestones=[2], batch_size=64, threads=1, seed=3), **overrides}

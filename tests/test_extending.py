@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 
-import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from conftest import canned_counts
 from dlarepro import grid as gridlib
 from dlarepro import layout
 from dlarepro.cli import main as cli_main
@@ -38,17 +38,6 @@ GRID = {
                                          "batch_size": 16, "threads": 1}}},
     "experiments": {"figure4": [{"datasets": ["cifar100"], "depths": [20], "archs": ["none", NAME]}]},
 }
-
-
-class NoImagenetCounts(tablekit.ModelCounts):
-    """The tables count ImageNet models and every paper model (seconds): canned numbers here."""
-
-    def imagenet(self, arch, depth):
-        return 25_557_032, 4_089_184_256
-
-    def check(self):
-        return pd.DataFrame([dict(table=1, dataset="cifar10", model="ResNet-20", arch="none", depth=20, knobs="",
-                                  params=220_378, ours_m=0.22, paper_m=0.22, status="ok", note="")])
 
 
 @pytest.fixture()
@@ -94,7 +83,7 @@ def test_a_ninth_method_goes_through_every_entry_point(ninth_method, tmp_path, c
     assert ours["run_id"] == f"cifar100-{NAME}-d11-s0" and ours["params"] == plain["params"] + 3  # one block a stage
 
     # the reports, step by step as the workflow runs them
-    monkeypatch.setattr(tablekit, "DEFAULT_COUNTS", NoImagenetCounts())
+    monkeypatch.setattr(tablekit, "DEFAULT_COUNTS", canned_counts())
     for action in ("aggregate", "claims", "tables", "figures"):
         assert cli_main(["report", action, "--grid", str(tmp_path / "params.yaml"), "--root", str(tmp_path)]) == 0
     ctx = Context.load(tmp_path / "params.yaml", PROFILE, tmp_path)

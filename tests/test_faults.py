@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ENV, training_command
+from conftest import ENV, tiny_config, training_command
 from dlarepro import freshness, provenance, runlock
 from dlarepro.classification.config import resolve
 from dlarepro.data import write_synthetic_cifar, write_synthetic_imagefolder
@@ -34,11 +34,7 @@ def data_root(tmp_path) -> Path:
     return root
 
 
-def tiny(data_root: Path, out_dir: Path, **overrides) -> dict:
-    config = dict(dataset="cifar10", arch="none", depth=11, data_root=str(data_root), out_dir=str(out_dir),
-                  recipe="smoke", epochs=3, milestones=[2], batch_size=64, threads=1, seed=3)
-    config.update(overrides)
-    return config
+tiny = tiny_config
 
 
 def hold_lock(folder: Path) -> subprocess.Popen:

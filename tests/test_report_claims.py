@@ -23,7 +23,7 @@ import pytest
 import yaml
 from scipy import stats
 
-from conftest import ENV
+from conftest import ENV, canned_counts
 from dlarepro import claims
 from dlarepro import grid as gridlib
 from dlarepro import layout
@@ -242,22 +242,11 @@ def test_comparisons_pair_each_row_with_the_papers_partners(ctx, frames):
     assert list(dla56.partner) == ["ResNet-56", "MRLA-L-56"] and dla56.n.tolist() == [5, 5]
     assert dla56.partner_n.tolist() == [5, 0] and math.isnan(dla56.p_welch.iloc[1])   # MRLA-L-56 not run
     # Table 4's p column names each partner with its p-value
-    tablekit.write_tables(ctx, counts=FakeCounts(), echo=lambda s: None, frames=frames)
+    tablekit.write_tables(ctx, counts=canned_counts(), echo=lambda s: None, frames=frames)
     t4_tex = (ctx.reports_dir / "tables" / "table4.tex").read_text()
     line = next(l for l in t4_tex.splitlines() if l.startswith("Original RNN"))
     assert " vs DSU" in line and " vs ResNet" in line and "$^{***}$" in line
     assert "Holm-corrected within the table" in t4_tex and "dsu\\_state=first\\_image" in t4_tex
-
-
-class FakeCounts(tablekit.ModelCounts):
-    """Canned ImageNet counts and parameter check (the real ones build ImageNet models: seconds)."""
-
-    def imagenet(self, arch, depth):
-        return 25_557_032, 4_089_184_256
-
-    def check(self):
-        return pd.DataFrame([dict(table=1, dataset="cifar10", model="ResNet-20", arch="none", depth=20, knobs="",
-                                  params=220_378, ours_m=0.22, paper_m=0.22, status="ok", note="")])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,7 +278,7 @@ def test_figure2_caption_and_claims_give_the_attention_numbers(ctx, frames):
 
 
 def test_batch_coupling_table(ctx, frames):
-    tablekit.write_tables(ctx, counts=FakeCounts(), echo=lambda s: None, frames=frames)
+    tablekit.write_tables(ctx, counts=canned_counts(), echo=lambda s: None, frames=frames)
     tex = (ctx.reports_dir / "tables" / "coupling.tex").read_text()
     assert "Beyond the paper: the official code's batch coupling" in tex
     rows = {line.split(" & ")[0]: [c.strip().rstrip("\\").strip() for c in line.split(" & ")]
@@ -341,7 +330,7 @@ def test_the_smoke_profile_covers_the_batch_coupling_experiment():
 def test_the_claims_section_compiles_into_paper_pdf(ctx, frames, monkeypatch, capsys):
     if shutil.which("pdflatex") is None or shutil.which("pdftotext") is None:
         pytest.fail("pdflatex/pdftotext not found: run scripts/install-latex.sh (as root) to install TeX Live")
-    monkeypatch.setattr(tablekit, "DEFAULT_COUNTS", FakeCounts())
+    monkeypatch.setattr(tablekit, "DEFAULT_COUNTS", canned_counts())
     assert report_main(["report", "all", "--compile", "--grid", str(ctx.root / "params.yaml"),
                         "--root", str(ctx.root)]) == 0
     out = capsys.readouterr().out
@@ -377,6 +366,6 @@ def test_table2_caption_names_the_dsu_reduction_of_its_runs(tmp_path):
         root.mkdir()
         (root / "params.yaml").write_text(yaml.safe_dump(grid))
         ctx = Context.load(root / "params.yaml", None, root)
-        table = tables()["table2"].build(tablekit.Builder(ctx, agg.aggregate(ctx, echo=lambda s: None), FakeCounts()))
+        table = tables()["table2"].build(tablekit.Builder(ctx, agg.aggregate(ctx, echo=lambda s: None), canned_counts()))
         assert f"DSU reduction $r$ of the planned runs: {words}" in table.caption
         assert "dsu\\_state=first\\_image" in table.caption

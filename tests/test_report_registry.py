@@ -17,7 +17,7 @@ import textwrap
 import pytest
 import yaml
 
-from conftest import ENV, REPO, snakemake_command
+from conftest import ENV, REPO, canned_counts, snakemake_command
 from dlarepro.reports import aggregate as agg
 from dlarepro.reports import paper_tex, registry, tablekit, verdicts
 from dlarepro.reports.context import Context
@@ -58,17 +58,6 @@ def extra_table(tmp_path, monkeypatch):
     registry.refresh()
 
 
-class NoCounts(tablekit.ModelCounts):
-    def imagenet(self, arch, depth):
-        return 1, 1
-
-    def check(self):
-        import pandas as pd
-
-        return pd.DataFrame([dict(table=1, dataset="cifar10", model="ResNet-20", arch="none", depth=20, knobs="",
-                                  params=220_378, ours_m=0.22, paper_m=0.22, status="ok", note="")])
-
-
 def test_the_registry_lists_every_module_in_paper_order():
     assert list(registry.tables()) == ["table1", "table2", "table3", "table4", "table5", "table6", "coupling",
                                        "claims", "params"]
@@ -88,7 +77,7 @@ def test_adding_a_table_is_one_module(extra_table, tmp_path):
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     ctx = Context.load(tmp_path / "params.yaml", "smoke", tmp_path)
     frames = verdicts.write_claims(ctx, echo=lambda s: None, frames=agg.aggregate(ctx, echo=lambda s: None))
-    written = tablekit.write_tables(ctx, counts=NoCounts(), echo=lambda s: None, frames=frames)
+    written = tablekit.write_tables(ctx, counts=canned_counts(), echo=lambda s: None, frames=frames)
     assert ctx.reports_dir / "tables" / "runcount.tex" in written
     assert "Finished runs per dataset." in (ctx.reports_dir / "tables" / "runcount.tex").read_text()
     tex = paper_tex.paper_tex(ctx, frames)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import canned_counts
 from dlarepro.cli import main as cli_main
 from dlarepro.data import write_synthetic_cifar
 from dlarepro.identity import read_run_file
@@ -21,17 +22,6 @@ from dlarepro.reports import tablekit
 from dlarepro.reports.cli import main as report_main
 
 RUNS = (("none", 0), ("none", 1), ("dla_l", 0))  # CIFAR-100 depth 20: Table 1's ResNet-20 and DLA-L-20 rows
-
-
-class FakeCounts(tablekit.ModelCounts):
-    """Canned ImageNet counts and an empty parameter check (the real ones build ImageNet models: seconds)."""
-
-    def imagenet(self, arch, depth):
-        return 25_557_032, 4_089_184_256
-
-    def check(self):
-        return pd.DataFrame([dict(table=1, dataset="cifar10", model="ResNet-20", arch="none", depth=20, knobs="",
-                                  params=220_378, ours_m=0.22, paper_m=0.22, status="ok", note="")])
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +38,7 @@ def hand(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def fake_counts(monkeypatch):
-    monkeypatch.setattr(tablekit, "DEFAULT_COUNTS", FakeCounts())
+    monkeypatch.setattr(tablekit, "DEFAULT_COUNTS", canned_counts())
 
 
 def report(root: Path, *args: str) -> int:

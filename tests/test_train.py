@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import training_command
+from conftest import tiny_config, training_command
 from dlarepro.checkpoints import read_checkpoint
 from dlarepro.classification.config import ConfigError, resolve
 from dlarepro.classification.engine import HISTORY_COLUMNS, train
@@ -35,11 +35,8 @@ def data_root(tmp_path_factory) -> Path:
 
 
 def tiny(data_root: Path, out_dir: Path, **overrides) -> dict:
-    """A seconds-long run: depth 11 (one block per stage), 4 batches of 64, 3 epochs."""
-    config = dict(dataset="cifar10", arch="dla_b", depth=11, data_root=str(data_root), out_dir=str(out_dir),
-                  recipe="smoke", epochs=3, milestones=[2], batch_size=64, threads=1, seed=3)
-    config.update(overrides)
-    return config
+    """A seconds-long DLA-B run: 4 batches of 64 (256 images), 3 epochs."""
+    return tiny_config(data_root, out_dir, **{"arch": "dla_b", **overrides})
 
 
 def comparable(metrics: dict) -> dict:
