@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -69,6 +68,8 @@ class StepSetup:
     amp: str = "off"
     #: build the official implementation from this checkout instead of ours
     official: str | None = None
+    #: input height and width (None: the dataset's, 224 or 32)
+    image_size: int | None = None
 
     def label(self) -> str:
         return f"{'official ' if self.official else ''}{self.arch}-{self.depth}"
@@ -85,7 +86,7 @@ class StepSetup:
         device = torch.device(self.device)
         model = model.to(device=device, memory_format=fmt).train()
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-        size = 224 if self.dataset == "imagenet" else 32
+        size = self.image_size or (224 if self.dataset == "imagenet" else 32)
         x = torch.randn(self.batch, 3, size, size, device=device).contiguous(memory_format=fmt)
         y = torch.randint(0, 10, (self.batch,), device=device)
         forward = torch.compile(model) if self.compile else model
@@ -196,10 +197,6 @@ def time_steps(setups: list[StepSetup], rounds: int, warmup: int = 2, progress=N
         if progress:
             progress(r + 1, rounds)
     return times
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values)
 
 
 def time_group_in_subprocess(setups: list[StepSetup], rounds: int, threads: int) -> list[list[float]]:

@@ -44,25 +44,11 @@ def log(message: str) -> None:
 def step_timing(arch: str, dataset: str, depth: int, batch: int, amp: str, device, rounds: int,
                 image_size: int) -> dict[str, Any]:
     import torch
-    import torch.nn.functional as F
 
-    from .models import build_model
-    from .speed import autocast
+    from .bench import StepSetup
 
-    torch.manual_seed(0)
-    model = build_model(arch, depth, dataset).to(device, memory_format=torch.channels_last).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    x = torch.randn(batch, 3, image_size, image_size, device=device).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (batch,), device=device)
+    _, step = StepSetup(arch, depth, dataset, batch, device=str(device), amp=amp, image_size=image_size).build()
     cuda = device.type == "cuda"
-
-    def step():
-        with autocast(amp, device):
-            loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
     for _ in range(2):  # warm-up: cuDNN's algorithm search, allocator growth
         step()
     if cuda:
@@ -71,9 +57,7 @@ def step_timing(arch: str, dataset: str, depth: int, batch: int, amp: str, devic
     times = []
     for _ in range(rounds):
         start = time.perf_counter()
-        step()
-        if cuda:
-            torch.cuda.synchronize(device)
+        step()  # synchronises with the GPU before it returns
         times.append(time.perf_counter() - start)
     ms = sorted(times)[len(times) // 2] * 1000
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
