@@ -1,5 +1,5 @@
 """How a run uses its machine without changing the paper's setting by default: the speed switches
-(``amp``, ``compile``, ``deterministic``) and the input pipeline's worker count.
+(``amp``, ``compile``, ``deterministic``, ``tails``) and the input pipeline's worker count.
 
 * ``amp``: ``off`` (fp32, the paper's), ``bf16`` or ``fp16`` autocast around forward and loss; fp16
   scales the loss with a GradScaler, whose state the checkpoint carries.
@@ -9,6 +9,8 @@
   cuDNN's deterministic kernels, and cuBLAS's fixed workspace ``CUBLAS_WORKSPACE_CONFIG``), so a
   resumed GPU run ends bit-identical to an uninterrupted one; false lets cuDNN benchmark its
   algorithms (faster, not repeatable bit for bit on a GPU). On the CPU both are repeatable.
+* ``tails``: how the layer-attention tails are computed (:mod:`dlarepro.models.tails`): ``auto``
+  fused and compiled on CUDA, the op-by-op reference on the CPU; the same numbers within float error.
 
 ``num_workers: auto`` gives each training process the CPUs SLURM allots to its task
 (``SLURM_CPUS_PER_TASK``), or else its share of the CPUs it may run on (the affinity mask divided

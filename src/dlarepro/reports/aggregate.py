@@ -185,7 +185,7 @@ def summarise(ctx: Context, runs: pd.DataFrame) -> pd.DataFrame:
         row["step_seconds_median"] = _median(values(cid, "step_seconds"), float) if n else np.nan
         row["n_synthetic"] = 0 if g is None else int(g["synthetic"].sum())
         # non-default speed switches of any seed (bf16 autocast, compile, ...): the tables mark the row
-        row["switches"] = "" if g is None else ";".join(sorted({s for s in g["switches"] if s}))
+        row["switches"] = "" if g is None else ",".join(sorted({w for s in g["switches"] for w in s.split(",") if w}))
         pub = published.loc[cid] if cid in published.index else None
         row["paper_table"] = None if pub is None else int(pub["table"])
         row["paper_label"] = "" if pub is None else pub["label"]

@@ -77,7 +77,7 @@ class Stats:
     best_top5_mean: float = math.nan   # top-5 at the best top-1's epoch (Table 2)
     params: float = math.nan
     n_synthetic: int = 0
-    #: non-default speed switches of any seed ("amp=bf16"), marked SWITCH_MARK
+    #: non-default speed switches of any seed ("amp=bf16,compile=True"), marked SWITCH_MARK
     switches: str = ""
     #: seeds trained on data that is not the official release, marked NOT_OFFICIAL_MARK
     n_not_official: int = 0
@@ -105,11 +105,11 @@ def marks(stats: "Stats") -> str:
 def run_notes(ran: list["Stats"]) -> str:
     """The caption sentences that explain ``marks``: which switches, and why modified data is not compared."""
     notes = []
-    switches = sorted({w for s in ran for w in s.switches.split(";") if w})
+    switches = sorted({w for s in ran for w in s.switches.split(",") if w})
     if switches:
-        notes.append(SWITCH_MARK + " trained with non-default speed switches (" + ", ".join(
-            r"\texttt{" + tex_escape(w) + "}" for w in switches) + "): the same model computed another way, equal within float error except under 16-bit "
-            "autocast (the paper's runs: fp32).")
+        named = ", ".join(r"\texttt{" + tex_escape(w) + "}" for w in switches)
+        notes.append(f"{SWITCH_MARK} trained with non-default speed switches ({named}): the same model computed "
+                     "another way, equal within float error except under 16-bit autocast (the paper's runs: fp32).")
     if any(s.n_not_official for s in ran):
         notes.append(NOT_OFFICIAL_MARK + " trained on data whose checksums differ from the official release: "
                      "not a reproduction of the published number.")
@@ -218,8 +218,9 @@ class Builder:
                          "\\textit{not run}.")
         if extra:
             parts.append(extra)
-        if run_notes(ran):
-            parts.append(run_notes(ran))
+        notes = run_notes(ran)
+        if notes:
+            parts.append(notes)
         parts.append("Paper: as published. Bold: best per column within a block.")
         return " ".join(parts)
 

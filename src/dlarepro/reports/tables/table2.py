@@ -78,7 +78,7 @@ def build(b: Builder) -> Table:
                   "that did not record its best-epoch top-5. " if ran else
                   r"no ImageNet runs exist yet (\textit{not run}). ")
                + (r"\textbf{" + SYNTHETIC_NOTE.capitalize() + "}. " if any(s.n_synthetic for s in ran) else "")
-               + (run_notes(ran) + " " if run_notes(ran) else "")
+               + run_notes(ran) + " "
                + reduction_words(b, configs) + " " + b.dsu_words(configs) + " "
                + rf"\textit{{n/b}}: a method we do not implement; {NA}: not given by the paper. "
                r"Bold: best of each column within a block. Each row against the rows the paper compares it with "

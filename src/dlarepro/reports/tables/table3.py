@@ -73,7 +73,7 @@ def build(b: Builder) -> Table:
                  r"\textbf{Ours}: no detection runs exist yet (\textit{not run}). ")
     caption = (r"Object detection on COCO val2017 with Faster R-CNN and Mask R-CNN (paper's Table~3). "
                + ours_text + (r"\textbf{" + SYNTHETIC_NOTE.capitalize() + "}. " if synthetic else "")
-               + (run_notes(ran) + " " if run_notes(ran) else "")
+               + run_notes(ran) + " "
                + r"\textbf{Paper (quoted)}: as published. AP, AP$_{50}$, AP$_{75}$: box AP. The last three "
                r"columns: for Faster R-CNN box AP of small, medium and large objects (AP$_{S}$, AP$_{M}$, "
                r"AP$_{L}$); for Mask R-CNN ours are the mask AP, AP$_{50}$ and AP$_{75}$ (AP$^{m}$, "
