@@ -12,6 +12,7 @@ of the issues are checked at the end.
   python bench/step_time.py --best-format               # each model at its faster memory format
   python bench/step_time.py --official /scratch/Dynamic-Layer-Attention   # the official code beside ours
   python bench/step_time.py --profile --archs dla_l     # where the time goes, by operator family
+  python bench/step_time.py --kernels --depths 56       # each tail kernel beside its memory floor
   python bench/step_time.py --device cuda --amp bf16    # on a GPU, autocast to bfloat16
 
 The official code is read from a checkout in a scratch folder (never part of this project).
@@ -30,6 +31,7 @@ from tabulate import tabulate
 
 from dlarepro.bench import (OFFICIAL_MODELS, StepSetup, official_model, peak_cuda_of_step, peak_rss_of_step, saved_bytes,
                             time_group_in_subprocess)
+from dlarepro.benchkernels import kernel_table, time_kernels
 from dlarepro.benchprofile import profile_families, profile_table
 from dlarepro.methods import METHODS
 from dlarepro.modelinfo import count_macs
@@ -70,6 +72,9 @@ def parse_args(argv):
                         help="checkout of tunantu/Dynamic-Layer-Attention: time its models beside ours")
     parser.add_argument("--profile", nargs="?", const=3, type=int, metavar="STEPS",
                         help="instead of timing: self time by operator family over STEPS steps (default 3)")
+    parser.add_argument("--kernels", action="store_true",
+                        help="instead of timing steps: each fused tail kernel at each stage's map shape beside "
+                             "its memory floor (CPU)")
     add_device_options(parser)
     return parser.parse_args(argv)
 
@@ -162,11 +167,30 @@ def run_profile(args) -> int:
     return 0
 
 
+def run_kernels(args) -> int:
+    flavour = "eager" if args.tails == "eager" else "compiled"
+    for depth in args.depths:
+        print(f"timing the tail kernels of depth {depth} ...", file=sys.stderr, flush=True)
+        timings, per_step = time_kernels(depth, args.batch, channels_last=not args.contiguous, flavour=flavour,
+                                         rounds=args.rounds)
+        headers, rows = kernel_table(timings)
+        print(f"\nTail kernels ({flavour}), batch {args.batch}, {args.threads} threads, "
+              f"{'NCHW' if args.contiguous else 'channels_last'}, median of {args.rounds} calls; floor = passes x "
+              f"half the time of copying one map (one read, one write)")
+        print(tabulate(rows, headers=headers, disable_numparse=True))
+        for method, (spent, floor) in per_step.items():
+            print(f"{method}-{depth}: its tail kernels take {spent:.0f} ms per training step; "
+                  f"{floor:.0f} ms at the floor")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.profile:
         return run_profile(args)
+    if args.kernels:
+        return run_kernels(args)
     archs = ["none"] + [a for a in args.archs if a != "none"]
     on_cpu = torch.device(args.device).type == "cpu"
     rows, results = [], {}

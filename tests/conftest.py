@@ -10,12 +10,25 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
 #: executor options for jobs on the one-node test cluster (workflow/slurm-local)
 SLURM_TEST_OPTIONS = ["executor_options={partition: debug, cpus_per_task: 1, mem_gb: 2, gpus_per_node: 1, "
                       "timeout_min: 10, signal_delay_s: 20}", "poll_seconds=1"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to test another checkout's code: an editable install made from a second clone that shares
+    this virtualenv points ``import dlarepro`` there, and every test would pass or fail on that code."""
+    import dlarepro
+
+    where = Path(dlarepro.__file__).resolve()
+    if REPO / "src" not in where.parents:
+        raise pytest.UsageError(f"dlarepro is imported from {where.parent}, not from this checkout ({REPO / 'src'}); "
+                                f"reinstall it here: {sys.executable} -m pip install -e {REPO} --no-deps")
 
 
 def dla_repro(*args: str, timeout: float = 600, **kw: Any) -> subprocess.CompletedProcess:

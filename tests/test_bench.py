@@ -1,5 +1,5 @@
 """The benchmark: its memory probe (a step's peak RSS is seen even when start-up peaked higher), its
-profile summary by operator family, and loading the official models from a scratch checkout."""
+profile summary by operator family, its kernel-floor table, and loading the official models from a scratch checkout."""
 
 from __future__ import annotations
 
@@ -79,3 +79,24 @@ def test_official_models_load_from_a_checkout_and_run_where_the_bench_runs(tmp_p
     torch.testing.assert_close(model(torch.ones(2)), torch.ones(2))
     with pytest.raises(FileNotFoundError, match="mrla_light.py not found"):
         official_model(str(tmp_path), "mrla_l", 56, 100)
+
+
+def test_the_kernel_floor_table_times_every_kernel_at_every_stage():
+    from dlarepro.benchkernels import CASES, depthwise_stencil, kernel_table, stage_shapes, stencil_taps, time_kernels
+
+    x, weight = torch.randn(2, 8, 5, 7, dtype=torch.float64), torch.randn(8, 1, 3, 3, dtype=torch.float64)
+    torch.testing.assert_close(depthwise_stencil(x, stencil_taps(weight)),
+                               torch.nn.functional.conv2d(x, weight, padding=1, groups=8))
+    assert stage_shapes(56, 4) == [((4, 64, 32, 32), 6), ((4, 128, 16, 16), 6), ((4, 256, 8, 8), 6)]
+    with pytest.raises(ValueError, match="depth 50"):
+        stage_shapes(50, 4)
+
+    timings, per_step = time_kernels(11, batch=1, flavour="eager", rounds=1)
+    assert len(timings) == 3 * (len(CASES) + 2)
+    assert all(t.ms > 0 and t.floor_ms > 0 for t in timings)
+    assert set(per_step) == {"dla_l", "mrla_l"}
+    dla = sum(t.ms for t in timings if t.name in {c.name for c in CASES if "dla_l" in c.used_by})
+    assert per_step["dla_l"][0] == pytest.approx(dla)  # one block per stage at depth 11
+    headers, rows = kernel_table(timings)
+    assert len(headers) == 2 + 3 and len(rows) == len(CASES) + 2
+    assert all(cell.endswith("x)") for row in rows for cell in row[2:])
