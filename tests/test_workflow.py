@@ -135,8 +135,12 @@ def test_interrupted_job_resumes_to_the_same_weights(tmp_path, how):
 
 
 def test_time_limit_requeues_and_resumes(tmp_path):
-    """A real time limit: SLURM warns with USR2, the run checkpoints, submitit requeues it. The run
-    needs about 1.5 minutes of training (150 epochs of 0.6 s here), so a 1-minute limit must interrupt it."""
+    """A real time limit: SLURM warns with USR2, the run checkpoints, submitit requeues it. SLURM may
+    send the warning up to 60 s earlier than asked (sbatch --signal), so with a 1-minute limit and a
+    20 s warning it comes at most 40 s after the start (here mostly 10-20 s: ~8 s of training per
+    attempt). The run needs ~50 s of training (150 epochs of ~0.35 s here), more than the latest
+    warning leaves even on a machine 1.5x faster, so the first attempt is always interrupted; each
+    attempt costs ~30 s."""
     grid = tiny_grid(epochs=150, milestones=[100], max_batches_per_epoch=2)
     grid["experiments"]["table1"][0]["archs"] = ["mrla_l"]
     workdir = make_workdir(tmp_path / "wf", grid)
