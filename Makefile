@@ -26,8 +26,10 @@ run: setup latex
 	dvc repro
 	@echo "reports: reports/$$(python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["profile"])')/"
 
+# two lanes (pytest-xdist): the tests of the local SLURM cluster in one (they share it, some stop its
+# daemons, and they mostly wait on the scheduler), every other test beside them
 test: setup latex slurm
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 bench: setup
 	$(PY) bench/step_time.py

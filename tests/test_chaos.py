@@ -27,7 +27,7 @@ from dlarepro import grid as gridlib
 from dlarepro import runlock
 from dlarepro.classification.engine import train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 SEED = int(os.environ.get("CHAOS_SEED", "13"))
 STATE = Path(os.environ.get("SLURM_LOCAL_STATE", "/var/lib/dla-repro-slurm"))
 KINDS = ("usr2", "scancel", "kill_trainer", "truncate_checkpoint", "kill_workflow", "controller_restart",

@@ -27,6 +27,8 @@ from dlarepro.checkpoints import read_checkpoint
 from dlarepro.data import write_synthetic_imagefolder
 
 ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+#: fixed torchrun ports and a SLURM job: in the lane of the SLURM tests when run in parallel (make test)
+pytestmark = pytest.mark.xdist_group("slurm")
 # drop_path > 0: each rank draws its own masks, and the checkpoint must restore every rank's RNG
 RUN = {"epochs": 2, "warmup_epochs": 1, "step_size": None, "milestones": [2], "batch_size": 4,
        "test_batch_size": 2, "crop_size": 64, "threads": 1, "max_batches_per_epoch": 3, "log_every": 1,

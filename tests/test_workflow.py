@@ -19,7 +19,7 @@ from conftest import ENV, REPO, run_snakemake, snakemake_command
 from dlarepro import grid as gridlib
 from dlarepro.classification.engine import train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 
 def tiny_grid(n_train: int = 128, **profile_overrides) -> dict:
