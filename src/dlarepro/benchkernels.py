@@ -22,7 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .methods import check_depth
 from .models import tail_kernels as k
+from .models.resnet import Bottleneck
 
 
 @dataclass(frozen=True)
@@ -67,11 +69,11 @@ CASES = [
 
 
 def stage_shapes(depth: int, batch: int) -> list[tuple[tuple[int, int, int, int], int]]:
-    """``[(map shape, blocks)]`` of the three stages of the bottleneck CIFAR ResNet of ``depth``."""
-    if (depth - 2) % 9:
-        raise ValueError(f"depth {depth} is not 9n+2 (a bottleneck CIFAR ResNet)")
-    blocks = (depth - 2) // 9
-    return [((batch, 64 * 2**i, 32 // 2**i, 32 // 2**i), blocks) for i in range(3)]
+    """``[(map shape, blocks)]`` of the three stages of the bottleneck CIFAR ResNet of ``depth``
+    (16, 32, 64 planes, widened by the bottleneck's expansion, at 32, 16, 8 pixels)."""
+    check_depth(depth, "cifar100")
+    blocks, width = (depth - 2) // 9, 16 * Bottleneck.expansion
+    return [((batch, width * 2**i, 32 // 2**i, 32 // 2**i), blocks) for i in range(3)]
 
 
 def sample_maps(shape: tuple[int, ...], channels_last: bool) -> dict[str, Tensor]:
