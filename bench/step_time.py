@@ -33,7 +33,7 @@ from dlarepro.bench import (OFFICIAL_MODELS, StepSetup, official_model, peak_cud
                             time_group_in_subprocess)
 from dlarepro.benchkernels import kernel_table, time_kernels
 from dlarepro.benchprofile import profile_families, profile_table
-from dlarepro.methods import METHODS
+from dlarepro.methods import METHODS, check_depth
 from dlarepro.modelinfo import count_macs
 from dlarepro.models import build_model
 from dlarepro.models.tails import MODES
@@ -76,7 +76,13 @@ def parse_args(argv):
                         help="instead of timing steps: each fused tail kernel at each stage's map shape beside "
                              "its memory floor (CPU)")
     add_device_options(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for depth in args.depths:  # a clear message before any model is built or timed
+        try:
+            check_depth(depth, "cifar100")
+        except ValueError as error:
+            parser.error(f"--depths: {error}")
+    return args
 
 
 def add_device_options(parser) -> None:

@@ -100,3 +100,16 @@ def test_the_kernel_floor_table_times_every_kernel_at_every_stage():
     headers, rows = kernel_table(timings)
     assert len(headers) == 2 + 3 and len(rows) == len(CASES) + 2
     assert all(cell.endswith("x)") for row in rows for cell in row[2:])
+
+
+def test_an_impossible_depth_is_refused_before_anything_is_timed():
+    import subprocess
+    import sys
+
+    from conftest import ENV, REPO
+
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "step_time.py"), "--kernels", "--depths", "56", "50"],
+                          capture_output=True, text=True, env=ENV, timeout=120)
+    assert done.returncode == 2
+    assert "--depths: CIFAR bottleneck depth must be 9n+2" in done.stderr and "got 50" in done.stderr
+    assert "timing" not in done.stderr and "Traceback" not in done.stderr
