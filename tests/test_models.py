@@ -223,3 +223,31 @@ def test_grid_validation_does_not_import_torch():
             "dlarepro.cli.build_parser(); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3, 5, 7])
+@pytest.mark.parametrize("shape", [(4, 64), (3, 2, 32)])
+def test_channel_conv_equals_library_conv1d(kernel_size, shape):
+    """The shifted multiply-adds give what ``conv1d`` gives, outputs and both gradients, in float64
+    (also for stacked ``[t, B, C]`` vectors, as DLA-B's keys)."""
+    from dlarepro.models.parts import channel_conv
+
+    torch.manual_seed(kernel_size)
+    v = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(1, 1, kernel_size, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(*shape, dtype=torch.float64)
+    out = channel_conv(v, weight)
+    expected = torch.nn.functional.conv1d(v.reshape(-1, 1, shape[-1]), weight, padding=kernel_size // 2).reshape(shape)
+    got_grads = torch.autograd.grad(out, (v, weight), grad)
+    want_grads = torch.autograd.grad(expected, (v, weight), grad)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    for got, want in zip(got_grads, want_grads):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(channel_conv, (v[:2, :9].detach().requires_grad_(), weight))
+
+
+def test_channel_conv_refuses_an_even_kernel():
+    from dlarepro.models.parts import channel_conv
+
+    with pytest.raises(ValueError, match="odd kernel size, got 4"):
+        channel_conv(torch.zeros(2, 8), torch.zeros(1, 1, 4))
