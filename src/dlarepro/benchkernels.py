@@ -47,10 +47,11 @@ def light_args(m: dict, refreshed: bool) -> tuple:
 CASES = [
     KernelCase("join forward, GAP(y) and GAP(s)", 3, lambda f, m: k.JOIN_FORWARD(f, m["b"], m["s"], True), ("dla_l",)),
     KernelCase("join forward, GAP(y)", 3, lambda f, m: k.JOIN_FORWARD(f, m["b"], m["s"], False), ("mrla_l",)),
-    KernelCase("join backward, both pools", 4,
-               lambda f, m: k.JOIN_BACKWARD(f, m["g"], m["y"], m["pooled"], m["pooled"]), ("dla_l",)),
-    KernelCase("join backward, GAP(y)", 3, lambda f, m: k.JOIN_BACKWARD(f, m["g"], m["y"], m["pooled"], None),
-               ("mrla_l",)),
+    # with the gradients of the other handles on y and the shortcut (tails.Join) summed in
+    KernelCase("join backward, both pools", 7, lambda f, m: k.JOIN_BACKWARD(
+        f, m["g"], m["y"], m["pooled"], m["pooled"], m["v"], (m["s"], m["r"])), ("dla_l",)),
+    KernelCase("join backward, GAP(y)", 5, lambda f, m: k.JOIN_BACKWARD(
+        f, m["g"], m["y"], m["pooled"], None, m["v"], (m["s"],)), ("mrla_l",)),
     KernelCase("light forward (DLA-L)", 3 + 5, lambda f, m: k.LIGHT_TRAIN(
         f, m["y"], *light_args(m, True), m["gamma"], m["beta"], None, 1e-5), ("dla_l",)),
     KernelCase("light forward (MRLA-L)", 2 + 4, lambda f, m: k.LIGHT_TRAIN(

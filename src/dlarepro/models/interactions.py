@@ -186,9 +186,10 @@ class MRLALight(LightAttentionBase):
     def forward(self, index, branch, shortcut, state):
         flavour = self.tail_flavour(index, branch)
         if flavour:
-            y, pooled = tails.join(branch, shortcut, flavour)
-            out = tails.light_tail(y, shortcut, self.value[index](y), self.head_weights(index, pooled),
-                                   self.lambdas[index][None], self.norm[index], self.drop_path, flavour)
+            j = tails.join(branch, shortcut, flavour, shortcut_copies=1)  # handles: see tails.Join
+            out = tails.light_tail(j.y, j.shortcuts[0], self.value[index](j.y_value),
+                                   self.head_weights(index, j.pooled_y), self.lambdas[index][None],
+                                   self.norm[index], self.drop_path, flavour)
             return out, state
         y = F.relu(branch + shortcut)
         weights = self.head_weights(index, gap(y))
@@ -211,10 +212,12 @@ class DLALight(LightAttentionBase):
     def forward(self, index, branch, shortcut, state):
         flavour = self.tail_flavour(index, branch)
         if flavour:
-            y, pooled, pooled_s = tails.join(branch, shortcut, flavour, pool_shortcut=True)
+            j = tails.join(branch, shortcut, flavour, pool_shortcut=True, shortcut_copies=2)  # see tails.Join
+            y, y_value, pooled, pooled_s = j.y, j.y_value, j.pooled_y, j.pooled_s
+            shortcut, refresh_input = j.shortcuts
         else:
-            y = F.relu(branch + shortcut)
-            pooled, pooled_s = gap(y), gap(shortcut)
+            y = y_value = F.relu(branch + shortcut)
+            pooled, pooled_s, refresh_input = gap(y), gap(shortcut), shortcut
         if state is None:
             state = self.cell.zero_state(pooled)
         _, state = self.cell(pooled, state)  # forward path: context from the block output
@@ -222,9 +225,9 @@ class DLALight(LightAttentionBase):
         # λ ⊙ (s ⊙ g + DW(s)) = s ⊙ (λ g) + DW_{λW}(s): λ folded into the gate and the conv weights
         lam = self.lambdas[index]
         conv = self.refresh_conv
-        refreshed = F.conv2d(shortcut, conv.weight * lam.unsqueeze(1), padding=1, groups=self.channels)
+        refreshed = F.conv2d(refresh_input, conv.weight * lam.unsqueeze(1), padding=1, groups=self.channels)
         if flavour:
-            out = tails.light_tail(y, shortcut, self.value[index](y), self.head_weights(index, pooled),
+            out = tails.light_tail(y, shortcut, self.value[index](y_value), self.head_weights(index, pooled),
                                    as_map(gate) * lam, self.norm[index], self.drop_path, flavour, refreshed)
             return out, state
         refreshed = torch.addcmul(refreshed, shortcut, as_map(gate) * lam)
@@ -283,12 +286,13 @@ class BaseAttention(LayerAttentionBase):
     def forward(self, index, branch, shortcut, state: BaseAttentionState):
         flavour = self.tail_flavour(index, branch)
         if flavour:
-            y, pooled = tails.join(branch, shortcut, flavour)
+            j = tails.join(branch, shortcut, flavour)
+            y, y_value, pooled = j.y, j.y_value, j.pooled_y
         else:
-            y = F.relu(branch + shortcut)
+            y = y_value = F.relu(branch + shortcut)
             pooled = gap(y)
         self.refresh(state, pooled)
-        state.append(self.key[index](pooled), self.value[index](y))
+        state.append(self.key[index](pooled), self.value[index](y_value))
         query = self.query[index](pooled)
         scores = torch.softmax(head_scores(query, state.keys, self.heads), dim=0)  # [t, B, heads]
         if self.captured is not None:

@@ -49,11 +49,21 @@ def join_forward(branch: Tensor, shortcut: Tensor, pool_shortcut: bool):
     return y, pooled_y, pooled_s
 
 
-def join_backward(grad_y: Tensor, y: Tensor, grad_pooled_y: Tensor | None, grad_pooled_s: Tensor | None):
+def join_backward(grad_y: Tensor, y: Tensor, grad_pooled_y: Tensor | None, grad_pooled_s: Tensor | None,
+                  grad_y_other: Tensor | None = None, grad_s_others: tuple[Tensor | None, ...] = ()):
+    """The gradients of ``branch`` and ``shortcut``. ``grad_y_other`` and ``grad_s_others`` are the
+    gradients that the other consumers of ``y`` and of the shortcut (the value convolution, the
+    tail, DLA-L's refresh) sent to their own copies of those maps (:class:`tails.Join`): summed here,
+    in the same pass, instead of by autograd one full-map ``add_`` per extra consumer."""
     inv = 1.0 / spatial(y)
-    g = grad_y if grad_pooled_y is None else grad_y + grad_pooled_y[:, :, None, None] * inv
+    g = grad_y if grad_y_other is None else grad_y + grad_y_other
+    if grad_pooled_y is not None:
+        g = g + grad_pooled_y[:, :, None, None] * inv
     grad_branch = torch.where(y > 0, g, torch.zeros_like(g))
     grad_shortcut = grad_branch if grad_pooled_s is None else grad_branch + grad_pooled_s[:, :, None, None] * inv
+    for other in grad_s_others:
+        if other is not None:
+            grad_shortcut = grad_shortcut + other
     return grad_branch, grad_shortcut
 
 

@@ -31,6 +31,7 @@ every path gives the same outputs and gradients.
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -98,29 +99,59 @@ def eval_stats(norm: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
 
 
 class Join(Function):
-    """``y = ReLU(branch + s)``, ``GAP(y)`` and optionally ``GAP(s)``."""
+    """``y = ReLU(branch + s)``, ``GAP(y)`` and optionally ``GAP(s)``; also a second handle on ``y``
+    (``y_copies=2``) and handles on the shortcut (``shortcut_copies``) for its other consumers.
+
+    A map read by several consumers gets their gradients summed by autograd, one full-map ``add_``
+    per extra consumer, before its producer's backward runs. Giving each consumer its own handle
+    (the same memory: views, nothing is copied) makes their gradients arrive here separately, and
+    :func:`.tail_kernels.join_backward` adds them inside the pass it makes anyway.
+    """
 
     @staticmethod
-    def forward(ctx, branch, shortcut, pool_shortcut: bool, flavour: str):
+    def forward(ctx, branch, shortcut, pool_shortcut: bool, y_copies: int, shortcut_copies: int, flavour: str):
         y, pooled_y, pooled_s = k.JOIN_FORWARD(flavour, branch, shortcut, pool_shortcut)
         ctx.save_for_backward(y)
-        ctx.flavour = flavour
+        ctx.flavour, ctx.pool_shortcut = flavour, pool_shortcut
+        ctx.y_copies, ctx.shortcut_copies = y_copies, shortcut_copies
         ctx.set_materialize_grads(False)
-        return (y, pooled_y, pooled_s) if pool_shortcut else (y, pooled_y)
+        ys = (y,) + tuple(y.view_as(y) for _ in range(y_copies - 1))
+        pooled = (pooled_y, pooled_s) if pool_shortcut else (pooled_y,)
+        return ys + pooled + tuple(shortcut.view_as(shortcut) for _ in range(shortcut_copies))
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_y, grad_pooled_y, grad_pooled_s=None):
+    def backward(ctx, *grads):
         (y,) = ctx.saved_tensors
-        if grad_y is None:
-            grad_y = torch.zeros_like(y)
-        grad_branch, grad_shortcut = k.JOIN_BACKWARD(ctx.flavour, grad_y, y, grad_pooled_y, grad_pooled_s)
-        return grad_branch, grad_shortcut, None, None
+        grad_ys, grads = grads[:ctx.y_copies], grads[ctx.y_copies:]
+        grad_pooled_y, grad_pooled_s = grads[0], grads[1] if ctx.pool_shortcut else None
+        grad_s_others = grads[2 if ctx.pool_shortcut else 1:]
+        present = [g for g in grad_ys if g is not None] or [torch.zeros_like(y)]
+        grad_y, grad_y_other = present[0], (present[1] if len(present) > 1 else None)
+        grad_branch, grad_shortcut = k.JOIN_BACKWARD(ctx.flavour, grad_y, y, grad_pooled_y, grad_pooled_s,
+                                                     grad_y_other, tuple(grad_s_others))
+        return grad_branch, grad_shortcut, None, None, None, None
 
 
-def join(branch: Tensor, shortcut: Tensor, flavour: str, pool_shortcut: bool = False):
-    """``(y, GAP(y))``, or ``(y, GAP(y), GAP(shortcut))`` with ``pool_shortcut``."""
-    return Join.apply(branch, shortcut, pool_shortcut, flavour)
+class Joined(NamedTuple):
+    """What :func:`join` returns: ``y`` for the tail and ``y_value`` for the value convolution
+    (one map, two handles), the pooled vectors, and one handle on the shortcut per extra consumer."""
+
+    y: Tensor
+    y_value: Tensor
+    pooled_y: Tensor
+    pooled_s: Tensor | None
+    shortcuts: tuple[Tensor, ...]
+
+
+def join(branch: Tensor, shortcut: Tensor, flavour: str, pool_shortcut: bool = False,
+         shortcut_copies: int = 0) -> Joined:
+    """``ReLU(branch + shortcut)`` and its pooling, with ``GAP(shortcut)`` when ``pool_shortcut``;
+    ``shortcut_copies`` handles on ``shortcut`` for the tail's (and the refresh's) use of it."""
+    out = Join.apply(branch, shortcut, pool_shortcut, 2, shortcut_copies, flavour)
+    y, y_value, pooled_y = out[:3]
+    pooled_s = out[3] if pool_shortcut else None
+    return Joined(y, y_value, pooled_y, pooled_s, tuple(out[4 if pool_shortcut else 3:]))
 
 
 class LightTail(Function):
