@@ -156,3 +156,24 @@ def test_weighted_sum_compiles_every_variant_of_a_deep_stage():
             expected = sum(c * v for c, v in zip(coeffs, values))
             torch.testing.assert_close(tail_kernels.weighted_sum("compiled", values, coeffs), expected)
     assert not tail_kernels.WEIGHTED_SUM.broken
+
+
+def full_map_accumulations(arch: str, knobs: dict) -> int:
+    """How many times autograd adds two full-map gradients (``aten::add_`` on a map-shaped tensor)
+    in the backward of one block whose inputs are leaves (each read by this block only)."""
+    from dlarepro.models.interactions import INTERACTIONS
+
+    torch.manual_seed(0)
+    module = set_tails(INTERACTIONS[arch](64, 2, **knobs).double(), "eager")
+    branch, shortcut = (torch.randn(2, 64, 4, 4, dtype=torch.double, requires_grad=True) for _ in range(2))
+    out, _ = module(0, branch, shortcut, module.begin(branch))
+    with torch.profiler.profile(record_shapes=True) as prof:
+        out.square().sum().backward()
+    return sum(1 for e in prof.events() if e.name == "aten::add_" and list(e.input_shapes[0]) == [2, 64, 4, 4])
+
+
+@pytest.mark.parametrize("arch,knobs", LAYER_ATTENTION[:3], ids=lambda v: v if isinstance(v, str) else "")
+def test_the_join_sums_the_gradients_of_every_consumer(arch, knobs):
+    """``y`` feeds the value convolution and the tail, the shortcut the join, the tail and (DLA-L)
+    the refresh: the join's backward adds their gradients in its own pass, so autograd adds none."""
+    assert full_map_accumulations(arch, knobs) == 0

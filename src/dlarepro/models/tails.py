@@ -8,6 +8,7 @@ writes whole maps, forward and backward, and together they cost more than the ex
 (the README's profile). Here the chain is three autograd Functions around the convolutions:
 
 * :class:`Join`: ``y = ReLU(branch + s)`` with ``GAP(y)`` (and ``GAP(s)`` for DLA-L) in one pass;
+  its backward also sums the gradients of every consumer of ``y`` and of ``s``;
 * :class:`LightTail` (MRLA-L, DLA-L): ``y + mask ⊙ BN(alpha ⊙ s + w ⊙ DW(y) [+ DW_{λW}(s)])``;
 * :class:`BaseTail` (MRLA-B, DLA-B): ``y + mask ⊙ ReLU(BN(Σ_i c_i ⊙ V_i))``.
 
@@ -100,7 +101,8 @@ def eval_stats(norm: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
 
 class Join(Function):
     """``y = ReLU(branch + s)``, ``GAP(y)`` and optionally ``GAP(s)``; also a second handle on ``y``
-    (``y_copies=2``) and handles on the shortcut (``shortcut_copies``) for its other consumers.
+    (for the value convolution) and ``shortcut_copies`` handles on the shortcut (for its other
+    consumers).
 
     A map read by several consumers gets their gradients summed by autograd, one full-map ``add_``
     per extra consumer, before its producer's backward runs. Giving each consumer its own handle
@@ -109,28 +111,27 @@ class Join(Function):
     """
 
     @staticmethod
-    def forward(ctx, branch, shortcut, pool_shortcut: bool, y_copies: int, shortcut_copies: int, flavour: str):
+    def forward(ctx, branch, shortcut, pool_shortcut: bool, shortcut_copies: int, flavour: str):
         y, pooled_y, pooled_s = k.JOIN_FORWARD(flavour, branch, shortcut, pool_shortcut)
         ctx.save_for_backward(y)
         ctx.flavour, ctx.pool_shortcut = flavour, pool_shortcut
-        ctx.y_copies, ctx.shortcut_copies = y_copies, shortcut_copies
         ctx.set_materialize_grads(False)
-        ys = (y,) + tuple(y.view_as(y) for _ in range(y_copies - 1))
         pooled = (pooled_y, pooled_s) if pool_shortcut else (pooled_y,)
-        return ys + pooled + tuple(shortcut.view_as(shortcut) for _ in range(shortcut_copies))
+        return (y, y.view_as(y)) + pooled + tuple(shortcut.view_as(shortcut) for _ in range(shortcut_copies))
 
     @staticmethod
     @once_differentiable
     def backward(ctx, *grads):
         (y,) = ctx.saved_tensors
-        grad_ys, grads = grads[:ctx.y_copies], grads[ctx.y_copies:]
-        grad_pooled_y, grad_pooled_s = grads[0], grads[1] if ctx.pool_shortcut else None
-        grad_s_others = grads[2 if ctx.pool_shortcut else 1:]
-        present = [g for g in grad_ys if g is not None] or [torch.zeros_like(y)]
-        grad_y, grad_y_other = present[0], (present[1] if len(present) > 1 else None)
+        grad_y, grad_y_other, grad_pooled_y, *grads = grads
+        grad_pooled_s = grads.pop(0) if ctx.pool_shortcut else None
+        if grad_y is None:  # a handle nobody differentiated through
+            grad_y, grad_y_other = grad_y_other, None
+        if grad_y is None:
+            grad_y = torch.zeros_like(y)
         grad_branch, grad_shortcut = k.JOIN_BACKWARD(ctx.flavour, grad_y, y, grad_pooled_y, grad_pooled_s,
-                                                     grad_y_other, tuple(grad_s_others))
-        return grad_branch, grad_shortcut, None, None, None, None
+                                                     grad_y_other, tuple(grads))
+        return grad_branch, grad_shortcut, None, None, None
 
 
 class Joined(NamedTuple):
@@ -148,7 +149,7 @@ def join(branch: Tensor, shortcut: Tensor, flavour: str, pool_shortcut: bool = F
          shortcut_copies: int = 0) -> Joined:
     """``ReLU(branch + shortcut)`` and its pooling, with ``GAP(shortcut)`` when ``pool_shortcut``;
     ``shortcut_copies`` handles on ``shortcut`` for the tail's (and the refresh's) use of it."""
-    out = Join.apply(branch, shortcut, pool_shortcut, 2, shortcut_copies, flavour)
+    out = Join.apply(branch, shortcut, pool_shortcut, shortcut_copies, flavour)
     y, y_value, pooled_y = out[:3]
     pooled_s = out[3] if pool_shortcut else None
     return Joined(y, y_value, pooled_y, pooled_s, tuple(out[4 if pool_shortcut else 3:]))
