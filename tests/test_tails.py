@@ -177,3 +177,20 @@ def test_the_join_sums_the_gradients_of_every_consumer(arch, knobs):
     """``y`` feeds the value convolution and the tail, the shortcut the join, the tail and (DLA-L)
     the refresh: the join's backward adds their gradients in its own pass, so autograd adds none."""
     assert full_map_accumulations(arch, knobs) == 0
+
+
+def test_a_whole_model_compile_traces_the_fused_tails():
+    """The run switch ``compile: true`` hands the whole model to ``torch.compile``: dynamo must trace
+    the tails' autograd Functions (the join's handles are views of its input and output) and the
+    channel convolutions, and give what the reference gives, outputs and gradients."""
+    torch.manual_seed(0)
+    reference = set_tails(build_model("dla_l", 11, "cifar10"), "reference")
+    fused = set_tails(copy.deepcopy(reference), "eager")
+    x = torch.randn(4, 3, 32, 32)
+    compiled = torch.compile(fused, fullgraph=True)  # a graph break would be an error
+    out_f, out_r = compiled(x), reference(x)
+    out_f.square().sum().backward()
+    out_r.square().sum().backward()
+    torch.testing.assert_close(out_f, out_r, rtol=1e-4, atol=1e-5)
+    for (name, p_r), p_f in zip(reference.named_parameters(), fused.parameters()):
+        torch.testing.assert_close(p_f.grad, p_r.grad, rtol=1e-3, atol=1e-5, msg=f"gradient of {name} differs")
