@@ -179,13 +179,14 @@ def test_the_join_sums_the_gradients_of_every_consumer(arch, knobs):
     assert full_map_accumulations(arch, knobs) == 0
 
 
-def test_a_whole_model_compile_traces_the_fused_tails():
+@pytest.mark.parametrize("mode", ["eager", "compiled"])
+def test_a_whole_model_compile_traces_the_fused_tails(mode):
     """The run switch ``compile: true`` hands the whole model to ``torch.compile``: dynamo must trace
     the tails' autograd Functions (the join's handles are views of its input and output) and the
     channel convolutions, and give what the reference gives, outputs and gradients."""
     torch.manual_seed(0)
     reference = set_tails(build_model("dla_l", 11, "cifar10"), "reference")
-    fused = set_tails(copy.deepcopy(reference), "eager")
+    fused = set_tails(copy.deepcopy(reference), mode)  # compiled: the kernels' own compile nests inside
     x = torch.randn(4, 3, 32, 32)
     compiled = torch.compile(fused, fullgraph=True)  # a graph break would be an error
     out_f, out_r = compiled(x), reference(x)

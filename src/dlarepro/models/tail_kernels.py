@@ -217,6 +217,10 @@ class Kernel:
         self.broken = False
 
     def __call__(self, flavour: str, *args):
+        if torch.compiler.is_compiling():
+            # traced by a compile of the whole model (the run switch ``compile``): the plain
+            # function joins that graph and is fused there; compiling it again here would nest
+            return self.fn(*args)
         if flavour == "compiled" and not self.broken:
             if self.compiled is None:
                 # dynamo's default of 8 variants per function is too few for WEIGHTED_SUM: one per
