@@ -179,14 +179,18 @@ def test_the_join_sums_the_gradients_of_every_consumer(arch, knobs):
     assert full_map_accumulations(arch, knobs) == 0
 
 
-@pytest.mark.parametrize("mode", ["eager", "compiled"])
-def test_a_whole_model_compile_traces_the_fused_tails(mode):
-    """The run switch ``compile: true`` hands the whole model to ``torch.compile``: dynamo must trace
-    the tails' autograd Functions (the join's handles are views of its input and output) and the
-    channel convolutions, and give what the reference gives, outputs and gradients."""
+@pytest.mark.parametrize("arch,mode", [("dla_l", "eager"), ("dla_l", "compiled"), ("dla_b", "compiled")])
+def test_a_whole_model_compile_traces_the_fused_tails(arch, mode):
+    """The run switch ``compile: true`` hands the whole model to ``torch.compile``: dynamo traces the
+    tails' autograd Functions (the join's handles are views of its input and output), their kernels
+    (which then run as plain functions inside that graph, not compiled again) and the channel
+    convolutions, with no graph break, and gives the reference's outputs. Gradients are compared for
+    DLA-L (depth 11); DLA-B needs two blocks per stage for its refresh (depth 20), where inductor's
+    float32 gradients differ from eager ones by up to ~2 % with the reference tails too, so there
+    only the outputs are compared (the float64 equality of every gradient is tested above)."""
     torch.manual_seed(0)
-    reference = set_tails(build_model("dla_l", 11, "cifar10"), "reference")
-    fused = set_tails(copy.deepcopy(reference), mode)  # compiled: the kernels' own compile nests inside
+    reference = set_tails(build_model(arch, 11 if arch == "dla_l" else 20, "cifar10"), "reference")
+    fused = set_tails(copy.deepcopy(reference), mode)
     x = torch.randn(4, 3, 32, 32)
     compiled = torch.compile(fused, fullgraph=True)  # a graph break would be an error
     out_f, out_r = compiled(x), reference(x)
@@ -194,4 +198,6 @@ def test_a_whole_model_compile_traces_the_fused_tails(mode):
     out_r.square().sum().backward()
     torch.testing.assert_close(out_f, out_r, rtol=1e-4, atol=1e-5)
     for (name, p_r), p_f in zip(reference.named_parameters(), fused.parameters()):
-        torch.testing.assert_close(p_f.grad, p_r.grad, rtol=1e-3, atol=1e-5, msg=f"gradient of {name} differs")
+        assert (p_f.grad is None) == (p_r.grad is None), name
+        if p_r.grad is not None and arch == "dla_l":
+            torch.testing.assert_close(p_f.grad, p_r.grad, rtol=1e-3, atol=1e-5, msg=f"gradient of {name} differs")
