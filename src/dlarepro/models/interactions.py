@@ -186,7 +186,7 @@ class MRLALight(LightAttentionBase):
     def forward(self, index, branch, shortcut, state):
         flavour = self.tail_flavour(index, branch)
         if flavour:
-            j = tails.join(branch, shortcut, flavour, shortcut_copies=1)  # handles: see tails.Join
+            j = tails.join(branch, shortcut, flavour, shortcut_handles=1)  # handles: see tails.Join
             out = tails.light_tail(j.y, j.shortcuts[0], self.value[index](j.y_value),
                                    self.head_weights(index, j.pooled_y), self.lambdas[index][None],
                                    self.norm[index], self.drop_path, flavour)
@@ -212,7 +212,7 @@ class DLALight(LightAttentionBase):
     def forward(self, index, branch, shortcut, state):
         flavour = self.tail_flavour(index, branch)
         if flavour:
-            j = tails.join(branch, shortcut, flavour, pool_shortcut=True, shortcut_copies=2)  # see tails.Join
+            j = tails.join(branch, shortcut, flavour, pool_shortcut=True, shortcut_handles=2)  # see tails.Join
             y, y_value, pooled, pooled_s = j.y, j.y_value, j.pooled_y, j.pooled_s
             shortcut, refresh_input = j.shortcuts
         else:

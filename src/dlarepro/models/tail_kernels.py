@@ -53,8 +53,8 @@ def join_backward(grad_y: Tensor, y: Tensor, grad_pooled_y: Tensor | None, grad_
                   grad_y_other: Tensor | None = None, grad_s_others: tuple[Tensor | None, ...] = ()):
     """The gradients of ``branch`` and ``shortcut``. ``grad_y_other`` and ``grad_s_others`` are the
     gradients that the other consumers of ``y`` and of the shortcut (the value convolution, the
-    tail, DLA-L's refresh) sent to their own copies of those maps (:class:`tails.Join`): summed here,
-    in the same pass, instead of by autograd one full-map ``add_`` per extra consumer."""
+    tail, DLA-L's refresh) sent to their own handles on those maps (views, :class:`tails.Join`):
+    summed here, in the same pass, instead of by autograd one full-map ``add_`` per extra consumer."""
     inv = 1.0 / spatial(y)
     g = grad_y if grad_y_other is None else grad_y + grad_y_other
     if grad_pooled_y is not None:

@@ -101,7 +101,7 @@ def eval_stats(norm: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
 
 class Join(Function):
     """``y = ReLU(branch + s)``, ``GAP(y)`` and optionally ``GAP(s)``; also a second handle on ``y``
-    (for the value convolution) and ``shortcut_copies`` handles on the shortcut (for its other
+    (for the value convolution) and ``shortcut_handles`` handles on the shortcut (for its other
     consumers).
 
     A map read by several consumers gets their gradients summed by autograd, one full-map ``add_``
@@ -111,13 +111,13 @@ class Join(Function):
     """
 
     @staticmethod
-    def forward(ctx, branch, shortcut, pool_shortcut: bool, shortcut_copies: int, flavour: str):
+    def forward(ctx, branch, shortcut, pool_shortcut: bool, shortcut_handles: int, flavour: str):
         y, pooled_y, pooled_s = k.JOIN_FORWARD(flavour, branch, shortcut, pool_shortcut)
         ctx.save_for_backward(y)
         ctx.flavour, ctx.pool_shortcut = flavour, pool_shortcut
         ctx.set_materialize_grads(False)
         pooled = (pooled_y, pooled_s) if pool_shortcut else (pooled_y,)
-        return (y, y.view_as(y)) + pooled + tuple(shortcut.view_as(shortcut) for _ in range(shortcut_copies))
+        return (y, y.view_as(y)) + pooled + tuple(shortcut.view_as(shortcut) for _ in range(shortcut_handles))
 
     @staticmethod
     @once_differentiable
@@ -146,10 +146,10 @@ class Joined(NamedTuple):
 
 
 def join(branch: Tensor, shortcut: Tensor, flavour: str, pool_shortcut: bool = False,
-         shortcut_copies: int = 0) -> Joined:
+         shortcut_handles: int = 0) -> Joined:
     """``ReLU(branch + shortcut)`` and its pooling, with ``GAP(shortcut)`` when ``pool_shortcut``;
-    ``shortcut_copies`` handles on ``shortcut`` for the tail's (and the refresh's) use of it."""
-    out = Join.apply(branch, shortcut, pool_shortcut, shortcut_copies, flavour)
+    ``shortcut_handles`` handles on ``shortcut`` for the tail's (and the refresh's) use of it."""
+    out = Join.apply(branch, shortcut, pool_shortcut, shortcut_handles, flavour)
     y, y_value, pooled_y = out[:3]
     pooled_s = out[3] if pool_shortcut else None
     return Joined(y, y_value, pooled_y, pooled_s, tuple(out[4 if pool_shortcut else 3:]))
