@@ -7,7 +7,8 @@ shortcut)``, pooling, scaling by attention, ``λ ⊙ shortcut`` (DLA-L: the refr
 writes whole maps, forward and backward, and together they cost more than the extra convolutions
 (the README's profile). Here the chain is three autograd Functions around the convolutions:
 
-* :class:`Join`: ``y = ReLU(branch + s)`` with ``GAP(y)`` (and ``GAP(s)`` for DLA-L) in one pass;
+* :class:`Join`: ``y = ReLU(branch + s)`` with ``GAP(y)`` (and ``GAP(s)`` for DLA-L) in one kernel
+  (on the CPU inductor still reads ``y`` and ``s`` again for the pools: README, benchmark);
   its backward also sums the gradients of every consumer of ``y`` and of ``s``;
 * :class:`LightTail` (MRLA-L, DLA-L): ``y + mask ⊙ BN(alpha ⊙ s + w ⊙ DW(y) [+ DW_{λW}(s)])``;
 * :class:`BaseTail` (MRLA-B, DLA-B): ``y + mask ⊙ ReLU(BN(Σ_i c_i ⊙ V_i))``.
