@@ -181,30 +181,35 @@ def release_freed_memory() -> None:
 
 
 def time_steps(setups: list[StepSetup], rounds: int, warmup: int = 2, progress=None) -> dict[int, list[float]]:
-    """Seconds per step for each setup, interleaving the setups in every round."""
+    """Seconds per step for each setup, interleaving the setups in every round.
+
+    Call it in a process that keeps freed memory (:func:`.hostmemory.keep_freed_memory`, as
+    :func:`time_group_in_subprocess` does), as training does: otherwise every step pays page faults
+    for its fresh maps, which hides how the step's own work compares (README, benchmark)."""
     built = [s.build()[1] for s in setups]
     for step in built:
         for _ in range(warmup):
             step()
-            release_freed_memory()
     times: dict[int, list[float]] = {i: [] for i in range(len(setups))}
     for r in range(rounds):
         for i, step in enumerate(built):
             start = time.perf_counter()
             step()
             times[i].append(time.perf_counter() - start)
-            release_freed_memory()
         if progress:
             progress(r + 1, rounds)
     return times
 
 
 def time_group_in_subprocess(setups: list[StepSetup], rounds: int, threads: int) -> list[list[float]]:
-    """Seconds per step of every setup, interleaved round by round in one fresh process (bounded
-    memory: a few models at a time; a long-lived process stepping many deep models grows its heap)."""
+    """Seconds per step of every setup, interleaved round by round in one fresh process that keeps
+    its freed memory, as a training process does (a few models at a time: the heap holds about the
+    largest step's peak per model stepped)."""
     code = (
         "import json, sys, torch\n"
         "from dlarepro.bench import StepSetup, time_steps\n"
+        "from dlarepro.hostmemory import keep_freed_memory\n"
+        "keep_freed_memory()\n"
         "torch.set_num_threads(int(sys.argv[1]))\n"
         "setups = [StepSetup(**s) for s in json.loads(sys.argv[3])]\n"
         "t = time_steps(setups, int(sys.argv[2]))\n"

@@ -89,9 +89,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     from .data.common import DatasetError
     from .detection.config import PretrainedWeightsError
+    from .hostmemory import keep_freed_memory
     from .runbase import Interrupted
     from .runlock import RunLockError
 
+    keep_freed_memory()  # this process trains: keep every step's maps instead of faulting them in again
     try:
         metrics = kind.train(config, progress=False if args.no_progress else None)
     except (DatasetError, PretrainedWeightsError, RunLockError) as err:

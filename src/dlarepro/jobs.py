@@ -40,7 +40,9 @@ class TrainJob(submitit.helpers.Checkpointable):
         # SLURM's SIGKILL. Until the training loop installs its own handler, SIGTERM stops at once.
         signal.signal(signal.SIGTERM, _stop_now)
         os.environ.setdefault("DLAREPRO_LOCK_WAIT_S", str(self.LOCK_WAIT_S))
-        from . import kinds
+        from . import hostmemory, kinds
+
+        hostmemory.keep_freed_memory()  # a training process: no page faults for every step's maps
 
         try:
             return kinds.train(self.config, progress=False)
