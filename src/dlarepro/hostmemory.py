@@ -2,10 +2,11 @@
 
 glibc gives large blocks back to the kernel as they are freed: blocks above its mmap threshold are
 unmapped, and a free heap top above its trim threshold is trimmed. A CPU training step allocates the
-same feature maps every step, so the next step takes a page fault for every 4 KiB of every fresh map
-it writes: ~50 000 faults and a fifth of a ResNet-56 step at batch 64 here (README, benchmark).
-:func:`keep_freed_memory` makes the process keep them: large blocks come from the heap, and the heap
-is not trimmed. Resident memory then stays at the step's peak, which the process reaches anyway.
+same feature maps every step, so a step takes a page fault for every 4 KiB of many fresh maps it
+writes: up to ~90 000 faults per ResNet-56 or DLA-L-56 step at batch 64 here, whose steps then vary
+by a fifth (README, benchmark). :func:`keep_freed_memory` makes the process keep them: large blocks
+come from the heap, and the heap is not trimmed. After a few steps (large aligned blocks fragment it
+at first) the heap holds the step's peak, which the process reaches anyway, and steps take no faults.
 
 Applied by the processes that train or time training (``TrainJob``, ``dla-repro train``, the
 benchmark), not on import: a test process or a notebook keeps glibc's defaults.
