@@ -13,6 +13,7 @@ of the issues are checked at the end.
   python bench/step_time.py --official /scratch/Dynamic-Layer-Attention   # the official code beside ours
   python bench/step_time.py --profile --archs dla_l     # where the time goes, by operator family
   python bench/step_time.py --kernels --depths 56       # each tail kernel beside its memory floor
+  python bench/step_time.py --traffic --depths 56       # bytes a step must move, by operator family (exact)
   python bench/step_time.py --device cuda --amp bf16    # on a GPU, autocast to bfloat16
 
 The official code is read from a checkout in a scratch folder (never part of this project).
@@ -33,6 +34,7 @@ from dlarepro.bench import (OFFICIAL_MODELS, StepSetup, official_model, peak_cud
                             time_group_in_subprocess)
 from dlarepro.benchkernels import kernel_table, time_kernels
 from dlarepro.benchprofile import profile_families, profile_table
+from dlarepro.benchtraffic import step_traffic, traffic_table
 from dlarepro.hostmemory import keep_freed_memory
 from dlarepro.methods import METHODS, check_depth
 from dlarepro.modelinfo import count_macs
@@ -73,6 +75,9 @@ def parse_args(argv):
                         help="checkout of tunantu/Dynamic-Layer-Attention: time its models beside ours")
     parser.add_argument("--profile", nargs="?", const=3, type=int, metavar="STEPS",
                         help="instead of timing: self time by operator family over STEPS steps (default 3)")
+    parser.add_argument("--traffic", action="store_true",
+                        help="instead of timing: the bytes one step's operators must read and write, by family, "
+                             "with the fused and the reference tails (exact, no timing noise)")
     parser.add_argument("--kernels", action="store_true",
                         help="instead of timing steps: each fused tail kernel at each stage's map shape beside "
                              "its memory floor (CPU)")
@@ -174,6 +179,24 @@ def run_profile(args) -> int:
     return 0
 
 
+def run_traffic(args) -> int:
+    for depth in args.depths:
+        columns = {}
+        for arch in ["none"] + [a for a in args.archs if a != "none"]:
+            # the fused tails' kernels are counted as declared, not run compiled: "eager" spares compiling them
+            tailed = any(hasattr(m, "tails_mode") for m in build_model(arch, depth, "cifar100").modules())
+            for tails in ["eager", "reference"] if tailed else ["eager"]:
+                setup = base_setup(args, arch, depth, channels_last=not args.contiguous, tails=tails)
+                label = f"{setup.label()} {'fused' if tails == 'eager' else tails}" if tailed else setup.label()
+                print(f"counting {label} ...", file=sys.stderr, flush=True)
+                columns[label] = step_traffic(setup)
+        print(f"\nBytes one training step must move, GiB (operator calls), batch {args.batch}: each operator reads "
+              f"its inputs once (batch norm and the fused tails' statistics twice) and writes its outputs")
+        headers = ["family"] + list(columns)
+        print(tabulate(traffic_table(columns, f"none-{depth}"), headers=headers, disable_numparse=True))
+    return 0
+
+
 def run_kernels(args) -> int:
     flavour = "eager" if args.tails == "eager" else "compiled"
     for depth in args.depths:
@@ -199,6 +222,8 @@ def main(argv=None) -> int:
         return run_profile(args)
     if args.kernels:
         return run_kernels(args)
+    if args.traffic:
+        return run_traffic(args)
     archs = ["none"] + [a for a in args.archs if a != "none"]
     on_cpu = torch.device(args.device).type == "cpu"
     rows, results = [], {}

@@ -210,13 +210,20 @@ class Kernel:
 
     #: set when any kernel failed to compile
     failed = False
+    #: while the benchmark counts a step's memory traffic (:mod:`dlarepro.benchtraffic`): runs the
+    #: kernel for it, ``observer(kernel, args)``, so that the kernel counts as one operator
+    observer = None
 
-    def __init__(self, fn):
+    def __init__(self, fn, reread: tuple[str, ...] = ()):
         self.fn = fn
+        #: inputs the arithmetic reads twice (statistics or sums first, then the result)
+        self.reread = reread
         self.compiled = None
         self.broken = False
 
     def __call__(self, flavour: str, *args):
+        if Kernel.observer is not None:
+            return Kernel.observer(self, args)
         if torch.compiler.is_compiling():
             # traced by a compile of the whole model (the run switch ``compile``): the plain
             # function joins that graph and is fused there; compiling it again here would nest
@@ -239,8 +246,11 @@ class Kernel:
 
 
 JOIN_FORWARD, JOIN_BACKWARD = Kernel(join_forward), Kernel(join_backward)
-LIGHT_TRAIN, LIGHT_EVAL, LIGHT_BACKWARD = Kernel(light_forward_train), Kernel(light_forward_eval), Kernel(light_backward)
-BASE_TRAIN, BASE_EVAL, BASE_BACKWARD = Kernel(base_forward_train), Kernel(base_forward_eval), Kernel(base_backward)
+LIGHT_TRAIN = Kernel(light_forward_train, reread=("s", "v", "r"))
+LIGHT_EVAL = Kernel(light_forward_eval)
+LIGHT_BACKWARD = Kernel(light_backward, reread=("grad_out", "s", "v", "r"))
+BASE_TRAIN, BASE_EVAL = Kernel(base_forward_train, reread=("a",)), Kernel(base_forward_eval)
+BASE_BACKWARD = Kernel(base_backward, reread=("grad_out", "a"))
 SCALE_AND_DOT, WEIGHTED_SUM = Kernel(scale_and_dot), Kernel(weighted_sum_chunk)
 
 
