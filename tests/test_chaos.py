@@ -146,7 +146,7 @@ def test_seeded_faults_leave_every_run_bit_identical(tmp_path):
     grid = {"profile": "smoke", "profiles": {"smoke": {
         "recipe": "smoke", "seeds": [0], "data": "synthetic", "synthetic_size": {"n_train": 192, "n_test": 50},
         "depth_map": {20: 11},
-        "overrides": {"epochs": 40, "milestones": [30], "max_batches_per_epoch": 3, "batch_size": 64,
+        "overrides": {"epochs": 100, "milestones": [75], "max_batches_per_epoch": 3, "batch_size": 64,
                       "threads": 1, "log_every": 1}}},
         "experiments": {"table1": [{"datasets": ["cifar10"], "depths": [20], "archs": list(ARCHS)}]}}
     (workdir / "params.yaml").write_text(yaml.safe_dump(grid))

@@ -156,8 +156,10 @@ def test_time_limit_requeues_and_resumes(tmp_path):
 def test_killed_snakemake_reattaches_and_finishes_only_what_is_missing(tmp_path):
     # The test cluster has one (fake) GPU, so the two jobs run one after the other, in an order
     # Snakemake chooses: the workflow is killed once one run has finished and the other has
-    # started (30 epochs of 3 batches of 64: tens of seconds still to go).
-    grid = tiny_grid(n_train=256, epochs=30, milestones=[3], max_batches_per_epoch=3, batch_size=64, log_every=1)
+    # started; the other must still be training when Snakemake comes back (after --unlock and its
+    # start-up, ~10 s). 90 epochs of 3 batches of 64: with 30, a 2-core machine of 2026-12-01 finished
+    # the run before that.
+    grid = tiny_grid(n_train=256, epochs=90, milestones=[3], max_batches_per_epoch=3, batch_size=64, log_every=1)
     grid["experiments"]["table1"][0]["archs"] = ["none", "dla_b"]
     workdir = make_workdir(tmp_path / "wf", grid)
     runs = [run_dir(workdir, "cifar10-none-d11-s0"), run_dir(workdir, "cifar10-dla_b-d11-s0")]
