@@ -9,7 +9,8 @@ come from the heap, and the heap is not trimmed. After a few steps (large aligne
 at first) the heap holds the step's peak, which the process reaches anyway, and steps take no faults.
 
 Applied by the processes that train or time training (``TrainJob``, ``dla-repro train``, the
-benchmark), not on import: a test process or a notebook keeps glibc's defaults.
+benchmark), not on import: a notebook keeps glibc's defaults. The debug executor runs a
+``TrainJob`` in its caller's process, which then keeps its freed memory too.
 """
 
 from __future__ import annotations
