@@ -74,3 +74,11 @@ def test_the_benchmark_prints_the_traffic_of_each_model_beside_the_resnet():
     assert header.split()[1:] == ["none-11", "se-11", "mrla_l-11", "fused", "mrla_l-11", "reference"]
     ratios = next(line for line in done.stdout.splitlines() if line.startswith("x none-11")).split()[2:]
     assert ratios[0] == "1.00" and float(ratios[2]) < float(ratios[3])  # fused below reference
+
+
+def test_a_kernel_reading_a_list_of_maps_counts_every_map():
+    values = [torch.randn(2, 4, 3, 3) for _ in range(3)]
+    coeffs = [torch.rand(2, 4, 1, 1) for _ in range(3)]
+    with TrafficCount() as count:
+        out = k.WEIGHTED_SUM("eager", None, values, coeffs)
+    assert count.bytes[FUSED] == 3 * 72 * 4 + 3 * 8 * 4 + out.nbytes

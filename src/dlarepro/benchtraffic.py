@@ -76,7 +76,8 @@ class TrafficCount(TorchDispatchMode):
             out = kernel.fn(*args)
         twice = reread_positions(kernel)
         reread = [a for i, a in enumerate(args) if i in twice]
-        self.add(FUSED, tensor_bytes(args) + tensor_bytes(reread) + tensor_bytes(tree_flatten(out)[0]))
+        read = tensor_bytes(tree_flatten(list(args))[0]) + tensor_bytes(tree_flatten(reread)[0])  # lists of maps too
+        self.add(FUSED, read + tensor_bytes(tree_flatten(out)[0]))
         return out
 
     def add(self, family_name: str, moved: int) -> None:

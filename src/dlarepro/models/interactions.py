@@ -250,6 +250,7 @@ class BaseAttentionState:
         self.pooled: Tensor | None = None  # [t, B, C]
         self.value_gates: Tensor | None = None  # [t, B, C] or None while no refresh happened
         self.cell_state = None
+        self.value_grads = tails.ValueGradients()  # the fused tails' backward: each map's gradient summed once
 
     def append(self, key: Tensor, value: Tensor) -> None:
         key = key.unsqueeze(0)
@@ -301,7 +302,8 @@ class BaseAttention(LayerAttentionBase):
         if state.value_gates is not None:
             coeffs = coeffs * state.value_gates
         if flavour:
-            return tails.base_tail(y, state.values, coeffs, self.norm[index], self.drop_path, flavour), state
+            return tails.base_tail(y, state.values, coeffs, self.norm[index], self.drop_path, flavour,
+                                   state.value_grads), state
         out = state.values[0] * as_map(coeffs[0])
         for value, coeff in zip(state.values[1:], coeffs[1:]):
             out = torch.addcmul(out, value, as_map(coeff))

@@ -180,6 +180,13 @@ def weighted_sum_chunk(partial: Tensor | None, values: list[Tensor], coeffs: lis
     return out.to(values[0].dtype)
 
 
+def dots_chunk(ga: Tensor, values: list[Tensor]) -> list[Tensor]:
+    """``Σ_hw ga ⊙ values[i]`` (per image and channel) for up to ``SUM_CHUNK`` maps, reading ``ga``
+    once: the gradients of the coefficients that weighed those maps."""
+    g = acc(ga)
+    return [hw_sum(g * acc(value)) for value in values]
+
+
 def scale_and_dot(ga: Tensor, value: Tensor, coeff: Tensor):
     """For one cached value map: its gradient ``coeff ⊙ ga`` and its coefficient's gradient
     ``Σ_hw ga ⊙ value``, in one pass over both maps."""
@@ -251,7 +258,7 @@ LIGHT_EVAL = Kernel(light_forward_eval)
 LIGHT_BACKWARD = Kernel(light_backward, reread=("grad_out", "s", "v", "r"))
 BASE_TRAIN, BASE_EVAL = Kernel(base_forward_train, reread=("a",)), Kernel(base_forward_eval)
 BASE_BACKWARD = Kernel(base_backward, reread=("grad_out", "a"))
-SCALE_AND_DOT, WEIGHTED_SUM = Kernel(scale_and_dot), Kernel(weighted_sum_chunk)
+SCALE_AND_DOT, WEIGHTED_SUM, DOTS = Kernel(scale_and_dot), Kernel(weighted_sum_chunk), Kernel(dots_chunk)
 
 
 def weighted_sum(flavour: str, values: list[Tensor], coeffs: Tensor) -> Tensor:
@@ -261,3 +268,11 @@ def weighted_sum(flavour: str, values: list[Tensor], coeffs: Tensor) -> Tensor:
         chunk = slice(start, start + SUM_CHUNK)
         out = WEIGHTED_SUM(flavour, out, values[chunk], list(coeffs[chunk]))
     return out
+
+
+def dots(flavour: str, ga: Tensor, values: list[Tensor]) -> Tensor:
+    """``Σ_hw ga ⊙ values[i]`` for every map, ``[t, B, C, 1, 1]``, ``SUM_CHUNK`` maps per pass."""
+    out = []
+    for start in range(0, len(values), SUM_CHUNK):
+        out.extend(DOTS(flavour, ga, values[start:start + SUM_CHUNK]))
+    return torch.stack(out)

@@ -11,7 +11,8 @@ writes whole maps, forward and backward, and together they cost more than the ex
   (on the CPU inductor still reads ``y`` and ``s`` again for the pools: README, benchmark);
   its backward also sums the gradients of every consumer of ``y`` and of ``s``;
 * :class:`LightTail` (MRLA-L, DLA-L): ``y + mask ⊙ BN(alpha ⊙ s + w ⊙ DW(y) [+ DW_{λW}(s)])``;
-* :class:`BaseTail` (MRLA-B, DLA-B): ``y + mask ⊙ ReLU(BN(Σ_i c_i ⊙ V_i))``.
+* :class:`BaseTail` (MRLA-B, DLA-B): ``y + mask ⊙ ReLU(BN(Σ_i c_i ⊙ V_i))``; the gradient of
+  each cached ``V_i`` is summed over the blocks that read it in one pass (:class:`ValueGradients`).
 
 Batch norm is folded into the tails (batch statistics, running-statistics update, backward), so
 neither its input nor its output is kept for backward: what the tails save are maps that exist
@@ -190,11 +191,39 @@ def light_tail(y: Tensor, shortcut: Tensor, value: Tensor, weights: Tensor, alph
     return LightTail.apply(y, shortcut, value, refreshed, weights, alpha, norm.weight, norm.bias, norm, mask, flavour)
 
 
+class ValueGradients:
+    """The gradients of one stage's cached value maps, each summed in one pass (MRLA-B, DLA-B).
+
+    Block ``t`` of a stage weighs every value map ``V_1 .. V_t``, so ``V_i``'s gradient is
+    ``Σ_{t ≥ i} c_{t,i} ⊙ ga_t`` over the blocks that read it (``ga_t``: the gradient of block
+    ``t``'s weighted sum). Returned by every block's backward, these would be written one map per
+    block and added by autograd one full-map pass at a time. Instead each block's backward leaves
+    its ``ga_t`` here and returns the gradient of its own newest map only, summed over the ``ga``
+    of every block that read it. Those blocks' backward has always run by then: block ``t``'s
+    output feeds every later block of the stage, so its backward waits for theirs.
+    """
+
+    def __init__(self):
+        self.pending: dict[int, tuple[Tensor, Tensor]] = {}  # block (its map count) -> (ga, coeffs)
+
+    def newest(self, flavour: str, ga: Tensor, coeffs: Tensor) -> Tensor:
+        """Leave block ``t = len(coeffs)``'s ``ga`` and coefficients; return the gradient of ``V_t``."""
+        t = coeffs.shape[0]
+        self.pending[t] = (ga, coeffs)
+        readers = [self.pending[u] for u in sorted(self.pending) if u >= t]
+        grad = k.weighted_sum(flavour, [g for g, _ in readers], torch.stack([c[t - 1] for _, c in readers]))
+        if t == 1:  # the stage's first map: every gradient is out, nothing is needed any more
+            self.pending.clear()
+        return grad
+
+
 class BaseTail(Function):
-    """``y + mask ⊙ ReLU(BN(Σ_i coeffs[i] ⊙ values[i]))``, ``coeffs`` ``[t, B, C, 1, 1]``."""
+    """``y + mask ⊙ ReLU(BN(Σ_i coeffs[i] ⊙ values[i]))``, ``coeffs`` ``[t, B, C, 1, 1]``; with a
+    :class:`ValueGradients` of the stage, returns the gradient of the newest value map only."""
 
     @staticmethod
-    def forward(ctx, y, coeffs, gamma, beta, norm: nn.BatchNorm2d, mask, flavour: str, *values):
+    def forward(ctx, y, coeffs, gamma, beta, norm: nn.BatchNorm2d, mask, flavour: str,
+                value_grads: ValueGradients | None, *values):
         attended = k.weighted_sum(flavour, list(values), coeffs)
         if norm.training:
             out, mean, var, rstd = k.BASE_TRAIN(flavour, y, attended, gamma, beta, mask, norm.eps)
@@ -203,7 +232,7 @@ class BaseTail(Function):
             mean, rstd = eval_stats(norm)
             out = k.BASE_EVAL(flavour, y, attended, gamma, beta, mean, rstd)
         ctx.save_for_backward(attended, coeffs, gamma, beta, mean, rstd, mask, *values)
-        ctx.flavour, ctx.training = flavour, norm.training
+        ctx.flavour, ctx.training, ctx.value_grads = flavour, norm.training, value_grads
         return out
 
     @staticmethod
@@ -212,18 +241,23 @@ class BaseTail(Function):
         attended, coeffs, gamma, beta, mean, rstd, mask, *values = ctx.saved_tensors
         ga, grad_gamma, grad_beta = k.BASE_BACKWARD(ctx.flavour, grad_out, attended, gamma, beta, mean, rstd, mask,
                                                     ctx.training)
-        grad_values, grad_coeffs = [], []
-        for value, coeff in zip(values, coeffs):
-            grad_value, grad_coeff = k.SCALE_AND_DOT(ctx.flavour, ga, value, coeff)
-            grad_values.append(grad_value)
-            grad_coeffs.append(grad_coeff.sum_to_size(coeff.shape))
-        grad_coeffs = torch.stack(grad_coeffs).to(coeffs.dtype)
-        return (grad_out, grad_coeffs, grad_gamma.to(gamma.dtype), grad_beta.to(beta.dtype), None, None, None,
+        if ctx.value_grads is None:  # every map's share of this block's gradient, one map each
+            grad_values = [k.SCALE_AND_DOT(ctx.flavour, ga, value, coeff)[0] for value, coeff in zip(values, coeffs)]
+        else:
+            grad_values = [None] * (len(values) - 1) + [ctx.value_grads.newest(ctx.flavour, ga, coeffs)]
+        grad_coeffs = k.dots(ctx.flavour, ga, values).sum_to_size(coeffs.shape).to(coeffs.dtype)
+        return (grad_out, grad_coeffs, grad_gamma.to(gamma.dtype), grad_beta.to(beta.dtype), None, None, None, None,
                 *grad_values)
 
 
 def base_tail(y: Tensor, values: list[Tensor], coeffs: Tensor, norm: nn.BatchNorm2d, drop_path: DropPath,
-              flavour: str) -> Tensor:
-    """MRLA-B / DLA-B after the convolutions: ``coeffs`` ``[t, B, C]`` weigh the ``t`` value maps."""
+              flavour: str, value_grads: ValueGradients | None = None) -> Tensor:
+    """MRLA-B / DLA-B after the convolutions: ``coeffs`` ``[t, B, C]`` weigh the ``t`` value maps;
+    ``value_grads``: the stage's, shared by its blocks (None: every block returns every map's gradient).
+    Inside a whole-model ``torch.compile`` every block returns every map's gradient: the compiled
+    backward cannot hand maps from one block's backward to another's through Python."""
     mask = drop_path.mask(y)
-    return BaseTail.apply(y, coeffs[..., None, None], norm.weight, norm.bias, norm, mask, flavour, *values)
+    if torch.compiler.is_compiling():
+        value_grads = None
+    return BaseTail.apply(y, coeffs[..., None, None], norm.weight, norm.bias, norm, mask, flavour, value_grads,
+                          *values)
