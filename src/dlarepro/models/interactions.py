@@ -252,18 +252,23 @@ class BaseAttentionState:
         self.cell_state = None
         self.value_grads = tails.ValueGradients()  # the fused tails' backward: each map's gradient summed once
 
-    def append(self, key: Tensor, value: Tensor) -> None:
+    def append(self, key: Tensor, value: Tensor, pool: bool = True) -> None:
+        """A block's key and value map; with ``pool=False`` the GAP of the map comes later
+        (:meth:`add_pooled`), from the fused tail, which reads the map anyway."""
         key = key.unsqueeze(0)
-        pooled = gap(value).unsqueeze(0) if self.pool_values else None
         self.values.append(value)
         if self.keys is None:
-            self.keys, self.pooled = key, pooled
-            return
-        self.keys = torch.cat([self.keys, key])
-        if pooled is not None:
-            self.pooled = torch.cat([self.pooled, pooled])
-        if self.value_gates is not None:
-            self.value_gates = torch.cat([self.value_gates, torch.ones_like(pooled)])
+            self.keys = key
+        else:
+            self.keys = torch.cat([self.keys, key])
+            if self.value_gates is not None:
+                self.value_gates = torch.cat([self.value_gates, torch.ones_like(key)])
+        if self.pool_values and pool:
+            self.add_pooled(gap(value))
+
+    def add_pooled(self, pooled: Tensor) -> None:
+        pooled = pooled.unsqueeze(0)
+        self.pooled = pooled if self.pooled is None else torch.cat([self.pooled, pooled])
 
 
 class BaseAttention(LayerAttentionBase):
@@ -293,7 +298,8 @@ class BaseAttention(LayerAttentionBase):
             y = y_value = F.relu(branch + shortcut)
             pooled = gap(y)
         self.refresh(state, pooled)
-        state.append(self.key[index](pooled), self.value[index](y_value))
+        pool_in_tail = bool(flavour) and state.pool_values  # DLA-B: GAP(V) with the tail, gradient included
+        state.append(self.key[index](pooled), self.value[index](y_value), pool=not pool_in_tail)
         query = self.query[index](pooled)
         scores = torch.softmax(head_scores(query, state.keys, self.heads), dim=0)  # [t, B, heads]
         if self.captured is not None:
@@ -302,8 +308,12 @@ class BaseAttention(LayerAttentionBase):
         if state.value_gates is not None:
             coeffs = coeffs * state.value_gates
         if flavour:
-            return tails.base_tail(y, state.values, coeffs, self.norm[index], self.drop_path, flavour,
-                                   state.value_grads), state
+            out = tails.base_tail(y, state.values, coeffs, self.norm[index], self.drop_path, flavour,
+                                  state.value_grads, pool_newest=pool_in_tail)
+            if pool_in_tail:
+                out, pooled_value = out
+                state.add_pooled(pooled_value)
+            return out, state
         out = state.values[0] * as_map(coeffs[0])
         for value, coeff in zip(state.values[1:], coeffs[1:]):
             out = torch.addcmul(out, value, as_map(coeff))

@@ -261,9 +261,10 @@ BASE_BACKWARD = Kernel(base_backward, reread=("grad_out", "a"))
 SCALE_AND_DOT, WEIGHTED_SUM, DOTS = Kernel(scale_and_dot), Kernel(weighted_sum_chunk), Kernel(dots_chunk)
 
 
-def weighted_sum(flavour: str, values: list[Tensor], coeffs: Tensor) -> Tensor:
-    """``Σ_i coeffs[i] ⊙ values[i]`` (coeffs ``[t, B, C, 1, 1]``), ``SUM_CHUNK`` maps per pass."""
-    out = None
+def weighted_sum(flavour: str, values: list[Tensor], coeffs: Tensor, start: Tensor | None = None) -> Tensor:
+    """``start + Σ_i coeffs[i] ⊙ values[i]`` (coeffs ``[t, B, C, 1, 1]``; ``start`` a map or anything
+    that broadcasts against one, None for 0), ``SUM_CHUNK`` maps per pass."""
+    out = start
     for start in range(0, len(values), SUM_CHUNK):
         chunk = slice(start, start + SUM_CHUNK)
         out = WEIGHTED_SUM(flavour, out, values[chunk], list(coeffs[chunk]))

@@ -206,12 +206,13 @@ class ValueGradients:
     def __init__(self):
         self.pending: dict[int, tuple[Tensor, Tensor]] = {}  # block (its map count) -> (ga, coeffs)
 
-    def newest(self, flavour: str, ga: Tensor, coeffs: Tensor) -> Tensor:
-        """Leave block ``t = len(coeffs)``'s ``ga`` and coefficients; return the gradient of ``V_t``."""
+    def newest(self, flavour: str, ga: Tensor, coeffs: Tensor, extra: Tensor | None = None) -> Tensor:
+        """Leave block ``t = len(coeffs)``'s ``ga`` and coefficients; return the gradient of ``V_t``,
+        plus ``extra`` (a per-channel gradient ``[B, C, 1, 1]``: DLA-B's pooled ``V_t``), in one pass."""
         t = coeffs.shape[0]
         self.pending[t] = (ga, coeffs)
         readers = [self.pending[u] for u in sorted(self.pending) if u >= t]
-        grad = k.weighted_sum(flavour, [g for g, _ in readers], torch.stack([c[t - 1] for _, c in readers]))
+        grad = k.weighted_sum(flavour, [g for g, _ in readers], torch.stack([c[t - 1] for _, c in readers]), extra)
         if t == 1:  # the stage's first map: every gradient is out, nothing is needed any more
             self.pending.clear()
         return grad
@@ -219,11 +220,13 @@ class ValueGradients:
 
 class BaseTail(Function):
     """``y + mask ⊙ ReLU(BN(Σ_i coeffs[i] ⊙ values[i]))``, ``coeffs`` ``[t, B, C, 1, 1]``; with a
-    :class:`ValueGradients` of the stage, returns the gradient of the newest value map only."""
+    :class:`ValueGradients` of the stage, returns the gradient of the newest value map only. With
+    ``pool_newest`` it also returns ``GAP(values[-1])`` (DLA-B's refresh reads it), whose gradient
+    joins the map's in the same pass instead of in an extra full-map addition by autograd."""
 
     @staticmethod
     def forward(ctx, y, coeffs, gamma, beta, norm: nn.BatchNorm2d, mask, flavour: str,
-                value_grads: ValueGradients | None, *values):
+                value_grads: ValueGradients | None, pool_newest: bool, *values):
         attended = k.weighted_sum(flavour, list(values), coeffs)
         if norm.training:
             out, mean, var, rstd = k.BASE_TRAIN(flavour, y, attended, gamma, beta, mask, norm.eps)
@@ -233,31 +236,38 @@ class BaseTail(Function):
             out = k.BASE_EVAL(flavour, y, attended, gamma, beta, mean, rstd)
         ctx.save_for_backward(attended, coeffs, gamma, beta, mean, rstd, mask, *values)
         ctx.flavour, ctx.training, ctx.value_grads = flavour, norm.training, value_grads
+        if pool_newest:
+            return out, (k.hw_sum(k.acc(values[-1])).flatten(1) * (1.0 / k.spatial(y))).to(values[-1].dtype)
         return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out, *grad_pooled):
         attended, coeffs, gamma, beta, mean, rstd, mask, *values = ctx.saved_tensors
         ga, grad_gamma, grad_beta = k.BASE_BACKWARD(ctx.flavour, grad_out, attended, gamma, beta, mean, rstd, mask,
                                                     ctx.training)
+        # the pooled map's gradient, spread evenly over the map: a per-channel term of its gradient
+        extra = grad_pooled[0][:, :, None, None] * (1.0 / k.spatial(ga)) if grad_pooled else None
         if ctx.value_grads is None:  # every map's share of this block's gradient, one map each
             grad_values = [k.SCALE_AND_DOT(ctx.flavour, ga, value, coeff)[0] for value, coeff in zip(values, coeffs)]
+            if extra is not None:
+                grad_values[-1] = grad_values[-1] + extra.to(grad_values[-1].dtype)
         else:
-            grad_values = [None] * (len(values) - 1) + [ctx.value_grads.newest(ctx.flavour, ga, coeffs)]
+            grad_values = [None] * (len(values) - 1) + [ctx.value_grads.newest(ctx.flavour, ga, coeffs, extra)]
         grad_coeffs = k.dots(ctx.flavour, ga, values).sum_to_size(coeffs.shape).to(coeffs.dtype)
         return (grad_out, grad_coeffs, grad_gamma.to(gamma.dtype), grad_beta.to(beta.dtype), None, None, None, None,
-                *grad_values)
+                None, *grad_values)
 
 
 def base_tail(y: Tensor, values: list[Tensor], coeffs: Tensor, norm: nn.BatchNorm2d, drop_path: DropPath,
-              flavour: str, value_grads: ValueGradients | None = None) -> Tensor:
+              flavour: str, value_grads: ValueGradients | None = None, pool_newest: bool = False):
     """MRLA-B / DLA-B after the convolutions: ``coeffs`` ``[t, B, C]`` weigh the ``t`` value maps;
-    ``value_grads``: the stage's, shared by its blocks (None: every block returns every map's gradient).
+    ``value_grads``: the stage's, shared by its blocks (None: every block returns every map's gradient);
+    ``pool_newest``: return ``(output, GAP(values[-1]))``.
     Inside a whole-model ``torch.compile`` every block returns every map's gradient: the compiled
     backward cannot hand maps from one block's backward to another's through Python."""
     mask = drop_path.mask(y)
     if torch.compiler.is_compiling():
         value_grads = None
     return BaseTail.apply(y, coeffs[..., None, None], norm.weight, norm.bias, norm, mask, flavour, value_grads,
-                          *values)
+                          pool_newest, *values)
