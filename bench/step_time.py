@@ -39,6 +39,7 @@ from dlarepro.hostmemory import keep_freed_memory
 from dlarepro.methods import METHODS, check_depth
 from dlarepro.modelinfo import count_macs
 from dlarepro.models import build_model
+from dlarepro.models.interactions import INTERACTIONS, LayerAttentionBase
 from dlarepro.models.tails import MODES
 from dlarepro.runconfig import AMP_MODES
 
@@ -184,7 +185,7 @@ def run_traffic(args) -> int:
         columns = {}
         for arch in ["none"] + [a for a in args.archs if a != "none"]:
             # the fused tails' kernels are counted as declared, not run compiled: "eager" spares compiling them
-            tailed = any(hasattr(m, "tails_mode") for m in build_model(arch, depth, "cifar100").modules())
+            tailed = issubclass(INTERACTIONS[arch], LayerAttentionBase)
             for tails in ["eager", "reference"] if tailed else ["eager"]:
                 setup = base_setup(args, arch, depth, channels_last=not args.contiguous, tails=tails)
                 label = f"{setup.label()} {'fused' if tails == 'eager' else tails}" if tailed else setup.label()

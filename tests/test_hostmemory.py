@@ -13,15 +13,16 @@ from dlarepro import hostmemory
 
 # each case runs in a fresh interpreter: mallopt changes the whole process, for good
 PROBE = """
-import json, sys, torch
+import json, resource, sys, torch
 from dlarepro import hostmemory
+minor_faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt  # fresh pages, mostly
 applied = hostmemory.keep_freed_memory() if sys.argv[1] == "keep" else None
 faults = []
 for step in range(10):
-    before = hostmemory.minor_faults()
+    before = minor_faults()
     maps = [torch.ones(48 * 2**20 // 4) for _ in range(3)]  # 3 maps of 48 MiB, written
     del maps
-    faults.append(hostmemory.minor_faults() - before)
+    faults.append(minor_faults() - before)
 print(json.dumps({"applied": applied, "faults": faults}))
 """
 

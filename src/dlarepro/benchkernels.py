@@ -67,8 +67,6 @@ CASES = [
                lambda f, m: k.WEIGHTED_SUM(f, None, [m["y"], m["s"], m["v"], m["r"]], [m["w"]] * 4)),
     KernelCase("coefficient gradients of 4 value maps", 5,
                lambda f, m: k.dots(f, m["g"], [m["y"], m["s"], m["v"], m["r"]])),
-    # (inside a whole-model compile; otherwise each map's gradient is a weighted sum: tails.ValueGradients)
-    KernelCase("scale and dot of one value map", 3, lambda f, m: k.SCALE_AND_DOT(f, m["g"], m["v"], m["w"])),
 ]
 
 

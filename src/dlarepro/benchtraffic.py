@@ -15,6 +15,7 @@ operator: libraries may move more (a convolution's workspace), never less.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections import Counter
 from typing import Any, Iterable
@@ -46,9 +47,10 @@ def tensor_bytes(values: Iterable[Any]) -> int:
     return total
 
 
-def reread_positions(kernel: tail_kernels.Kernel) -> set[int]:
+@functools.cache
+def reread_positions(kernel: tail_kernels.Kernel) -> frozenset[int]:
     names = list(inspect.signature(kernel.fn).parameters)
-    return {names.index(name) for name in kernel.reread}
+    return frozenset(names.index(name) for name in kernel.reread)
 
 
 class TrafficCount(TorchDispatchMode):

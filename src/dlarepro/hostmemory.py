@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import resource
 
 #: glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD = -1
@@ -50,7 +49,3 @@ def keep_freed_memory() -> bool:
     _applied = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, NEVER_TRIM))
     return _applied
 
-
-def minor_faults() -> int:
-    """Page faults this process has taken that needed no disk read (fresh pages, mostly)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

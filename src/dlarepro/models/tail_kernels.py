@@ -187,12 +187,6 @@ def dots_chunk(ga: Tensor, values: list[Tensor]) -> list[Tensor]:
     return [hw_sum(g * acc(value)) for value in values]
 
 
-def scale_and_dot(ga: Tensor, value: Tensor, coeff: Tensor):
-    """For one cached value map: its gradient ``coeff ⊙ ga`` and its coefficient's gradient
-    ``Σ_hw ga ⊙ value``, in one pass over both maps."""
-    return (acc(ga) * acc(coeff)).to(value.dtype), hw_sum(acc(ga) * acc(value))
-
-
 #: inductor settings for the kernels: never write an intermediate map to memory to read it back
 #: (the defaults realise e.g. the attended map ``a`` that both BN's statistics and its output read);
 #: recomputing it from the inputs costs arithmetic only, and every saved map is a pass plus fresh
@@ -258,7 +252,7 @@ LIGHT_EVAL = Kernel(light_forward_eval)
 LIGHT_BACKWARD = Kernel(light_backward, reread=("grad_out", "s", "v", "r"))
 BASE_TRAIN, BASE_EVAL = Kernel(base_forward_train, reread=("a",)), Kernel(base_forward_eval)
 BASE_BACKWARD = Kernel(base_backward, reread=("grad_out", "a"))
-SCALE_AND_DOT, WEIGHTED_SUM, DOTS = Kernel(scale_and_dot), Kernel(weighted_sum_chunk), Kernel(dots_chunk)
+WEIGHTED_SUM, DOTS = Kernel(weighted_sum_chunk), Kernel(dots_chunk)
 
 
 def weighted_sum(flavour: str, values: list[Tensor], coeffs: Tensor, start: Tensor | None = None) -> Tensor:

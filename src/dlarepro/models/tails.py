@@ -43,7 +43,7 @@ from torch.autograd.function import once_differentiable
 
 from ..runconfig import TAIL_MODES as MODES
 from . import tail_kernels as k
-from .parts import DropPath
+from .parts import DropPath, gap
 
 ENV_VAR = "DLAREPRO_TAILS"
 
@@ -237,7 +237,7 @@ class BaseTail(Function):
         ctx.save_for_backward(attended, coeffs, gamma, beta, mean, rstd, mask, *values)
         ctx.flavour, ctx.training, ctx.value_grads = flavour, norm.training, value_grads
         if pool_newest:
-            return out, (k.hw_sum(k.acc(values[-1])).flatten(1) * (1.0 / k.spatial(y))).to(values[-1].dtype)
+            return out, gap(values[-1])  # as the reference's BaseAttentionState.append pools it
         return out
 
     @staticmethod
@@ -249,7 +249,7 @@ class BaseTail(Function):
         # the pooled map's gradient, spread evenly over the map: a per-channel term of its gradient
         extra = grad_pooled[0][:, :, None, None] * (1.0 / k.spatial(ga)) if grad_pooled else None
         if ctx.value_grads is None:  # every map's share of this block's gradient, one map each
-            grad_values = [k.SCALE_AND_DOT(ctx.flavour, ga, value, coeff)[0] for value, coeff in zip(values, coeffs)]
+            grad_values = [(k.acc(ga) * k.acc(coeff)).to(value.dtype) for value, coeff in zip(values, coeffs)]
             if extra is not None:
                 grad_values[-1] = grad_values[-1] + extra.to(grad_values[-1].dtype)
         else:
