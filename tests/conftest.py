@@ -3,8 +3,12 @@ environment they run in (the virtualenv's tools first on PATH) and canned model 
 
 from __future__ import annotations
 
+import copy
+import csv
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +64,46 @@ def snakemake_command(workdir: Path, *args: str, profile: str = "slurm", config:
 def run_snakemake(workdir: Path, *args: str, timeout: float = 900, **kw: Any) -> subprocess.CompletedProcess:
     return subprocess.run(snakemake_command(workdir, *args, **kw), capture_output=True, text=True, env=ENV,
                           timeout=timeout)
+
+
+def seconds_per_epoch(grid: dict[str, Any], arch: str, scratch: Path) -> float:
+    """How long one training epoch of ``arch`` takes under ``grid``'s profile on this machine, now: the
+    median epoch of a 3-epoch run in this process (``scratch``: a folder for its data and run).
+
+    Training time only (no start-up, evaluation or checkpoint), so it errs low, and a test that sizes
+    its runs with it errs long: tests that must fault a run while it trains would otherwise hold on
+    a fixed epoch count, which a faster machine finishes before the fault comes."""
+    import torch
+    import yaml
+
+    from dlarepro import grid as gridlib
+    from dlarepro.classification.engine import train
+    from dlarepro.prepare import prepare_data
+
+    probe = copy.deepcopy(grid)
+    probe["profiles"][probe["profile"]]["overrides"].update(epochs=3, milestones=[])
+    experiment, entries = next(iter(probe["experiments"].items()))
+    probe["experiments"] = {experiment: [{**entries[0], "archs": [arch]}]}
+    scratch.mkdir(parents=True, exist_ok=True)
+    (scratch / "params.yaml").write_text(yaml.safe_dump(probe))
+    probe = gridlib.load(scratch / "params.yaml")
+    prepare_data(probe, workdir=scratch)
+    (run_id,) = gridlib.expand(probe)
+    config = gridlib.run_record(probe, run_id, workdir=scratch).config
+    config["out_dir"] = str(scratch / "run")
+    threads = torch.get_num_threads()
+    try:
+        train(config, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    with open(scratch / "run" / "history.csv", newline="") as history:
+        return statistics.median(float(row["epoch_seconds"]) for row in csv.DictReader(history))
+
+
+def epochs_lasting(seconds: float, grid: dict[str, Any], arch: str, scratch: Path) -> int:
+    """Epochs of ``arch`` under ``grid``'s profile that train for at least ``seconds`` here (see
+    :func:`seconds_per_epoch`)."""
+    return math.ceil(seconds / seconds_per_epoch(grid, arch, scratch))
 
 
 def canned_counts():

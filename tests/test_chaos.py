@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ENV, REPO, snakemake_command
+from conftest import ENV, REPO, epochs_lasting, snakemake_command
 from dlarepro import grid as gridlib
 from dlarepro import runlock
 from dlarepro.classification.engine import train
@@ -146,9 +146,13 @@ def test_seeded_faults_leave_every_run_bit_identical(tmp_path):
     grid = {"profile": "smoke", "profiles": {"smoke": {
         "recipe": "smoke", "seeds": [0], "data": "synthetic", "synthetic_size": {"n_train": 192, "n_test": 50},
         "depth_map": {20: 11},
-        "overrides": {"epochs": 100, "milestones": [75], "max_batches_per_epoch": 3, "batch_size": 64,
+        "overrides": {"epochs": 1, "milestones": [], "max_batches_per_epoch": 3, "batch_size": 64,
                       "threads": 1, "log_every": 1}}},
         "experiments": {"table1": [{"datasets": ["cifar10"], "depths": [20], "archs": list(ARCHS)}]}}
+    # 70 s of DLA-L training on this machine (measured first): the faults on a trainer need a run that
+    # is still training, whatever the machine's speed
+    epochs = epochs_lasting(70, grid, "dla_l", tmp_path / "probe")
+    grid["profiles"]["smoke"]["overrides"].update(epochs=epochs, milestones=[epochs * 3 // 4])
     (workdir / "params.yaml").write_text(yaml.safe_dump(grid))
     run_ids = [f"cifar10-{arch}-d11-s0" for arch in ARCHS]
     folders = [workdir / "results/smoke/runs" / r for r in run_ids]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ENV, REPO, run_snakemake, snakemake_command
+from conftest import ENV, REPO, epochs_lasting, run_snakemake, snakemake_command
 from dlarepro import grid as gridlib
 from dlarepro.classification.engine import train
 
@@ -108,9 +108,11 @@ def start_snakemake(workdir: Path, *args: str) -> subprocess.Popen:
 def test_interrupted_job_resumes_to_the_same_weights(tmp_path, how):
     """``scancel --signal=USR2`` (SLURM's pre-timeout/preemption warning): submitit requeues the job;
     a plain ``scancel``: the job is cancelled and Snakemake's retry submits it again. Either way the
-    run resumes from its checkpoint and ends bit-identical to an uninterrupted run."""
-    grid = tiny_grid(n_train=256, epochs=6, milestones=[2], max_batches_per_epoch=3, log_every=1)
+    run resumes from its checkpoint and ends bit-identical to an uninterrupted run. The fault comes in
+    epoch 2, with at least 10 s of training left on this machine (measured first)."""
+    grid = tiny_grid(n_train=256, milestones=[2], max_batches_per_epoch=3, log_every=1)
     grid["experiments"]["table1"][0]["archs"] = ["dla_b"]
+    grid["profiles"]["smoke"]["overrides"]["epochs"] = 2 + epochs_lasting(10, grid, "dla_b", tmp_path / "probe")
     workdir = make_workdir(tmp_path / "wf", grid)
     run_id = "cifar10-dla_b-d11-s0"
     folder = run_dir(workdir, run_id)
@@ -138,11 +140,12 @@ def test_time_limit_requeues_and_resumes(tmp_path):
     """A real time limit: SLURM warns with USR2, the run checkpoints, submitit requeues it. SLURM may
     send the warning up to 60 s earlier than asked (sbatch --signal), so with a 1-minute limit and a
     20 s warning it comes at most 40 s after the start (here mostly 10-20 s: ~8 s of training per
-    attempt). The run needs ~50 s of training (150 epochs of ~0.35 s here), more than the latest
-    warning leaves even on a machine 1.5x faster, so the first attempt is always interrupted; each
-    attempt costs ~30 s."""
-    grid = tiny_grid(epochs=150, milestones=[100], max_batches_per_epoch=2)
+    attempt). The run is given 60 s of training on this machine (measured first), more than the latest
+    warning leaves, so the first attempt is always interrupted; each attempt costs ~30 s."""
+    grid = tiny_grid(max_batches_per_epoch=2)
     grid["experiments"]["table1"][0]["archs"] = ["mrla_l"]
+    epochs = epochs_lasting(60, grid, "mrla_l", tmp_path / "probe")
+    grid["profiles"]["smoke"]["overrides"].update(epochs=epochs, milestones=[epochs * 2 // 3])
     workdir = make_workdir(tmp_path / "wf", grid)
     done = snakemake(workdir, config=["executor_options={timeout_min: 1}"])
     assert done.returncode == 0, done.stdout + done.stderr
@@ -157,10 +160,11 @@ def test_killed_snakemake_reattaches_and_finishes_only_what_is_missing(tmp_path)
     # The test cluster has one (fake) GPU, so the two jobs run one after the other, in an order
     # Snakemake chooses: the workflow is killed once one run has finished and the other has
     # started; the other must still be training when Snakemake comes back (after --unlock and its
-    # start-up, ~10 s). 90 epochs of 3 batches of 64: with 30, a 2-core machine of 2026-12-01 finished
-    # the run before that.
-    grid = tiny_grid(n_train=256, epochs=90, milestones=[3], max_batches_per_epoch=3, batch_size=64, log_every=1)
+    # start-up, ~10 s): each run gets 40 s of training on this machine (measured first; a fixed epoch
+    # count was finished before that on a faster machine).
+    grid = tiny_grid(n_train=256, milestones=[3], max_batches_per_epoch=3, batch_size=64, log_every=1)
     grid["experiments"]["table1"][0]["archs"] = ["none", "dla_b"]
+    grid["profiles"]["smoke"]["overrides"]["epochs"] = epochs_lasting(40, grid, "dla_b", tmp_path / "probe")
     workdir = make_workdir(tmp_path / "wf", grid)
     runs = [run_dir(workdir, "cifar10-none-d11-s0"), run_dir(workdir, "cifar10-dla_b-d11-s0")]
 
