@@ -9,11 +9,13 @@ of the issues are checked at the end.
 
   python bench/step_time.py --depths 56                 # the fused tails, compiled
   python bench/step_time.py --depths 56 --compare-tails # ... and the reference tails beside them
+  python bench/step_time.py --depths 56 --tails native --compare-tails compiled   # native tails beside compiled
   python bench/step_time.py --best-format               # each model at its faster memory format
   python bench/step_time.py --official /scratch/Dynamic-Layer-Attention   # the official code beside ours
   python bench/step_time.py --profile --archs dla_l     # where the time goes, by operator family
   python bench/step_time.py --kernels --depths 56       # each tail kernel beside its memory floor
   python bench/step_time.py --traffic --depths 56       # bytes a step must move, by operator family (exact)
+  python bench/step_time.py --stencil-tails --depths 56 # light tails: tails native (stencils inside, C++) beside compiled
   python bench/step_time.py --device cuda --amp bf16    # on a GPU, autocast to bfloat16
 
 The official code is read from a checkout in a scratch folder (never part of this project).
@@ -34,6 +36,8 @@ from dlarepro.bench import (OFFICIAL_MODELS, StepSetup, official_model, peak_cud
                             time_group_in_subprocess)
 from dlarepro.benchkernels import kernel_table, time_kernels
 from dlarepro.benchprofile import profile_families, profile_table
+from dlarepro.benchstencil import per_step_saving, stencil_table, time_stencil_tails
+from dlarepro.native import BuildError
 from dlarepro.benchtraffic import step_traffic, traffic_table
 from dlarepro.hostmemory import keep_freed_memory
 from dlarepro.methods import METHODS, check_depth
@@ -70,8 +74,9 @@ def parse_args(argv):
     parser.add_argument("--tails", choices=MODES, default="compiled",
                         help="layer-attention tails (default: compiled, the fused tails; 'auto' runs the "
                              "reference on the CPU, see models/tails.py)")
-    parser.add_argument("--compare-tails", action="store_true",
-                        help="also time every method with the reference (op by op) tails, same process")
+    parser.add_argument("--compare-tails", nargs="?", const="reference", choices=MODES, metavar="MODE",
+                        help="also time every method with the tails in MODE (default: reference, op by op), same "
+                             "process")
     parser.add_argument("--official", metavar="DIR",
                         help="checkout of tunantu/Dynamic-Layer-Attention: time its models beside ours")
     parser.add_argument("--profile", nargs="?", const=3, type=int, metavar="STEPS",
@@ -82,6 +87,10 @@ def parse_args(argv):
     parser.add_argument("--kernels", action="store_true",
                         help="instead of timing steps: each fused tail kernel at each stage's map shape beside "
                              "its memory floor (CPU)")
+    parser.add_argument("--stencil-tails", action="store_true",
+                        help="instead of timing steps: MRLA-L's and DLA-L's light tails, forward + backward, with "
+                             "the depthwise stencils computed inside (tails native: C++, built with g++) beside the "
+                             "library's convolutions + the fused tail, at each stage's map shape (CPU)")
     add_device_options(parser)
     args = parser.parse_args(argv)
     for depth in args.depths:  # a clear message before any model is built or timed
@@ -130,7 +139,7 @@ def variants(args, arch: str, depth: int) -> dict[str, list[StepSetup]]:
     if arch != "none":
         group["ours"] = make(arch)
         if args.compare_tails:
-            group["reference tails"] = make(arch, tails="reference")
+            group["compared tails"] = make(arch, tails=args.compare_tails)
     if official_available(args, "none"):
         group["official resnet"] = make("none", official=args.official)
         if arch != "none" and official_available(args, arch):
@@ -215,6 +224,26 @@ def run_kernels(args) -> int:
     return 0
 
 
+def run_stencil_tails(args) -> int:
+    for depth in args.depths:
+        print(f"checking and timing the light tails of depth {depth} ...", file=sys.stderr, flush=True)
+        try:
+            timings = time_stencil_tails(depth, args.batch, rounds=args.rounds,
+                                         flavour="eager" if args.tails == "eager" else "compiled")
+        except BuildError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        headers, rows = stencil_table(timings)
+        print(f"\nLight tails, forward + backward, batch {args.batch}, {args.threads} threads, channels_last, float32, "
+              f"caches flushed before each call, median of {args.rounds}; 'max rel. difference': native "
+              f"against the library path over the output, every gradient and the running statistics")
+        print(tabulate(rows, headers=headers, disable_numparse=True))
+        for method, (library_ms, stencil_ms) in per_step_saving(timings).items():
+            print(f"{method}-{depth}: {library_ms:.0f} ms per training step in these tails and convolutions, "
+                  f"{stencil_ms:.0f} ms with the stencils inside ({library_ms - stencil_ms:.0f} ms less)")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     keep_freed_memory()  # profiles and kernel timings without page faults, as in training (hostmemory)
@@ -225,6 +254,8 @@ def main(argv=None) -> int:
         return run_kernels(args)
     if args.traffic:
         return run_traffic(args)
+    if args.stencil_tails:
+        return run_stencil_tails(args)
     archs = ["none"] + [a for a in args.archs if a != "none"]
     on_cpu = torch.device(args.device).type == "cpu"
     rows, results = [], {}
@@ -241,7 +272,7 @@ def main(argv=None) -> int:
             row = [f"{arch}-{depth}", "CL" if ours["setup"].channels_last else "NCHW", f"{ours['time'] * 1000:.0f}",
                    f"{ours['ratio']:.2f}", "{:.2f}-{:.2f}".format(*ours["spread"])]
             if args.compare_tails:
-                ref = timed.get("reference tails", ours)  # the ResNet has no tails: its own time
+                ref = timed.get("compared tails", ours)  # the ResNet has no tails: its own time
                 row += [f"{ref['time'] * 1000:.0f}", f"{ref['ratio']:.2f}"]
             if args.official:
                 off = timed.get("official")
@@ -269,7 +300,7 @@ def print_results(args, rows, results) -> None:
           f"{layout}{', torch.compile' if args.compile else ''}, tails {tails}, median of {args.rounds} rounds, each "
           f"model interleaved with the plain ResNet of its depth in one process (torch {torch.__version__})")
     headers = ["model", "format", "ms/step", "x ResNet", "per-round x"]
-    headers += ["ref tails ms", "ref x ResNet"] if args.compare_tails else []
+    headers += [f"{args.compare_tails} tails ms", f"{args.compare_tails} x ResNet"] if args.compare_tails else []
     headers += ["official ms", "official x its ResNet", "ours / official"] if args.official else []
     on_cpu = torch.device(args.device).type == "cpu"
     headers += ["peak RSS MiB" if on_cpu else "peak GPU MiB", "saved for bw MiB", "MACs x"]

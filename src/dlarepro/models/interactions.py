@@ -187,9 +187,13 @@ class MRLALight(LightAttentionBase):
         flavour = self.tail_flavour(index, branch)
         if flavour:
             j = tails.join(branch, shortcut, flavour, shortcut_handles=1)  # handles: see tails.Join
-            out = tails.light_tail(j.y, j.shortcuts[0], self.value[index](j.y_value),
-                                   self.head_weights(index, j.pooled_y), self.lambdas[index][None],
-                                   self.norm[index], self.drop_path, flavour)
+            weights, lam = self.head_weights(index, j.pooled_y), self.lambdas[index][None]
+            if flavour == "native" and tails.native_applies(j.y, j.shortcuts[0]):
+                out = tails.stencil_light_tail(j.y, j.shortcuts[0], self.value[index].weight, weights, lam,
+                                               self.norm[index], self.drop_path)
+            else:
+                out = tails.light_tail(j.y, j.shortcuts[0], self.value[index](j.y_value), weights, lam,
+                                       self.norm[index], self.drop_path, flavour)
             return out, state
         y = F.relu(branch + shortcut)
         weights = self.head_weights(index, gap(y))
@@ -224,8 +228,12 @@ class DLALight(LightAttentionBase):
         gate, _ = self.cell(pooled_s, refresh_state(state, self.dsu_state))  # backward path: new state dropped
         # λ ⊙ (s ⊙ g + DW(s)) = s ⊙ (λ g) + DW_{λW}(s): λ folded into the gate and the conv weights
         lam = self.lambdas[index]
-        conv = self.refresh_conv
-        refreshed = F.conv2d(refresh_input, conv.weight * lam.unsqueeze(1), padding=1, groups=self.channels)
+        refresh_weight = self.refresh_conv.weight * lam.unsqueeze(1)
+        if flavour == "native" and tails.native_applies(y, shortcut):  # both convolutions inside the tail
+            out = tails.stencil_light_tail(y, shortcut, self.value[index].weight, self.head_weights(index, pooled),
+                                           as_map(gate) * lam, self.norm[index], self.drop_path, refresh_weight)
+            return out, state
+        refreshed = F.conv2d(refresh_input, refresh_weight, padding=1, groups=self.channels)
         if flavour:
             out = tails.light_tail(y, shortcut, self.value[index](y_value), self.head_weights(index, pooled),
                                    as_map(gate) * lam, self.norm[index], self.drop_path, flavour, refreshed)

@@ -21,7 +21,7 @@ from torch import Tensor
 
 log = logging.getLogger(__name__)
 
-#: how the tails' kernels run: fused by torch.compile, or op by op
+#: how the tails' kernels run: fused by torch.compile, or op by op ("native" runs them compiled)
 FLAVOURS = ("compiled", "eager")
 
 
@@ -229,7 +229,7 @@ class Kernel:
             # traced by a compile of the whole model (the run switch ``compile``): the plain
             # function joins that graph and is fused there; compiling it again here would nest
             return self.fn(*args)
-        if flavour == "compiled" and not self.broken:
+        if flavour in ("compiled", "native") and not self.broken:  # native: C++ light tails, the rest compiled
             if self.compiled is None:
                 # dynamo's default of 8 variants per function is too few for WEIGHTED_SUM: one per
                 # chunk size and partial sum, times memory formats and dtypes (and fullgraph=True

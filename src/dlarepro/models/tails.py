@@ -12,7 +12,10 @@ writes whole maps, forward and backward, and together they cost more than the ex
   its backward also sums the gradients of every consumer of ``y`` and of ``s``;
 * :class:`LightTail` (MRLA-L, DLA-L): ``y + mask ⊙ BN(alpha ⊙ s + w ⊙ DW(y) [+ DW_{λW}(s)])``;
 * :class:`BaseTail` (MRLA-B, DLA-B): ``y + mask ⊙ ReLU(BN(Σ_i c_i ⊙ V_i))``; the gradient of
-  each cached ``V_i`` is summed over the blocks that read it in one pass (:class:`ValueGradients`).
+  each cached ``V_i`` is summed over the blocks that read it in one pass (:class:`ValueGradients`);
+* :class:`StencilLightTail` (mode ``native``, CPU): the light tail with its depthwise convolutions
+  ``DW(y)`` and ``DW_{λW}(s)`` computed inside the passes by a C++ kernel (:mod:`dlarepro.native`),
+  so those maps and their gradients are never written.
 
 Batch norm is folded into the tails (batch statistics, running-statistics update, backward), so
 neither its input nor its output is kept for backward: what the tails save are maps that exist
@@ -23,7 +26,10 @@ Which path runs (per interaction module, ``set_tails``: a run applies its ``tail
 built outside a run, as in tests and the benchmark, follows ``DLAREPRO_TAILS``):
 ``reference`` the original module code, op by op; ``compiled`` the Functions with kernels fused by
 ``torch.compile``; ``eager`` the Functions with their kernels op by op (slower than the reference:
-it exists to test and to fall back on); ``auto`` (default): compiled on CUDA, the reference on the
+it exists to test and to fall back on); ``native`` as ``compiled``, with MRLA-L's and DLA-L's light
+tails and depthwise convolutions in one C++ kernel where it applies (CPU, float32 or float64,
+channels-last, channels a multiple of 16; elsewhere, or without a C++ compiler, ``compiled``);
+``auto`` (default): compiled on CUDA, the reference on the
 CPU. On the CPU the compiled tails are the fastest per step (README, benchmark) but compiling costs
 ~20 s per process even with inductor's cache warm, more than the CPU's short runs here (tests, smoke
 runs) win back; ``DLAREPRO_TAILS=compiled`` is for long CPU runs and the benchmark. Where
@@ -33,6 +39,7 @@ every path gives the same outputs and gradients.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import NamedTuple
 
@@ -41,11 +48,13 @@ from torch import Tensor, nn
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
+from .. import native
 from ..runconfig import TAIL_MODES as MODES
 from . import tail_kernels as k
 from .parts import DropPath, gap
 
 ENV_VAR = "DLAREPRO_TAILS"
+log = logging.getLogger(__name__)
 
 
 def check_mode(mode: str) -> str:
@@ -181,6 +190,108 @@ class LightTail(Function):
         return (grad_out, grad_s, grad_v, grad_r, grad_w.sum_to_size(w.shape).to(w.dtype),
                 grad_alpha.sum_to_size(alpha.shape).to(alpha.dtype), grad_gamma.to(gamma.dtype),
                 grad_beta.to(gamma.dtype), None, None, None)
+
+
+class StencilLightTail(Function):
+    """``y + mask ⊙ BN(alpha ⊙ s + w ⊙ DW_value(y) [+ DW_refresh(s)])``, the depthwise convolutions
+    inside (:mod:`dlarepro.native`); returns the gradient of every input, ``y``'s with the value
+    convolution's share and the residual's, ``s``'s with the refresh convolution's."""
+
+    @staticmethod
+    def forward(ctx, y, s, value_weight, refresh_weight, w, alpha, gamma, beta, norm: nn.BatchNorm2d, mask):
+        b, c, h, wd = y.shape
+        dtype, suffix = y.dtype, "f32" if y.dtype == torch.float32 else "f64"
+        taps = lambda weight: weight.detach().reshape(c, 9).t().to(dtype).contiguous()  # [9, C]: per tap, channels
+        kv, kr = taps(value_weight), None if refresh_weight is None else taps(refresh_weight)
+        w2, alpha2 = w.detach().reshape(b, c).to(dtype).contiguous(), alpha.detach().reshape(-1, c).to(dtype).contiguous()
+        gamma1, beta1 = gamma.detach().to(dtype).contiguous(), beta.detach().to(dtype).contiguous()
+        mask1 = None if mask is None else mask.reshape(b).to(dtype).contiguous()
+        out = torch.empty_like(y)
+        if norm.training:
+            mean, var, rstd = (y.new_empty(c) for _ in range(3))
+        else:
+            mean, rstd = (t.to(dtype).contiguous() for t in eval_stats(norm))
+            var = mean  # not written in eval
+        code = getattr(native.library(), f"stencil_tail_forward_{suffix}")(
+            y.data_ptr(), s.data_ptr(), kv.data_ptr(), _ptr(kr), w2.data_ptr(), alpha2.data_ptr(),
+            int(alpha2.shape[0] == b), gamma1.data_ptr(), beta1.data_ptr(), _ptr(mask1), norm.eps, b, c, h, wd,
+            out.data_ptr(), mean.data_ptr(), var.data_ptr(), rstd.data_ptr(), int(not norm.training),
+            torch.get_num_threads())
+        if code != 0:
+            raise RuntimeError(f"native light tail failed ({code}) on maps of shape {tuple(y.shape)}")
+        if norm.training:
+            update_running_stats(norm, mean, var, b * h * wd)
+        ctx.save_for_backward(y, s, kv, kr, w2, alpha2, gamma1, mean, rstd, mask1)
+        ctx.shapes = value_weight.shape, alpha.shape, w.shape
+        ctx.training, ctx.suffix = norm.training, suffix
+        ctx.param_dtypes = value_weight.dtype, None if refresh_weight is None else refresh_weight.dtype, w.dtype, \
+            alpha.dtype, gamma.dtype
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        y, s, kv, kr, w2, alpha2, gamma1, mean, rstd, mask1 = ctx.saved_tensors
+        b, c, h, wd = y.shape
+        go = grad_out.to(y.dtype).contiguous(memory_format=torch.channels_last)
+        grad_y, grad_s, grad_a = torch.empty_like(y), torch.empty_like(s), torch.empty_like(y)
+        new = lambda *shape: y.new_empty(shape)
+        grad_w, grad_alpha, grad_kv, grad_kr, grad_gamma, grad_beta = new(b, c), new(b, c), new(9, c), new(9, c), \
+            new(c), new(c)
+        code = getattr(native.library(), f"stencil_tail_backward_{ctx.suffix}")(
+            go.data_ptr(), y.data_ptr(), s.data_ptr(), kv.data_ptr(), _ptr(kr), w2.data_ptr(), alpha2.data_ptr(),
+            int(alpha2.shape[0] == b), gamma1.data_ptr(), mean.data_ptr(), rstd.data_ptr(), _ptr(mask1),
+            int(ctx.training), b, c, h, wd, grad_y.data_ptr(), grad_s.data_ptr(), grad_w.data_ptr(),
+            grad_alpha.data_ptr(), grad_kv.data_ptr(), grad_kr.data_ptr(), grad_gamma.data_ptr(), grad_beta.data_ptr(),
+            grad_a.data_ptr(), torch.get_num_threads())
+        if code != 0:
+            raise RuntimeError(f"native light tail backward failed ({code}) on maps of shape {tuple(y.shape)}")
+        weight_shape, alpha_shape, w_shape = ctx.shapes
+        value_dtype, refresh_dtype, w_dtype, alpha_dtype, gamma_dtype = ctx.param_dtypes
+        as_weight = lambda g, dtype: g.t().reshape(weight_shape).to(dtype)
+        if alpha_shape[0] == 1:
+            grad_alpha = grad_alpha.sum(0, keepdim=True)
+        return (grad_y, grad_s, as_weight(grad_kv, value_dtype),
+                None if kr is None else as_weight(grad_kr, refresh_dtype), grad_w.reshape(w_shape).to(w_dtype),
+                grad_alpha.reshape(alpha_shape).to(alpha_dtype), grad_gamma.to(gamma_dtype),
+                grad_beta.to(gamma_dtype), None, None)
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+#: set once the native kernel failed to build: the light tails use the compiled kernels from then on
+native_failed = False
+
+
+def native_applies(y: Tensor, shortcut: Tensor) -> bool:
+    """Whether :class:`StencilLightTail` can take these maps (and the kernel builds here); if the
+    build fails, logs why once and answers no from then on."""
+    global native_failed
+    if native_failed or torch.compiler.is_compiling():
+        return False
+    if not (y.device.type == "cpu" and y.dtype in (torch.float32, torch.float64) and shortcut.dtype == y.dtype
+            and y.shape[1] % 16 == 0 and y.is_contiguous(memory_format=torch.channels_last)
+            and shortcut.is_contiguous(memory_format=torch.channels_last)):
+        return False
+    try:
+        native.library()
+    except (native.BuildError, OSError) as error:
+        native_failed = True
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        log.warning("the native light tails are not available (%s); running the compiled ones", first_line)
+        return False
+    return True
+
+
+def stencil_light_tail(y: Tensor, shortcut: Tensor, value_weight: Tensor, weights: Tensor, alpha: Tensor,
+                       norm: nn.BatchNorm2d, drop_path: DropPath, refresh_weight: Tensor | None = None) -> Tensor:
+    """:func:`light_tail` with the value convolution (``value_weight``) and DLA-L's refresh
+    convolution (``refresh_weight``, λ folded in) inside; check :func:`native_applies` first."""
+    mask = drop_path.mask(y)
+    return StencilLightTail.apply(y, shortcut, value_weight, refresh_weight, weights, alpha, norm.weight, norm.bias,
+                                  norm, mask)
 
 
 def light_tail(y: Tensor, shortcut: Tensor, value: Tensor, weights: Tensor, alpha: Tensor, norm: nn.BatchNorm2d,

@@ -1,0 +1,76 @@
+"""The project's one native kernel (``resources/native/stencil_tail.cpp``), built on first use.
+
+Compiled with the system's C++ compiler (``$CXX``, default ``g++``; no torch headers, under a
+second) into ``$XDG_CACHE_HOME/dla-repro/native`` (default ``~/.cache/...``), named by a hash of
+the source, compiler and flags, and written atomically, so concurrent jobs on a node share one
+build. Loaded with ctypes. :func:`library` raises :class:`BuildError` when there is no compiler or
+the build fails; callers fall back to the pure-torch path (``models.tails``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17", "-Wno-psabi"]
+
+
+class BuildError(RuntimeError):
+    """The native kernel could not be compiled (no C++ compiler, or the compiler failed)."""
+
+
+def source() -> str:
+    return (resources.files("dlarepro") / "resources" / "native" / "stencil_tail.cpp").read_text()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dla-repro" / "native"
+
+
+def build(cache: Path | None = None) -> Path:
+    """The shared library's path, compiled unless this source was built with this compiler before."""
+    compiler = os.environ.get("CXX") or "g++"
+    if shutil.which(compiler) is None:
+        raise BuildError(f"no C++ compiler {compiler!r} on PATH (set CXX to one)")
+    text = source()
+    key = hashlib.sha256("\0".join([text, compiler, *FLAGS]).encode()).hexdigest()[:16]
+    target = (cache or cache_dir()) / f"stencil_tail-{key}.so"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        src, out = Path(scratch) / "stencil_tail.cpp", Path(scratch) / target.name
+        src.write_text(text)
+        done = subprocess.run([compiler, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BuildError(f"{compiler} failed on {src.name}:\n{done.stderr[-3000:]}")
+        os.replace(out, target)  # atomic: a concurrent or killed build never leaves half a library
+    return target
+
+
+_library: ctypes.CDLL | None = None
+
+
+def library() -> ctypes.CDLL:
+    """The loaded kernel library (built on first call in this process)."""
+    global _library
+    if _library is None:
+        _library = _declare(ctypes.CDLL(str(build())))
+    return _library
+
+
+def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
+    p, i64, i32, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
+    for suffix in ("f32", "f64"):
+        forward, backward = getattr(lib, f"stencil_tail_forward_{suffix}"), getattr(lib, f"stencil_tail_backward_{suffix}")
+        forward.argtypes = [p, p, p, p, p, p, i32, p, p, p, f64, i64, i64, i64, i64, p, p, p, p, i32, i32]
+        backward.argtypes = [p, p, p, p, p, p, p, i32, p, p, p, p, i32, i64, i64, i64, i64, p, p, p, p, p, p, p, p, p,
+                             i32]
+        forward.restype = backward.restype = i32
+    return lib

@@ -1,0 +1,320 @@
+// The light tail of MRLA-L / DLA-L, out = y + mask * BN(alpha * s + w * DW_kv(y) [+ DW_kr(s)]),
+// forward and backward, with the depthwise 3x3 stencils computed inside the passes, so that neither
+// DW(y) nor DW(s) (nor their gradients) is ever written to memory (the tails mode `native`,
+// dlarepro.models.tails.StencilLightTail; bench/step_time.py --stencil-tails).
+//
+// Maps are float32 or float64, channels-last ([B, H, W, C] in memory), C a multiple of 16. Taps
+// are [9, C] (tap t = 3 (dh + 1) + (dw + 1)). Plain C++ with GCC vector types of 16 lanes (one
+// AVX-512 register of floats, or several narrower ones), OpenMP over images and channel blocks;
+// called through ctypes (dlarepro.native), so the build needs g++ only. Batch-norm sums are per
+// image in the map's type, over the batch in double, in a fixed order (deterministic).
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+constexpr int L = 16;
+template <typename T> struct Lanes;
+template <> struct Lanes<float> { typedef float v __attribute__((vector_size(16 * sizeof(float)))); };
+template <> struct Lanes<double> { typedef double v __attribute__((vector_size(16 * sizeof(double)))); };
+
+template <typename T> using V = typename Lanes<T>::v;
+template <typename T> inline V<T> ld(const T* p) { V<T> r; std::memcpy(&r, p, sizeof r); return r; }
+template <typename T> inline void st(T* p, V<T> v) { std::memcpy(p, &v, sizeof v); }
+template <typename T> inline V<T> bc(T x) { return V<T>{} + x; }
+
+// A 3x3 window sliding along row h of one image's 16-channel block: col[i][j] is row h-1+i,
+// column x-1+j. Each step loads one new column (3 vectors); the stencils reuse the other six.
+template <typename T> struct Win {
+  using v16 = V<T>;
+  const T* r[3];
+  int64_t C, W, x;
+  v16 col[3][3];
+  void start(const T* base, const T* zero_row, int64_t H, int64_t Wd, int64_t Cc, int64_t h) {
+    C = Cc; W = Wd; x = 0;
+    for (int i = 0; i < 3; ++i) {
+      const int64_t hh = h - 1 + i;
+      r[i] = (hh >= 0 && hh < H) ? base + hh * W * C : zero_row;
+      col[i][0] = bc<T>(0);
+      col[i][1] = ld(r[i]);
+      col[i][2] = W > 1 ? ld(r[i] + C) : bc<T>(0);
+    }
+  }
+  void next() {
+    ++x;
+    for (int i = 0; i < 3; ++i) {
+      col[i][0] = col[i][1];
+      col[i][1] = col[i][2];
+      col[i][2] = x + 1 < W ? ld(r[i] + (x + 1) * C) : bc<T>(0);
+    }
+  }
+  v16 apply(const v16* k) const {  // sum over taps t = 3 i + j of k[t] * col[i][j]
+    v16 a = k[0] * col[0][0];
+    a += k[1] * col[0][1]; a += k[2] * col[0][2]; a += k[3] * col[1][0]; a += k[4] * col[1][1];
+    a += k[5] * col[1][2]; a += k[6] * col[2][0]; a += k[7] * col[2][1]; a += k[8] * col[2][2];
+    return a;
+  }
+  void correlate(v16 g, v16* acc) const {  // acc[t] += g * (the map at tap t's offset)
+    acc[0] += g * col[0][0]; acc[1] += g * col[0][1]; acc[2] += g * col[0][2];
+    acc[3] += g * col[1][0]; acc[4] += g * col[1][1]; acc[5] += g * col[1][2];
+    acc[6] += g * col[2][0]; acc[7] += g * col[2][1]; acc[8] += g * col[2][2];
+  }
+};
+
+struct Shape {
+  int64_t B, C, H, W;
+  int64_t P() const { return H * W; }
+  int64_t blocks() const { return C / L; }
+};
+
+// One (image, 16-channel block): its taps (also flipped, for the transposed stencils) and constants.
+template <typename T> struct Block {
+  using v16 = V<T>;
+  v16 kv[9], kr[9], kvf[9], krf[9], al, w;
+  T mask;
+  Block(const T* KV, const T* KR, const T* A, bool alpha_per_image, const T* Wt, const T* M,
+        int64_t b, int64_t c0, int64_t C) {
+    for (int t = 0; t < 9; ++t) {
+      kv[t] = ld(KV + t * C + c0);
+      kr[t] = KR ? ld(KR + t * C + c0) : bc<T>(0);
+    }
+    for (int t = 0; t < 9; ++t) { kvf[t] = kv[8 - t]; krf[t] = kr[8 - t]; }
+    al = ld(A + (alpha_per_image ? b * C : 0) + c0);
+    w = ld(Wt + b * C + c0);
+    mask = M ? M[b] : T(1);
+  }
+};
+
+// out = y + mask (scale (alpha s + w DW_kv(y) + DW_kr(s)) + shift). In training (eval == 0) the
+// batch's mean, var (biased) and rstd are written to [C]; in eval they are read (running statistics).
+template <typename T>
+int forward(const T* Y, const T* S, const T* KV, const T* KR, const T* Wt, const T* A, int alpha_per_image,
+            const T* G, const T* Be, const T* M, double eps, int64_t B, int64_t C, int64_t H, int64_t W, T* O, T* mean,
+            T* var, T* rstd, int eval, int threads) {
+  using v16 = V<T>;
+  if (C % L) return -1;
+  omp_set_num_threads(threads);
+  const Shape sh{B, C, H, W};
+  const int64_t P = sh.P(), NB = sh.blocks();
+  const bool R = KR != nullptr;
+  std::vector<T> zero_row(W * C, T(0));
+  const T* Z = zero_row.data();
+  std::vector<double> sum(B * C), sq(B * C);
+#pragma omp parallel for collapse(2) schedule(static) if (!eval)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t cb = 0; cb < NB; ++cb) {
+      if (eval) continue;
+      const int64_t c0 = cb * L, off = b * P * C + c0;
+      const Block<T> k(KV, KR, A, alpha_per_image, Wt, M, b, c0, C);
+      v16 s1 = bc<T>(0), s2 = bc<T>(0);
+      Win<T> wy, ws;
+      for (int64_t h = 0; h < H; ++h) {
+        wy.start(Y + off, Z, H, W, C, h);
+        if (R) ws.start(S + off, Z, H, W, C, h);
+        for (int64_t x = 0; x < W; ++x) {
+          if (x) { wy.next(); if (R) ws.next(); }
+          v16 a = k.al * ld(S + off + (h * W + x) * C) + k.w * wy.apply(k.kv);
+          if (R) a += ws.apply(k.kr);
+          s1 += a;
+          s2 += a * a;
+        }
+      }
+      for (int j = 0; j < L; ++j) { sum[b * C + c0 + j] = s1[j]; sq[b * C + c0 + j] = s2[j]; }
+    }
+  std::vector<T> scale(C), shift(C);
+  const double n = double(B) * P;
+  for (int64_t c = 0; c < C; ++c) {
+    double m = mean[c], rs = rstd[c];
+    if (!eval) {
+      double q = 0;
+      m = 0;
+      for (int64_t b = 0; b < B; ++b) { m += sum[b * C + c]; q += sq[b * C + c]; }
+      m /= n;
+      const double v = std::max(q / n - m * m, 0.0);
+      rs = 1.0 / std::sqrt(v + eps);
+      mean[c] = m; var[c] = v; rstd[c] = rs;
+    }
+    scale[c] = rs * G[c];
+    shift[c] = Be[c] - m * rs * G[c];
+  }
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t cb = 0; cb < NB; ++cb) {
+      const int64_t c0 = cb * L, off = b * P * C + c0;
+      const Block<T> k(KV, KR, A, alpha_per_image, Wt, M, b, c0, C);
+      const v16 sc = ld(scale.data() + c0) * k.mask, sf = ld(shift.data() + c0) * k.mask;
+      const v16 as = sc * k.al, ws = sc * k.w;
+      Win<T> wy, wsh;
+      for (int64_t h = 0; h < H; ++h) {
+        wy.start(Y + off, Z, H, W, C, h);
+        if (R) wsh.start(S + off, Z, H, W, C, h);
+        for (int64_t x = 0; x < W; ++x) {
+          if (x) { wy.next(); if (R) wsh.next(); }
+          const int64_t o = off + (h * W + x) * C;
+          v16 z = wy.col[1][1] + as * ld(S + o) + ws * wy.apply(k.kv) + sf;
+          if (R) z += sc * wsh.apply(k.kr);
+          st(O + o, z);
+        }
+      }
+    }
+  return 0;
+}
+
+// Gradients: GY (the residual's included), GS (maps); GW, GAL ([B, C]: of w and of alpha per image);
+// GKV, GKR ([9, C]); GG, GB ([C]: gamma, beta). GA: scratch of one map (the gradient of the
+// attended map, which the transposed stencils read with their halo).
+template <typename T>
+int backward(const T* GO, const T* Y, const T* S, const T* KV, const T* KR, const T* Wt, const T* A,
+             int alpha_per_image, const T* G, const T* Mu, const T* Rs, const T* M, int training, int64_t B, int64_t C,
+             int64_t H, int64_t W, T* GY, T* GS, T* GW, T* GAL, T* GKV, T* GKR, T* GG, T* GB, T* GA, int threads) {
+  using v16 = V<T>;
+  if (C % L) return -1;
+  omp_set_num_threads(threads);
+  const Shape sh{B, C, H, W};
+  const int64_t P = sh.P(), NB = sh.blocks();
+  const bool R = KR != nullptr;
+  std::vector<T> zero_row(W * C, T(0));
+  const T* Z = zero_row.data();
+  // pass 1: per image and channel, the sums of g and of g a (g: the masked output gradient)
+  std::vector<double> sg(B * C), sga(B * C);
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t cb = 0; cb < NB; ++cb) {
+      const int64_t c0 = cb * L, off = b * P * C + c0;
+      const Block<T> k(KV, KR, A, alpha_per_image, Wt, M, b, c0, C);
+      v16 s1 = bc<T>(0), s2 = bc<T>(0);
+      Win<T> wy, ws;
+      for (int64_t h = 0; h < H; ++h) {
+        wy.start(Y + off, Z, H, W, C, h);
+        if (R) ws.start(S + off, Z, H, W, C, h);
+        for (int64_t x = 0; x < W; ++x) {
+          if (x) { wy.next(); if (R) ws.next(); }
+          const int64_t o = off + (h * W + x) * C;
+          const v16 g = ld(GO + o);
+          v16 a = k.al * ld(S + o) + k.w * wy.apply(k.kv);
+          if (R) a += ws.apply(k.kr);
+          s1 += g;
+          s2 += g * a;  // gamma's gradient needs it in eval too
+        }
+      }
+      for (int j = 0; j < L; ++j) { sg[b * C + c0 + j] = s1[j] * k.mask; sga[b * C + c0 + j] = s2[j] * k.mask; }
+    }
+  // batch norm's backward per channel: grad_a = c1 g + c2 + c3 a
+  std::vector<T> c1(C), c2(C), c3(C);
+  const double n = double(B) * P;
+  for (int64_t c = 0; c < C; ++c) {
+    double g = 0, ga = 0;
+    for (int64_t b = 0; b < B; ++b) { g += sg[b * C + c]; ga += sga[b * C + c]; }
+    const double gx = (ga - Mu[c] * g) * Rs[c], k1 = double(G[c]) * Rs[c];
+    GG[c] = gx; GB[c] = g; c1[c] = k1;
+    if (training) {
+      const double k3 = -k1 * Rs[c] * gx / n;
+      c3[c] = k3; c2[c] = -k1 * g / n - k3 * Mu[c];
+    } else {
+      c2[c] = c3[c] = 0;
+    }
+  }
+  // pass 2: grad_a, written; per image and channel, its sums with DW(y) and with s
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t cb = 0; cb < NB; ++cb) {
+      const int64_t c0 = cb * L, off = b * P * C + c0;
+      const Block<T> k(KV, KR, A, alpha_per_image, Wt, M, b, c0, C);
+      const v16 k1 = ld(c1.data() + c0) * k.mask, k2 = ld(c2.data() + c0), k3 = ld(c3.data() + c0);
+      v16 sv = bc<T>(0), ss = bc<T>(0);
+      Win<T> wy, ws;
+      for (int64_t h = 0; h < H; ++h) {
+        wy.start(Y + off, Z, H, W, C, h);
+        if (R) ws.start(S + off, Z, H, W, C, h);
+        for (int64_t x = 0; x < W; ++x) {
+          if (x) { wy.next(); if (R) ws.next(); }
+          const int64_t o = off + (h * W + x) * C;
+          const v16 sj = ld(S + o), v = wy.apply(k.kv);
+          v16 a = k.al * sj + k.w * v;
+          if (R) a += ws.apply(k.kr);
+          const v16 g = k1 * ld(GO + o) + k2 + k3 * a;
+          st(GA + o, g);
+          sv += g * v;
+          ss += g * sj;
+        }
+      }
+      st(GW + b * C + c0, sv);
+      st(GAL + b * C + c0, ss);
+    }
+  // pass 3: grad_y = grad_out + w DW_kv^T(grad_a), the value taps' gradients from grad_a and y;
+  // grad_s = alpha grad_a + DW_kr^T(grad_a), the refresh taps' gradients from grad_a and s
+  std::vector<T> dkv(B * 9 * C), dkr(B * 9 * C, T(0));
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t cb = 0; cb < NB; ++cb) {
+      const int64_t c0 = cb * L, off = b * P * C + c0;
+      const Block<T> k(KV, KR, A, alpha_per_image, Wt, M, b, c0, C);
+      v16 av[9], ar[9];
+      for (int t = 0; t < 9; ++t) av[t] = ar[t] = bc<T>(0);
+      Win<T> wg, wy, ws;
+      for (int64_t h = 0; h < H; ++h) {
+        wg.start(GA + off, Z, H, W, C, h);
+        wy.start(Y + off, Z, H, W, C, h);
+        for (int64_t x = 0; x < W; ++x) {
+          if (x) { wg.next(); wy.next(); }
+          const int64_t o = off + (h * W + x) * C;
+          st(GY + o, ld(GO + o) + k.w * wg.apply(k.kvf));
+          wy.correlate(wg.col[1][1], av);
+        }
+        if (!R) {
+          for (int64_t x = 0; x < W; ++x) { const int64_t o = off + (h * W + x) * C; st(GS + o, k.al * ld(GA + o)); }
+          continue;
+        }
+        wg.start(GA + off, Z, H, W, C, h);
+        ws.start(S + off, Z, H, W, C, h);
+        for (int64_t x = 0; x < W; ++x) {
+          if (x) { wg.next(); ws.next(); }
+          const int64_t o = off + (h * W + x) * C;
+          st(GS + o, k.al * wg.col[1][1] + wg.apply(k.krf));
+          ws.correlate(wg.col[1][1], ar);
+        }
+      }
+      for (int t = 0; t < 9; ++t) {
+        st(dkv.data() + (b * 9 + t) * C + c0, av[t] * k.w);
+        st(dkr.data() + (b * 9 + t) * C + c0, ar[t]);
+      }
+    }
+  for (int t = 0; t < 9; ++t)
+    for (int64_t c = 0; c < C; ++c) {
+      double a = 0, r = 0;
+      for (int64_t b = 0; b < B; ++b) { a += dkv[(b * 9 + t) * C + c]; r += dkr[(b * 9 + t) * C + c]; }
+      GKV[t * C + c] = a;
+      GKR[t * C + c] = r;
+    }
+  return 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+#define STENCIL_TAIL(T, SUFFIX)                                                                                  \
+  int stencil_tail_forward_##SUFFIX(const T* Y, const T* S, const T* KV, const T* KR, const T* Wt, const T* A,     \
+                                    int alpha_per_image, const T* G, const T* Be, const T* M, double eps,         \
+                                    int64_t B, int64_t C, int64_t H, int64_t W, T* O, T* mean, T* var, T* rstd,   \
+                                    int eval, int threads) {                                                      \
+    return forward<T>(Y, S, KV, KR, Wt, A, alpha_per_image, G, Be, M, eps, B, C, H, W, O, mean, var, rstd, eval,  \
+                      threads);                                                                                   \
+  }                                                                                                               \
+  int stencil_tail_backward_##SUFFIX(const T* GO, const T* Y, const T* S, const T* KV, const T* KR, const T* Wt,  \
+                                     const T* A, int alpha_per_image, const T* G, const T* Mu, const T* Rs,       \
+                                     const T* M, int training, int64_t B, int64_t C, int64_t H, int64_t W, T* GY, \
+                                     T* GS, T* GW, T* GAL, T* GKV, T* GKR, T* GG, T* GB, T* GA, int threads) {    \
+    return backward<T>(GO, Y, S, KV, KR, Wt, A, alpha_per_image, G, Mu, Rs, M, training, B, C, H, W, GY, GS, GW,   \
+                       GAL, GKV, GKR, GG, GB, GA, threads);                                                       \
+  }
+
+STENCIL_TAIL(float, f32)
+STENCIL_TAIL(double, f64)
+
+}  // extern "C"
