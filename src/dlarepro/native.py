@@ -70,7 +70,6 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     for suffix in ("f32", "f64"):
         forward, backward = getattr(lib, f"stencil_tail_forward_{suffix}"), getattr(lib, f"stencil_tail_backward_{suffix}")
         forward.argtypes = [p, p, p, p, p, p, i32, p, p, p, f64, i64, i64, i64, i64, p, p, p, p, i32, i32]
-        backward.argtypes = [p, p, p, p, p, p, p, i32, p, p, p, p, i32, i64, i64, i64, i64, p, p, p, p, p, p, p, p, p,
-                             i32]
+        backward.argtypes = [p, p, p, p, p, p, p, i32, p, p, p, p, i32, i64, i64, i64, i64, p, p, p, p, p, p, p, p, i32]
         forward.restype = backward.restype = i32
     return lib

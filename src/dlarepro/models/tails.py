@@ -234,7 +234,7 @@ class StencilLightTail(Function):
         y, s, kv, kr, w2, alpha2, gamma1, mean, rstd, mask1 = ctx.saved_tensors
         b, c, h, wd = y.shape
         go = grad_out.to(y.dtype).contiguous(memory_format=torch.channels_last)
-        grad_y, grad_s, grad_a = torch.empty_like(y), torch.empty_like(s), torch.empty_like(y)
+        grad_y, grad_s = torch.empty_like(y), torch.empty_like(s)
         new = lambda *shape: y.new_empty(shape)
         grad_w, grad_alpha, grad_kv, grad_kr, grad_gamma, grad_beta = new(b, c), new(b, c), new(9, c), new(9, c), \
             new(c), new(c)
@@ -243,7 +243,7 @@ class StencilLightTail(Function):
             int(alpha2.shape[0] == b), gamma1.data_ptr(), mean.data_ptr(), rstd.data_ptr(), _ptr(mask1),
             int(ctx.training), b, c, h, wd, grad_y.data_ptr(), grad_s.data_ptr(), grad_w.data_ptr(),
             grad_alpha.data_ptr(), grad_kv.data_ptr(), grad_kr.data_ptr(), grad_gamma.data_ptr(), grad_beta.data_ptr(),
-            grad_a.data_ptr(), torch.get_num_threads())
+            torch.get_num_threads())
         if code != 0:
             raise RuntimeError(f"native light tail backward failed ({code}) on maps of shape {tuple(y.shape)}")
         weight_shape, alpha_shape, w_shape = ctx.shapes

@@ -36,10 +36,18 @@ template <typename T> struct Win {
   int64_t C, W, x;
   v16 col[3][3];
   void start(const T* base, const T* zero_row, int64_t H, int64_t Wd, int64_t Cc, int64_t h) {
-    C = Cc; W = Wd; x = 0;
+    const T* rows[3];
     for (int i = 0; i < 3; ++i) {
       const int64_t hh = h - 1 + i;
-      r[i] = (hh >= 0 && hh < H) ? base + hh * W * C : zero_row;
+      rows[i] = (hh >= 0 && hh < H) ? base + hh * Wd * Cc : zero_row;
+    }
+    start_rows(rows[0], rows[1], rows[2], Wd, Cc);
+  }
+  // rows h-1, h, h+1 given directly; pixels `stride` apart
+  void start_rows(const T* r0, const T* r1, const T* r2, int64_t Wd, int64_t stride) {
+    C = stride; W = Wd; x = 0;
+    r[0] = r0; r[1] = r1; r[2] = r2;
+    for (int i = 0; i < 3; ++i) {
       col[i][0] = bc<T>(0);
       col[i][1] = ld(r[i]);
       col[i][2] = W > 1 ? ld(r[i] + C) : bc<T>(0);
@@ -166,12 +174,11 @@ int forward(const T* Y, const T* S, const T* KV, const T* KR, const T* Wt, const
 }
 
 // Gradients: GY (the residual's included), GS (maps); GW, GAL ([B, C]: of w and of alpha per image);
-// GKV, GKR ([9, C]); GG, GB ([C]: gamma, beta). GA: scratch of one map (the gradient of the
-// attended map, which the transposed stencils read with their halo).
+// GKV, GKR ([9, C]); GG, GB ([C]: gamma, beta).
 template <typename T>
 int backward(const T* GO, const T* Y, const T* S, const T* KV, const T* KR, const T* Wt, const T* A,
              int alpha_per_image, const T* G, const T* Mu, const T* Rs, const T* M, int training, int64_t B, int64_t C,
-             int64_t H, int64_t W, T* GY, T* GS, T* GW, T* GAL, T* GKV, T* GKR, T* GG, T* GB, T* GA, int threads) {
+             int64_t H, int64_t W, T* GY, T* GS, T* GW, T* GAL, T* GKV, T* GKR, T* GG, T* GB, int threads) {
   using v16 = V<T>;
   if (C % L) return -1;
   omp_set_num_threads(threads);
@@ -219,16 +226,27 @@ int backward(const T* GO, const T* Y, const T* S, const T* KV, const T* KR, cons
       c2[c] = c3[c] = 0;
     }
   }
-  // pass 2: grad_a, written; per image and channel, its sums with DW(y) and with s
+  // pass 2, row by row: grad_a = c1 g + c2 + c3 a of row h + 1 into a ring of three rows (never
+  // written to memory), with its sums against DW(y) and s (the gradients of w and alpha); then
+  // row h's transposed stencils, which read grad_a rows h - 1 .. h + 1:
+  //   grad_y = grad_out + w DW_kv^T(grad_a), the value taps' gradients from grad_a and y;
+  //   grad_s = alpha grad_a + DW_kr^T(grad_a), the refresh taps' gradients from grad_a and s
+  std::vector<T> dkv(B * 9 * C), dkr(B * 9 * C, T(0));
+  const std::vector<T> zero_ring_row(W * L, T(0));
+  const T* ZR = zero_ring_row.data();
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b)
     for (int64_t cb = 0; cb < NB; ++cb) {
       const int64_t c0 = cb * L, off = b * P * C + c0;
       const Block<T> k(KV, KR, A, alpha_per_image, Wt, M, b, c0, C);
       const v16 k1 = ld(c1.data() + c0) * k.mask, k2 = ld(c2.data() + c0), k3 = ld(c3.data() + c0);
-      v16 sv = bc<T>(0), ss = bc<T>(0);
-      Win<T> wy, ws;
-      for (int64_t h = 0; h < H; ++h) {
+      v16 sv = bc<T>(0), ss = bc<T>(0), av[9], ar[9];
+      for (int t = 0; t < 9; ++t) av[t] = ar[t] = bc<T>(0);
+      std::vector<T> ring(3 * W * L);
+      Win<T> wy, ws, wg;
+      auto ring_row = [&](int64_t h) -> T* { return ring.data() + (h % 3) * W * L; };
+      auto grad_a_row = [&](int64_t h) {
+        T* row = ring_row(h);
         wy.start(Y + off, Z, H, W, C, h);
         if (R) ws.start(S + off, Z, H, W, C, h);
         for (int64_t x = 0; x < W; ++x) {
@@ -238,27 +256,16 @@ int backward(const T* GO, const T* Y, const T* S, const T* KV, const T* KR, cons
           v16 a = k.al * sj + k.w * v;
           if (R) a += ws.apply(k.kr);
           const v16 g = k1 * ld(GO + o) + k2 + k3 * a;
-          st(GA + o, g);
+          st(row + x * L, g);
           sv += g * v;
           ss += g * sj;
         }
-      }
-      st(GW + b * C + c0, sv);
-      st(GAL + b * C + c0, ss);
-    }
-  // pass 3: grad_y = grad_out + w DW_kv^T(grad_a), the value taps' gradients from grad_a and y;
-  // grad_s = alpha grad_a + DW_kr^T(grad_a), the refresh taps' gradients from grad_a and s
-  std::vector<T> dkv(B * 9 * C), dkr(B * 9 * C, T(0));
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t cb = 0; cb < NB; ++cb) {
-      const int64_t c0 = cb * L, off = b * P * C + c0;
-      const Block<T> k(KV, KR, A, alpha_per_image, Wt, M, b, c0, C);
-      v16 av[9], ar[9];
-      for (int t = 0; t < 9; ++t) av[t] = ar[t] = bc<T>(0);
-      Win<T> wg, wy, ws;
+      };
+      grad_a_row(0);
       for (int64_t h = 0; h < H; ++h) {
-        wg.start(GA + off, Z, H, W, C, h);
+        if (h + 1 < H) grad_a_row(h + 1);
+        const T *g0 = h > 0 ? ring_row(h - 1) : ZR, *g1 = ring_row(h), *g2 = h + 1 < H ? ring_row(h + 1) : ZR;
+        wg.start_rows(g0, g1, g2, W, L);
         wy.start(Y + off, Z, H, W, C, h);
         for (int64_t x = 0; x < W; ++x) {
           if (x) { wg.next(); wy.next(); }
@@ -267,10 +274,10 @@ int backward(const T* GO, const T* Y, const T* S, const T* KV, const T* KR, cons
           wy.correlate(wg.col[1][1], av);
         }
         if (!R) {
-          for (int64_t x = 0; x < W; ++x) { const int64_t o = off + (h * W + x) * C; st(GS + o, k.al * ld(GA + o)); }
+          for (int64_t x = 0; x < W; ++x) st(GS + off + (h * W + x) * C, k.al * ld(g1 + x * L));
           continue;
         }
-        wg.start(GA + off, Z, H, W, C, h);
+        wg.start_rows(g0, g1, g2, W, L);
         ws.start(S + off, Z, H, W, C, h);
         for (int64_t x = 0; x < W; ++x) {
           if (x) { wg.next(); ws.next(); }
@@ -279,6 +286,8 @@ int backward(const T* GO, const T* Y, const T* S, const T* KV, const T* KR, cons
           ws.correlate(wg.col[1][1], ar);
         }
       }
+      st(GW + b * C + c0, sv);
+      st(GAL + b * C + c0, ss);
       for (int t = 0; t < 9; ++t) {
         st(dkv.data() + (b * 9 + t) * C + c0, av[t] * k.w);
         st(dkr.data() + (b * 9 + t) * C + c0, ar[t]);
@@ -309,9 +318,9 @@ extern "C" {
   int stencil_tail_backward_##SUFFIX(const T* GO, const T* Y, const T* S, const T* KV, const T* KR, const T* Wt,  \
                                      const T* A, int alpha_per_image, const T* G, const T* Mu, const T* Rs,       \
                                      const T* M, int training, int64_t B, int64_t C, int64_t H, int64_t W, T* GY, \
-                                     T* GS, T* GW, T* GAL, T* GKV, T* GKR, T* GG, T* GB, T* GA, int threads) {    \
+                                     T* GS, T* GW, T* GAL, T* GKV, T* GKR, T* GG, T* GB, int threads) {           \
     return backward<T>(GO, Y, S, KV, KR, Wt, A, alpha_per_image, G, Mu, Rs, M, training, B, C, H, W, GY, GS, GW,   \
-                       GAL, GKV, GKR, GG, GB, GA, threads);                                                       \
+                       GAL, GKV, GKR, GG, GB, threads);                                                           \
   }
 
 STENCIL_TAIL(float, f32)
