@@ -98,6 +98,33 @@ template <typename T> struct Block {
   }
 };
 
+// The attended map a = alpha s + w DW_kv(y) [+ DW_kr(s)] of one (image, channel block), pixel by
+// pixel along a row; `v` and `s_here` keep the current pixel's DW_kv(y) and s, `wy` its window of y.
+template <typename T> struct Attended {
+  using v16 = V<T>;
+  const Block<T>& k;
+  const T *y, *s, *zero;
+  int64_t H, W, C, h = 0;
+  bool refresh;
+  Win<T> wy, ws;
+  v16 v, s_here;
+  Attended(const Block<T>& blk, const T* Y, const T* S, const T* Z, int64_t Hh, int64_t Wd, int64_t Cc, bool R)
+      : k(blk), y(Y), s(S), zero(Z), H(Hh), W(Wd), C(Cc), refresh(R) {}
+  void start(int64_t row) {
+    h = row;
+    wy.start(y, zero, H, W, C, h);
+    if (refresh) ws.start(s, zero, H, W, C, h);
+  }
+  v16 at(int64_t x) {  // x = 0, 1, ..., W - 1 in turn after start()
+    if (x) { wy.next(); if (refresh) ws.next(); }
+    v = wy.apply(k.kv);
+    s_here = ld(s + (h * W + x) * C);
+    v16 a = k.al * s_here + k.w * v;
+    if (refresh) a += ws.apply(k.kr);
+    return a;
+  }
+};
+
 // out = y + mask (scale (alpha s + w DW_kv(y) + DW_kr(s)) + shift). In training (eval == 0) the
 // batch's mean, var (biased) and rstd are written to [C]; in eval they are read (running statistics).
 template <typename T>
@@ -120,14 +147,11 @@ int forward(const T* Y, const T* S, const T* KV, const T* KR, const T* Wt, const
       const int64_t c0 = cb * L, off = b * P * C + c0;
       const Block<T> k(KV, KR, A, alpha_per_image, Wt, M, b, c0, C);
       v16 s1 = bc<T>(0), s2 = bc<T>(0);
-      Win<T> wy, ws;
+      Attended<T> att(k, Y + off, S + off, Z, H, W, C, R);
       for (int64_t h = 0; h < H; ++h) {
-        wy.start(Y + off, Z, H, W, C, h);
-        if (R) ws.start(S + off, Z, H, W, C, h);
+        att.start(h);
         for (int64_t x = 0; x < W; ++x) {
-          if (x) { wy.next(); if (R) ws.next(); }
-          v16 a = k.al * ld(S + off + (h * W + x) * C) + k.w * wy.apply(k.kv);
-          if (R) a += ws.apply(k.kr);
+          const v16 a = att.at(x);
           s1 += a;
           s2 += a * a;
         }
@@ -156,17 +180,12 @@ int forward(const T* Y, const T* S, const T* KV, const T* KR, const T* Wt, const
       const int64_t c0 = cb * L, off = b * P * C + c0;
       const Block<T> k(KV, KR, A, alpha_per_image, Wt, M, b, c0, C);
       const v16 sc = ld(scale.data() + c0) * k.mask, sf = ld(shift.data() + c0) * k.mask;
-      const v16 as = sc * k.al, ws = sc * k.w;
-      Win<T> wy, wsh;
+      Attended<T> att(k, Y + off, S + off, Z, H, W, C, R);
       for (int64_t h = 0; h < H; ++h) {
-        wy.start(Y + off, Z, H, W, C, h);
-        if (R) wsh.start(S + off, Z, H, W, C, h);
+        att.start(h);
         for (int64_t x = 0; x < W; ++x) {
-          if (x) { wy.next(); if (R) wsh.next(); }
-          const int64_t o = off + (h * W + x) * C;
-          v16 z = wy.col[1][1] + as * ld(S + o) + ws * wy.apply(k.kv) + sf;
-          if (R) z += sc * wsh.apply(k.kr);
-          st(O + o, z);
+          const v16 a = att.at(x);
+          st(O + off + (h * W + x) * C, att.wy.col[1][1] + sc * a + sf);  // col[1][1]: y at this pixel
         }
       }
     }
@@ -195,16 +214,11 @@ int backward(const T* GO, const T* Y, const T* S, const T* KV, const T* KR, cons
       const int64_t c0 = cb * L, off = b * P * C + c0;
       const Block<T> k(KV, KR, A, alpha_per_image, Wt, M, b, c0, C);
       v16 s1 = bc<T>(0), s2 = bc<T>(0);
-      Win<T> wy, ws;
+      Attended<T> att(k, Y + off, S + off, Z, H, W, C, R);
       for (int64_t h = 0; h < H; ++h) {
-        wy.start(Y + off, Z, H, W, C, h);
-        if (R) ws.start(S + off, Z, H, W, C, h);
+        att.start(h);
         for (int64_t x = 0; x < W; ++x) {
-          if (x) { wy.next(); if (R) ws.next(); }
-          const int64_t o = off + (h * W + x) * C;
-          const v16 g = ld(GO + o);
-          v16 a = k.al * ld(S + o) + k.w * wy.apply(k.kv);
-          if (R) a += ws.apply(k.kr);
+          const v16 g = ld(GO + off + (h * W + x) * C), a = att.at(x);
           s1 += g;
           s2 += g * a;  // gamma's gradient needs it in eval too
         }
@@ -243,22 +257,17 @@ int backward(const T* GO, const T* Y, const T* S, const T* KV, const T* KR, cons
       v16 sv = bc<T>(0), ss = bc<T>(0), av[9], ar[9];
       for (int t = 0; t < 9; ++t) av[t] = ar[t] = bc<T>(0);
       std::vector<T> ring(3 * W * L);
+      Attended<T> att(k, Y + off, S + off, Z, H, W, C, R);
       Win<T> wy, ws, wg;
       auto ring_row = [&](int64_t h) -> T* { return ring.data() + (h % 3) * W * L; };
       auto grad_a_row = [&](int64_t h) {
         T* row = ring_row(h);
-        wy.start(Y + off, Z, H, W, C, h);
-        if (R) ws.start(S + off, Z, H, W, C, h);
+        att.start(h);
         for (int64_t x = 0; x < W; ++x) {
-          if (x) { wy.next(); if (R) ws.next(); }
-          const int64_t o = off + (h * W + x) * C;
-          const v16 sj = ld(S + o), v = wy.apply(k.kv);
-          v16 a = k.al * sj + k.w * v;
-          if (R) a += ws.apply(k.kr);
-          const v16 g = k1 * ld(GO + o) + k2 + k3 * a;
+          const v16 a = att.at(x), g = k1 * ld(GO + off + (h * W + x) * C) + k2 + k3 * a;
           st(row + x * L, g);
-          sv += g * v;
-          ss += g * sj;
+          sv += g * att.v;
+          ss += g * att.s_here;
         }
       };
       grad_a_row(0);
