@@ -24,6 +24,7 @@ from torch import Tensor
 
 from .methods import check_depth
 from .models import tail_kernels as k
+from .models.parts import stencil_taps
 from .models.resnet import Bottleneck
 
 
@@ -109,11 +110,6 @@ def depthwise_stencil(x: Tensor, taps: Tensor) -> Tensor:
             term = padded[:, :, i:i + h, j:j + w] * taps[3 * i + j][None, :, None, None]
             out = term if out is None else out + term
     return out
-
-
-def stencil_taps(weight: Tensor) -> Tensor:
-    """``[C, 1, 3, 3]`` depthwise weights as :func:`depthwise_stencil`'s ``[9, C]`` taps."""
-    return weight.reshape(weight.shape[0], 9).t().contiguous()
 
 
 @dataclass

@@ -123,6 +123,12 @@ def depthwise3x3(channels: int) -> nn.Conv2d:
     return nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
 
 
+def stencil_taps(weight: Tensor) -> Tensor:
+    """``[C, 1, 3, 3]`` depthwise weights as ``[9, C]`` taps (tap-major: each tap's channel vector is
+    contiguous, as the stencil kernels read them)."""
+    return weight.reshape(weight.shape[0], 9).t().contiguous()
+
+
 def head_scores(q: Tensor, k: Tensor, heads: int) -> Tensor:
     """Per-head scaled dot products ``<q_h, k_h> / sqrt(d)`` of ``[..., B, C]`` tensors -> ``[..., B, heads]``."""
     prod = (q * k).unflatten(-1, (heads, -1))

@@ -51,7 +51,7 @@ from torch.autograd.function import once_differentiable
 from .. import native
 from ..runconfig import TAIL_MODES as MODES
 from . import tail_kernels as k
-from .parts import DropPath, gap
+from .parts import DropPath, gap, stencil_taps
 
 ENV_VAR = "DLAREPRO_TAILS"
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ class StencilLightTail(Function):
     def forward(ctx, y, s, value_weight, refresh_weight, w, alpha, gamma, beta, norm: nn.BatchNorm2d, mask):
         b, c, h, wd = y.shape
         dtype, suffix = y.dtype, "f32" if y.dtype == torch.float32 else "f64"
-        taps = lambda weight: weight.detach().reshape(c, 9).t().to(dtype).contiguous()  # [9, C]: per tap, channels
+        taps = lambda weight: stencil_taps(weight.detach().to(dtype))
         kv, kr = taps(value_weight), None if refresh_weight is None else taps(refresh_weight)
         w2, alpha2 = w.detach().reshape(b, c).to(dtype).contiguous(), alpha.detach().reshape(-1, c).to(dtype).contiguous()
         gamma1, beta1 = gamma.detach().to(dtype).contiguous(), beta.detach().to(dtype).contiguous()
