@@ -15,7 +15,7 @@ of the issues are checked at the end.
   python bench/step_time.py --profile --archs dla_l     # where the time goes, by operator family
   python bench/step_time.py --kernels --depths 56       # each tail kernel beside its memory floor
   python bench/step_time.py --traffic --depths 56       # bytes a step must move, by operator family (exact)
-  python bench/step_time.py --stencil-tails --depths 56 # light tails: tails native (stencils inside, C++) beside compiled
+  python bench/step_time.py --stencil-tails --depths 56 # tails native (stencils inside, C++) beside compiled
   python bench/step_time.py --device cuda --amp bf16    # on a GPU, autocast to bfloat16
 
 The official code is read from a checkout in a scratch folder (never part of this project).
@@ -36,7 +36,7 @@ from dlarepro.bench import (OFFICIAL_MODELS, StepSetup, official_model, peak_cud
                             time_group_in_subprocess)
 from dlarepro.benchkernels import kernel_table, time_kernels
 from dlarepro.benchprofile import profile_families, profile_table
-from dlarepro.benchstencil import per_step_saving, stencil_table, time_stencil_tails
+from dlarepro.benchstencil import per_step_saving, stencil_table, time_stencil_base_tails, time_stencil_tails
 from dlarepro.native import BuildError
 from dlarepro.benchtraffic import step_traffic, traffic_table
 from dlarepro.hostmemory import keep_freed_memory
@@ -88,9 +88,10 @@ def parse_args(argv):
                         help="instead of timing steps: each fused tail kernel at each stage's map shape beside "
                              "its memory floor (CPU)")
     parser.add_argument("--stencil-tails", action="store_true",
-                        help="instead of timing steps: MRLA-L's and DLA-L's light tails, forward + backward, with "
-                             "the depthwise stencils computed inside (tails native: C++, built with g++) beside the "
-                             "library's convolutions + the fused tail, at each stage's map shape (CPU)")
+                        help="instead of timing steps: MRLA-L's and DLA-L's light tails, and one stage of "
+                             "MRLA-B's and DLA-B's base tails, forward + backward, with the depthwise stencils "
+                             "computed inside (tails native: C++, built with g++) beside the library's convolutions "
+                             "+ the fused tails, at each stage's map shape (CPU)")
     add_device_options(parser)
     args = parser.parse_args(argv)
     for depth in args.depths:  # a clear message before any model is built or timed
@@ -241,6 +242,19 @@ def run_stencil_tails(args) -> int:
         for method, (library_ms, stencil_ms) in per_step_saving(timings).items():
             print(f"{method}-{depth}: {library_ms:.0f} ms per training step in these tails and convolutions, "
                   f"{stencil_ms:.0f} ms with the stencils inside ({library_ms - stencil_ms:.0f} ms less)")
+        print(f"checking and timing the base tails of depth {depth} ...", file=sys.stderr, flush=True)
+        timings = time_stencil_base_tails(depth, args.batch, rounds=args.rounds,
+                                          flavour="eager" if args.tails == "eager" else "compiled")
+        headers, rows = stencil_table(timings)
+        headers[1:3] = ["stage maps", "library convs + fused tails ms"]
+        print(f"\nBase tails, one whole stage ({(depth - 2) // 9} blocks, value gradients summed per map), forward "
+              f"+ backward, same conditions; DLA-B's value maps pooled; the difference checked in float64, with an "
+              f"image dropped (in float32 the ReLU after batch norm may decide an entry within rounding of zero "
+              f"either way: benchstencil.base_stage_difference)")
+        print(tabulate(rows, headers=headers, disable_numparse=True))
+        for method, (library_ms, stencil_ms) in per_step_saving(timings).items():
+            print(f"{method}-{depth}: {library_ms:.0f} ms per training step in these tails and value convolutions, "
+                  f"{stencil_ms:.0f} ms native ({library_ms - stencil_ms:.0f} ms less)")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The light tails with their depthwise stencils inside, beside the library's convolutions
+"""The tails with their depthwise stencils inside, beside the library's convolutions
 (``bench/step_time.py --stencil-tails``).
 
 With the tails mode ``compiled``, MRLA-L and DLA-L write ``DW(y)`` (and DLA-L ``DW_{λW}(s)``) with
@@ -6,8 +6,13 @@ the library's depthwise convolution, and the fused tail reads those maps twice f
 backward; the convolutions' backward writes and reads more. The mode ``native``
 (:class:`tails.StencilLightTail`, C++ in ``resources/native/stencil_tail.cpp``) computes the whole
 light tail, forward and backward, with the 3×3 stencils inside its passes: those maps are never
-written. This benchmark checks that both give the same output, gradients and running statistics,
-then times them, forward + backward, side by side, on maps fresh from memory, at each stage's shape.
+written. MRLA-B and DLA-B cache every block's value map ``V_t = DW(y_t)`` for the later blocks of
+the stage, so ``V_t`` is written either way; ``native`` (:class:`tails.StencilBaseTail`, C++ in
+``resources/native/base_tail.cpp``) computes it in the base tail's first pass and takes its
+gradient through the convolution in the pass that sums it, and runs the rest of the base tail in
+passes that stream every map once. This benchmark checks that both paths give the same outputs,
+gradients and running statistics, then times them, forward + backward, side by side, on maps fresh
+from memory, at each stage's shape: one light tail, or one whole stage of base tails.
 """
 
 from __future__ import annotations
@@ -149,3 +154,92 @@ def per_step_saving(timings: list[StencilTiming]) -> dict[str, tuple[float, floa
         lib, sten = out.get(t.method, (0.0, 0.0))
         out[t.method] = (lib + t.blocks * t.library_ms, sten + t.blocks * t.stencil_ms)
     return out
+
+
+@dataclass
+class BaseStage:
+    """One stage of MRLA-B / DLA-B base tails: every block's ``y``, value convolution weight,
+    coefficients over the stage's maps so far, output gradient and BN; with ``pooled`` (DLA-B) every
+    block also returns ``GAP(V_t)``, with a gradient of its own."""
+
+    ys: list[Tensor]
+    weights: list[Tensor]
+    coeffs: list[Tensor]
+    grads: list[Tensor]
+    pooled_grads: list[Tensor] | None
+    mask: Tensor | None
+
+    @classmethod
+    def make(cls, shape: tuple[int, int, int, int], blocks: int, pooled: bool, drop: bool = True,
+             seed: int = 0, dtype: torch.dtype = torch.float32) -> BaseStage:
+        gen = torch.Generator().manual_seed(seed)
+        b, c = shape[:2]
+        cl = lambda t: t.to(dtype).contiguous(memory_format=torch.channels_last)
+        leaf = lambda t: t.to(dtype).requires_grad_()
+        ys = [leaf(cl(torch.randn(shape, generator=gen).relu())) for _ in range(blocks)]
+        weights = [leaf(torch.randn(c, 1, 3, 3, generator=gen) * 0.3) for _ in range(blocks)]
+        coeffs = [leaf(torch.rand(t + 1, b, c, generator=gen)) for t in range(blocks)]
+        grads = [cl(torch.randn(shape, generator=gen)) for _ in range(blocks)]
+        pooled_grads = [torch.randn(b, c, generator=gen).to(dtype) for _ in range(blocks)] if pooled else None
+        mask = torch.full((b, 1, 1, 1), 1 / 0.7, dtype=dtype).index_fill_(0, torch.tensor([0]), 0.0) if drop else None
+        return cls(ys, weights, coeffs, grads, pooled_grads, mask)
+
+    def run(self, native: bool, norms: list[nn.BatchNorm2d], flavour: str = "compiled") -> list[Tensor]:
+        """Forward and backward of the stage, natively or with the library's convolutions and
+        :class:`tails.BaseTail`: every output, then the gradient of every input and BN parameter."""
+        leaves = [*self.ys, *self.weights, *self.coeffs, *(p for n in norms for p in n.parameters())]
+        for leaf in leaves:
+            leaf.grad = None
+        pooled = self.pooled_grads is not None
+        value_grads, values, outputs, grads = tails.ValueGradients(), [], [], []
+        for t, (y, weight, coeffs, norm) in enumerate(zip(self.ys, self.weights, self.coeffs, norms)):
+            co = coeffs[..., None, None]
+            if native:
+                out = tails.StencilBaseTail.apply(y, weight, co, norm.weight, norm.bias, norm, self.mask, value_grads,
+                                                  pooled, *values)
+                values.append(out[1])
+                out = (out[0], out[2]) if pooled else (out[0],)
+            else:
+                values.append(F.conv2d(y, weight, padding=1, groups=y.shape[1]))
+                out = tails.BaseTail.apply(y, co, norm.weight, norm.bias, norm, self.mask, flavour, value_grads,
+                                           pooled, *values)
+                out = out if pooled else (out,)
+            outputs.extend(out)
+            grads.extend((self.grads[t], self.pooled_grads[t]) if pooled else (self.grads[t],))
+        torch.autograd.backward(outputs, grads)
+        return [o.detach() for o in outputs] + [leaf.grad for leaf in leaves]
+
+
+def base_stage_difference(stage: BaseStage, flavour: str = "compiled") -> float:
+    """The largest difference between the native and the library path over the outputs, every
+    gradient and the running statistics, each relative to the largest entry of the reference.
+    Check in float64: in float32 the ReLU after batch norm can decide an entry differently in two
+    correct implementations when it lands within rounding of zero (one in millions here), and that
+    entry's gradient shifts its channel's batch-norm gradient by ~1e-2 of its largest entry."""
+    channels, blocks = stage.ys[0].shape[1], len(stage.ys)
+    dtype = stage.ys[0].dtype
+    ours_norms = [make_norm(channels, seed=i).to(dtype) for i in range(blocks)]
+    ref_norms = [make_norm(channels, seed=i).to(dtype) for i in range(blocks)]
+    ours, ref = stage.run(True, ours_norms), stage.run(False, ref_norms, flavour)
+    for a, b in zip(ours_norms, ref_norms):
+        ours += [a.running_mean, a.running_var]
+        ref += [b.running_mean, b.running_var]
+    return max(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() for a, b in zip(ours, ref))
+
+
+def time_stencil_base_tails(depth: int, batch: int, rounds: int = 9, flush_mib: int = 128,
+                            flavour: str = "compiled") -> list[StencilTiming]:
+    """Both paths, forward + backward, for one whole stage of MRLA-B (no pooling) and DLA-B (its
+    value maps pooled) at every stage shape of ``depth``; each checked first. ``blocks`` of a
+    timing is 1: the time is a stage's."""
+    flush = torch.empty(flush_mib * 2**20 // 4)
+    timings = []
+    for shape, blocks in stage_shapes(depth, batch):
+        for method, pooled in (("mrla_b", False), ("dla_b", True)):
+            difference = base_stage_difference(BaseStage.make(shape, blocks, pooled, dtype=torch.float64), flavour)
+            stage = BaseStage.make(shape, blocks, pooled, drop=False)
+            norms = [make_norm(shape[1]) for _ in range(blocks)]
+            library_ms = cold_ms(lambda: stage.run(False, norms, flavour), rounds, flush)
+            stencil_ms = cold_ms(lambda: stage.run(True, norms), rounds, flush)
+            timings.append(StencilTiming(method, shape, 1, library_ms, stencil_ms, difference))
+    return timings

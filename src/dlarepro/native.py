@@ -1,8 +1,9 @@
-"""The project's one native kernel (``resources/native/stencil_tail.cpp``), built on first use.
+"""The project's native kernels (``resources/native/*.cpp``: the light tails with their stencils
+inside, the base tails), one library built on first use.
 
-Compiled with the system's C++ compiler (``$CXX``, default ``g++``; no torch headers, under a
+Compiled with the system's C++ compiler (``$CXX``, default ``g++``; no torch headers, about a
 second) into ``$XDG_CACHE_HOME/dla-repro/native`` (default ``~/.cache/...``), named by a hash of
-the source, compiler and flags, and written atomically, so concurrent jobs on a node share one
+the sources, compiler and flags, and written atomically, so concurrent jobs on a node share one
 build. Loaded with ctypes. :func:`library` raises :class:`BuildError` when there is no compiler or
 the build fails; callers fall back to the pure-torch path (``models.tails``).
 """
@@ -25,8 +26,15 @@ class BuildError(RuntimeError):
     """The native kernel could not be compiled (no C++ compiler, or the compiler failed)."""
 
 
-def source() -> str:
-    return (resources.files("dlarepro") / "resources" / "native" / "stencil_tail.cpp").read_text()
+#: the kernels' sources (compiled together into one library) and the header they share
+SOURCES = ("stencil_tail.cpp", "base_tail.cpp")
+HEADERS = ("lanes.h",)
+
+
+def sources() -> dict[str, str]:
+    """File name -> text of every source and header."""
+    folder = resources.files("dlarepro") / "resources" / "native"
+    return {name: (folder / name).read_text() for name in HEADERS + SOURCES}
 
 
 def cache_dir() -> Path:
@@ -34,22 +42,24 @@ def cache_dir() -> Path:
 
 
 def build(cache: Path | None = None) -> Path:
-    """The shared library's path, compiled unless this source was built with this compiler before."""
+    """The shared library's path, compiled unless these sources were built with this compiler before."""
     compiler = os.environ.get("CXX") or "g++"
     if shutil.which(compiler) is None:
         raise BuildError(f"no C++ compiler {compiler!r} on PATH (set CXX to one)")
-    text = source()
-    key = hashlib.sha256("\0".join([text, compiler, *FLAGS]).encode()).hexdigest()[:16]
-    target = (cache or cache_dir()) / f"stencil_tail-{key}.so"
+    texts = sources()
+    key = hashlib.sha256("\0".join([*texts, *texts.values(), compiler, *FLAGS]).encode()).hexdigest()[:16]
+    target = (cache or cache_dir()) / f"dlarepro-native-{key}.so"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        src, out = Path(scratch) / "stencil_tail.cpp", Path(scratch) / target.name
-        src.write_text(text)
-        done = subprocess.run([compiler, *FLAGS, str(src), "-o", str(out)], capture_output=True, text=True)
+        for name, text in texts.items():
+            (Path(scratch) / name).write_text(text)
+        out = Path(scratch) / target.name
+        done = subprocess.run([compiler, *FLAGS, *SOURCES, "-o", str(out)], capture_output=True, text=True,
+                              cwd=scratch)
         if done.returncode != 0:
-            raise BuildError(f"{compiler} failed on {src.name}:\n{done.stderr[-3000:]}")
+            raise BuildError(f"{compiler} failed on {' '.join(SOURCES)}:\n{done.stderr[-3000:]}")
         os.replace(out, target)  # atomic: a concurrent or killed build never leaves half a library
     return target
 
@@ -72,4 +82,10 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         forward.argtypes = [p, p, p, p, p, p, i32, p, p, p, f64, i64, i64, i64, i64, p, p, p, p, i32, i32]
         backward.argtypes = [p, p, p, p, p, p, p, i32, p, p, p, p, i32, i64, i64, i64, i64, p, p, p, p, p, p, p, p, i32]
         forward.restype = backward.restype = i32
+        forward, backward = getattr(lib, f"base_tail_forward_{suffix}"), getattr(lib, f"base_tail_backward_{suffix}")
+        forward.argtypes = [p, i64, p, p, p, p, p, p, f64, i64, i64, i64, i64, p, p, p, p, p, p, i32, i32]
+        backward.argtypes = [p, p, p, i64, p, p, p, p, p, i32, i64, i64, i64, p, p, p, p, i32]
+        value_gradient = getattr(lib, f"value_gradient_stencil_{suffix}")
+        value_gradient.argtypes = [p, i64, p, p, p, p, p, i64, i64, i64, i64, p, p, i32]
+        forward.restype = backward.restype = value_gradient.restype = i32
     return lib

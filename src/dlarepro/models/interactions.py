@@ -263,16 +263,21 @@ class BaseAttentionState:
     def append(self, key: Tensor, value: Tensor, pool: bool = True) -> None:
         """A block's key and value map; with ``pool=False`` the GAP of the map comes later
         (:meth:`add_pooled`), from the fused tail, which reads the map anyway."""
-        key = key.unsqueeze(0)
+        self.add_key(key)
         self.values.append(value)
+        if self.pool_values and pool:
+            self.add_pooled(gap(value))
+
+    def add_key(self, key: Tensor) -> None:
+        """A block's key alone: its value map comes later (``values.append``), from the native tail
+        that computes it (:func:`tails.stencil_base_tail`)."""
+        key = key.unsqueeze(0)
         if self.keys is None:
             self.keys = key
         else:
             self.keys = torch.cat([self.keys, key])
             if self.value_gates is not None:
                 self.value_gates = torch.cat([self.value_gates, torch.ones_like(key)])
-        if self.pool_values and pool:
-            self.add_pooled(gap(value))
 
     def add_pooled(self, pooled: Tensor) -> None:
         pooled = pooled.unsqueeze(0)
@@ -307,7 +312,12 @@ class BaseAttention(LayerAttentionBase):
             pooled = gap(y)
         self.refresh(state, pooled)
         pool_in_tail = bool(flavour) and state.pool_values  # DLA-B: GAP(V) with the tail, gradient included
-        state.append(self.key[index](pooled), self.value[index](y_value), pool=not pool_in_tail)
+        # native: the value convolution inside the tail's passes, V_t computed there
+        stencil = flavour == "native" and tails.native_applies(y, *state.values)
+        if stencil:
+            state.add_key(self.key[index](pooled))
+        else:
+            state.append(self.key[index](pooled), self.value[index](y_value), pool=not pool_in_tail)
         query = self.query[index](pooled)
         scores = torch.softmax(head_scores(query, state.keys, self.heads), dim=0)  # [t, B, heads]
         if self.captured is not None:
@@ -315,6 +325,14 @@ class BaseAttention(LayerAttentionBase):
         coeffs = per_channel(scores, self.channels)  # [t, B, C]
         if state.value_gates is not None:
             coeffs = coeffs * state.value_gates
+        if stencil:
+            out, value, *pooled_value = tails.stencil_base_tail(y, self.value[index].weight, state.values, coeffs,
+                                                                self.norm[index], self.drop_path, state.value_grads,
+                                                                pool_in_tail)
+            state.values.append(value)
+            if pooled_value:
+                state.add_pooled(pooled_value[0])
+            return out, state
         if flavour:
             out = tails.base_tail(y, state.values, coeffs, self.norm[index], self.drop_path, flavour,
                                   state.value_grads, pool_newest=pool_in_tail)

@@ -15,7 +15,10 @@ writes whole maps, forward and backward, and together they cost more than the ex
   each cached ``V_i`` is summed over the blocks that read it in one pass (:class:`ValueGradients`);
 * :class:`StencilLightTail` (mode ``native``, CPU): the light tail with its depthwise convolutions
   ``DW(y)`` and ``DW_{λW}(s)`` computed inside the passes by a C++ kernel (:mod:`dlarepro.native`),
-  so those maps and their gradients are never written.
+  so those maps and their gradients are never written;
+* :class:`StencilBaseTail` (mode ``native``, CPU): the base tail in C++, with the block's value
+  convolution ``V_t = DW(y)`` computed in its first pass and ``V_t``'s gradient taken through it in
+  the pass that sums it (never written).
 
 Batch norm is folded into the tails (batch statistics, running-statistics update, backward), so
 neither its input nor its output is kept for backward: what the tails save are maps that exist
@@ -26,9 +29,9 @@ Which path runs (per interaction module, ``set_tails``: a run applies its ``tail
 built outside a run, as in tests and the benchmark, follows ``DLAREPRO_TAILS``):
 ``reference`` the original module code, op by op; ``compiled`` the Functions with kernels fused by
 ``torch.compile``; ``eager`` the Functions with their kernels op by op (slower than the reference:
-it exists to test and to fall back on); ``native`` as ``compiled``, with MRLA-L's and DLA-L's light
-tails and depthwise convolutions in one C++ kernel where it applies (CPU, float32 or float64,
-channels-last, channels a multiple of 16; elsewhere, or without a C++ compiler, ``compiled``);
+it exists to test and to fall back on); ``native`` as ``compiled``, with every method's tail and
+value convolution (and DLA-L's refresh convolution) in C++ where it applies (CPU, float32 or
+float64, channels-last, channels a multiple of 16; elsewhere, or without a C++ compiler, ``compiled``);
 ``auto`` (default): compiled on CUDA, the reference on the
 CPU. On the CPU the compiled tails are the fastest per step (README, benchmark) but compiling costs
 ~20 s per process even with inductor's cache warm, more than the CPU's short runs here (tests, smoke
@@ -39,6 +42,7 @@ every path gives the same outputs and gradients.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 from typing import NamedTuple
@@ -265,22 +269,25 @@ def _ptr(t: Tensor | None) -> int | None:
 native_failed = False
 
 
-def native_applies(y: Tensor, shortcut: Tensor) -> bool:
-    """Whether :class:`StencilLightTail` can take these maps (and the kernel builds here); if the
-    build fails, logs why once and answers no from then on."""
+def native_applies(*maps: Tensor) -> bool:
+    """Whether the native kernels (:class:`StencilLightTail`, the native :class:`BaseTail`) can take
+    these maps: CPU, float32 or float64 alike, channels-last, channels a multiple of 16, outside a
+    whole-model compile, and the kernels build here; if the build fails, logs why once and answers
+    no from then on."""
     global native_failed
     if native_failed or torch.compiler.is_compiling():
         return False
-    if not (y.device.type == "cpu" and y.dtype in (torch.float32, torch.float64) and shortcut.dtype == y.dtype
-            and y.shape[1] % 16 == 0 and y.is_contiguous(memory_format=torch.channels_last)
-            and shortcut.is_contiguous(memory_format=torch.channels_last)):
+    first = maps[0]
+    if not (first.device.type == "cpu" and first.dtype in (torch.float32, torch.float64) and first.shape[1] % 16 == 0
+            and all(m.dtype == first.dtype and m.device == first.device and m.shape == first.shape
+                    and m.is_contiguous(memory_format=torch.channels_last) for m in maps)):
         return False
     try:
         native.library()
     except (native.BuildError, OSError) as error:
         native_failed = True
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        log.warning("the native light tails are not available (%s); running the compiled ones", first_line)
+        log.warning("the native tails are not available (%s); running the compiled ones", first_line)
         return False
     return True
 
@@ -302,6 +309,90 @@ def light_tail(y: Tensor, shortcut: Tensor, value: Tensor, weights: Tensor, alph
     return LightTail.apply(y, shortcut, value, refreshed, weights, alpha, norm.weight, norm.bias, norm, mask, flavour)
 
 
+def _pointers(maps) -> ctypes.Array:
+    return (ctypes.c_void_p * len(maps))(*(m.data_ptr() for m in maps))
+
+
+def _per_image(coeffs: Tensor, dtype: torch.dtype) -> Tensor:
+    """Coefficients ``[t, B, C, 1, 1]`` (or ``[t, B, C]``) as the native kernels take them."""
+    return coeffs.detach().reshape(coeffs.shape[0], coeffs.shape[1], coeffs.shape[2]).to(dtype).contiguous()
+
+
+def native_base_forward(y, coeffs, gamma, beta, norm: nn.BatchNorm2d, mask, earlier, pool_newest: bool,
+                        taps: Tensor):
+    """The base tail's forward in C++, the newest value map being the depthwise convolution of ``y``
+    with ``taps`` (``[9, C]``), computed inside after the ``earlier`` maps: the output, ``GAP`` of the
+    newest map (or None), the attended map, the statistics batch norm used (the batch's in training,
+    updating the running ones) and the newest map."""
+    b, c, h, w = y.shape
+    dtype = y.dtype
+    co = _per_image(coeffs, dtype)
+    gamma1, beta1 = gamma.detach().to(dtype).contiguous(), beta.detach().to(dtype).contiguous()
+    mask1 = None if mask is None else mask.reshape(b).to(dtype).contiguous()
+    attended, out = torch.empty_like(y), torch.empty_like(y)
+    values = [*earlier, torch.empty_like(y)]
+    if norm.training:
+        mean, var, rstd = (y.new_empty(c) for _ in range(3))
+    else:
+        mean, rstd = (t.to(dtype).contiguous() for t in eval_stats(norm))
+        var = mean  # not written in eval
+    pooled = y.new_empty(b, c) if pool_newest else None
+    code = getattr(native.library(), f"base_tail_forward_{_suffix(y)}")(
+        _pointers(values), len(values), taps.data_ptr(), co.data_ptr(), y.data_ptr(), gamma1.data_ptr(), beta1.data_ptr(),
+        _ptr(mask1), norm.eps, b, c, h, w, attended.data_ptr(), out.data_ptr(), mean.data_ptr(), var.data_ptr(),
+        rstd.data_ptr(), _ptr(pooled), int(not norm.training), torch.get_num_threads())
+    _check(code, "base tail", y)
+    if norm.training:
+        update_running_stats(norm, mean, var, b * h * w)
+    return out, pooled, attended, mean, rstd, values[-1]
+
+
+def native_value_gradient(maps: list[Tensor], coeffs: Tensor, extra: Tensor | None, y: Tensor, taps: Tensor,
+                          grad_y: Tensor) -> tuple[Tensor, Tensor]:
+    """A value map's gradient ``extra + Σ_i coeffs[i] ⊙ maps[i]`` taken through its depthwise
+    convolution of ``y`` (``taps`` ``[9, C]``) without being written: ``grad_y +`` the convolution's
+    input gradient, and the taps' gradient ``[9, C]``."""
+    b, c, h, w = y.shape
+    co = _per_image(coeffs, y.dtype)
+    extra1 = None if extra is None else extra.detach().reshape(b, c).to(y.dtype).contiguous()
+    go = grad_y.to(y.dtype).contiguous(memory_format=torch.channels_last)
+    out, grad_taps = torch.empty_like(y), y.new_empty(9, c)
+    code = getattr(native.library(), f"value_gradient_stencil_{_suffix(y)}")(
+        _pointers(maps), len(maps), co.data_ptr(), _ptr(extra1), y.data_ptr(), taps.data_ptr(), go.data_ptr(), b, c,
+        h, w, out.data_ptr(), grad_taps.data_ptr(), torch.get_num_threads())
+    _check(code, "value gradient", y)
+    return out, grad_taps
+
+
+def native_base_backward(grad_out, attended, coeffs, gamma, beta, mean, rstd, mask, values, training: bool):
+    """The base tail's backward in C++: the attended map's gradient, the coefficients' (its sums
+    against every map), gamma's and beta's."""
+    b, c, h, w = attended.shape
+    dtype = attended.dtype
+    go = grad_out.to(dtype).contiguous(memory_format=torch.channels_last)
+    gamma1, beta1 = gamma.detach().to(dtype).contiguous(), beta.detach().to(dtype).contiguous()
+    mask1 = None if mask is None else mask.reshape(b).to(dtype).contiguous()
+    ga = torch.empty_like(attended)
+    grad_coeffs, grad_gamma, grad_beta = attended.new_empty(len(values), b, c), attended.new_empty(c), \
+        attended.new_empty(c)
+    code = getattr(native.library(), f"base_tail_backward_{_suffix(attended)}")(
+        go.data_ptr(), attended.data_ptr(), _pointers(values), len(values), gamma1.data_ptr(), beta1.data_ptr(),
+        mean.data_ptr(), rstd.data_ptr(), _ptr(mask1), int(training), b, c, h * w, ga.data_ptr(),
+        grad_coeffs.data_ptr(), grad_gamma.data_ptr(), grad_beta.data_ptr(), torch.get_num_threads())
+    _check(code, "base tail backward", attended)
+    return (ga, grad_coeffs.reshape(coeffs.shape).to(coeffs.dtype), grad_gamma.to(gamma.dtype),
+            grad_beta.to(beta.dtype))
+
+
+def _suffix(t: Tensor) -> str:
+    return "f32" if t.dtype == torch.float32 else "f64"
+
+
+def _check(code: int, what: str, t: Tensor) -> None:
+    if code != 0:
+        raise RuntimeError(f"native {what} failed ({code}) on maps of shape {tuple(t.shape)}")
+
+
 class ValueGradients:
     """The gradients of one stage's cached value maps, each summed in one pass (MRLA-B, DLA-B).
 
@@ -320,13 +411,18 @@ class ValueGradients:
     def newest(self, flavour: str, ga: Tensor, coeffs: Tensor, extra: Tensor | None = None) -> Tensor:
         """Leave block ``t = len(coeffs)``'s ``ga`` and coefficients; return the gradient of ``V_t``,
         plus ``extra`` (a per-channel gradient ``[B, C, 1, 1]``: DLA-B's pooled ``V_t``), in one pass."""
+        maps, weights = self.readers(ga, coeffs)
+        return k.weighted_sum(flavour, maps, weights, extra)
+
+    def readers(self, ga: Tensor, coeffs: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Leave block ``t = len(coeffs)``'s ``ga`` and coefficients; the ``ga`` of every block that
+        read ``V_t`` and the coefficients they gave it, ``[readers, B, C, 1, 1]``."""
         t = coeffs.shape[0]
         self.pending[t] = (ga, coeffs)
         readers = [self.pending[u] for u in sorted(self.pending) if u >= t]
-        grad = k.weighted_sum(flavour, [g for g, _ in readers], torch.stack([c[t - 1] for _, c in readers]), extra)
         if t == 1:  # the stage's first map: every gradient is out, nothing is needed any more
             self.pending.clear()
-        return grad
+        return [g for g, _ in readers], torch.stack([c[t - 1] for _, c in readers])
 
 
 class BaseTail(Function):
@@ -338,6 +434,7 @@ class BaseTail(Function):
     @staticmethod
     def forward(ctx, y, coeffs, gamma, beta, norm: nn.BatchNorm2d, mask, flavour: str,
                 value_grads: ValueGradients | None, pool_newest: bool, *values):
+        ctx.flavour, ctx.training, ctx.value_grads = flavour, norm.training, value_grads
         attended = k.weighted_sum(flavour, list(values), coeffs)
         if norm.training:
             out, mean, var, rstd = k.BASE_TRAIN(flavour, y, attended, gamma, beta, mask, norm.eps)
@@ -346,7 +443,6 @@ class BaseTail(Function):
             mean, rstd = eval_stats(norm)
             out = k.BASE_EVAL(flavour, y, attended, gamma, beta, mean, rstd)
         ctx.save_for_backward(attended, coeffs, gamma, beta, mean, rstd, mask, *values)
-        ctx.flavour, ctx.training, ctx.value_grads = flavour, norm.training, value_grads
         if pool_newest:
             return out, gap(values[-1])  # as the reference's BaseAttentionState.append pools it
         return out
@@ -357,6 +453,7 @@ class BaseTail(Function):
         attended, coeffs, gamma, beta, mean, rstd, mask, *values = ctx.saved_tensors
         ga, grad_gamma, grad_beta = k.BASE_BACKWARD(ctx.flavour, grad_out, attended, gamma, beta, mean, rstd, mask,
                                                     ctx.training)
+        grad_coeffs = k.dots(ctx.flavour, ga, values).sum_to_size(coeffs.shape).to(coeffs.dtype)
         # the pooled map's gradient, spread evenly over the map: a per-channel term of its gradient
         extra = grad_pooled[0][:, :, None, None] * (1.0 / k.spatial(ga)) if grad_pooled else None
         if ctx.value_grads is None:  # every map's share of this block's gradient, one map each
@@ -365,9 +462,55 @@ class BaseTail(Function):
                 grad_values[-1] = grad_values[-1] + extra.to(grad_values[-1].dtype)
         else:
             grad_values = [None] * (len(values) - 1) + [ctx.value_grads.newest(ctx.flavour, ga, coeffs, extra)]
-        grad_coeffs = k.dots(ctx.flavour, ga, values).sum_to_size(coeffs.shape).to(coeffs.dtype)
         return (grad_out, grad_coeffs, grad_gamma.to(gamma.dtype), grad_beta.to(beta.dtype), None, None, None, None,
                 None, *grad_values)
+
+
+class StencilBaseTail(Function):
+    """The native :class:`BaseTail` whose newest value map ``V_t`` is the block's depthwise value
+    convolution of ``y``, computed inside the first pass (C++), and whose gradient goes through that
+    convolution in the pass that sums it, without being written (the library's convolution, forward
+    and backward, spared). Takes ``y``, the convolution's weight and the stage's earlier maps;
+    returns ``(out, V_t)``, with ``GAP(V_t)`` when ``pool_newest``. Needs the stage's
+    :class:`ValueGradients`: later blocks hand ``V_t``'s gradient there, not to autograd."""
+
+    @staticmethod
+    def forward(ctx, y, value_weight, coeffs, gamma, beta, norm: nn.BatchNorm2d, mask, value_grads: ValueGradients,
+                pool_newest: bool, *earlier):
+        taps = stencil_taps(value_weight.detach().to(y.dtype))
+        out, pooled, attended, mean, rstd, value = native_base_forward(y, coeffs, gamma, beta, norm, mask, earlier,
+                                                                       pool_newest, taps)
+        ctx.save_for_backward(y, taps, attended, coeffs, gamma, beta, mean, rstd, mask, *earlier, value)
+        ctx.training, ctx.value_grads, ctx.weight = norm.training, value_grads, (value_weight.shape, value_weight.dtype)
+        ctx.set_materialize_grads(False)
+        return (out, value, pooled) if pool_newest else (out, value)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_value, *grad_pooled):
+        y, taps, attended, coeffs, gamma, beta, mean, rstd, mask, *values = ctx.saved_tensors
+        if grad_out is None:
+            grad_out = torch.zeros_like(y)
+        ga, grad_coeffs, grad_gamma, grad_beta = native_base_backward(grad_out, attended, coeffs, gamma, beta, mean,
+                                                                      rstd, mask, values, ctx.training)
+        maps, weights = ctx.value_grads.readers(ga, coeffs)
+        if grad_value is not None:  # V_t differentiated through directly: one more term of its sum
+            maps, weights = [*maps, grad_value.to(y.dtype).contiguous(memory_format=torch.channels_last)], \
+                torch.cat([weights, torch.ones_like(weights[:1])])
+        pooled_grad = grad_pooled[0] if grad_pooled else None
+        extra = None if pooled_grad is None else pooled_grad[:, :, None, None] * (1.0 / k.spatial(y))
+        grad_y, grad_taps = native_value_gradient(maps, weights, extra, y, taps, grad_out)
+        shape, dtype = ctx.weight
+        return (grad_y, grad_taps.t().reshape(shape).to(dtype), grad_coeffs, grad_gamma, grad_beta, None, None, None,
+                None, *([None] * (len(values) - 1)))
+
+
+def stencil_base_tail(y: Tensor, value_weight: Tensor, earlier: list[Tensor], coeffs: Tensor, norm: nn.BatchNorm2d,
+                      drop_path: DropPath, value_grads: ValueGradients, pool_newest: bool = False):
+    """:func:`base_tail` with the block's value convolution inside (:class:`StencilBaseTail`; check
+    :func:`native_applies` on ``y`` and ``earlier`` first): ``(out, V_t)`` or ``(out, V_t, GAP(V_t))``."""
+    return StencilBaseTail.apply(y, value_weight, coeffs[..., None, None], norm.weight, norm.bias, norm,
+                                 drop_path.mask(y), value_grads, pool_newest, *earlier)
 
 
 def base_tail(y: Tensor, values: list[Tensor], coeffs: Tensor, norm: nn.BatchNorm2d, drop_path: DropPath,

@@ -4,10 +4,10 @@
 // dlarepro.models.tails.StencilLightTail; bench/step_time.py --stencil-tails).
 //
 // Maps are float32 or float64, channels-last ([B, H, W, C] in memory), C a multiple of 16. Taps
-// are [9, C] (tap t = 3 (dh + 1) + (dw + 1)). Plain C++ with GCC vector types of 16 lanes (one
-// AVX-512 register of floats, or several narrower ones), OpenMP over images and channel blocks;
-// called through ctypes (dlarepro.native), so the build needs g++ only. Batch-norm sums are per
-// image in the map's type, over the batch in double, in a fixed order (deterministic).
+// are [9, C] (tap t = 3 (dh + 1) + (dw + 1)). Plain C++ with GCC vector types of 16 lanes
+// (lanes.h), OpenMP over images and channel blocks; called through ctypes (dlarepro.native), so
+// the build needs g++ only. Batch-norm sums are per image in the map's type, over the batch in
+// double, in a fixed order (deterministic).
 #include <omp.h>
 
 #include <algorithm>
@@ -16,63 +16,11 @@
 #include <cstring>
 #include <vector>
 
+#include "lanes.h"
+
 namespace {
 
-constexpr int L = 16;
-template <typename T> struct Lanes;
-template <> struct Lanes<float> { typedef float v __attribute__((vector_size(16 * sizeof(float)))); };
-template <> struct Lanes<double> { typedef double v __attribute__((vector_size(16 * sizeof(double)))); };
-
-template <typename T> using V = typename Lanes<T>::v;
-template <typename T> inline V<T> ld(const T* p) { V<T> r; std::memcpy(&r, p, sizeof r); return r; }
-template <typename T> inline void st(T* p, V<T> v) { std::memcpy(p, &v, sizeof v); }
-template <typename T> inline V<T> bc(T x) { return V<T>{} + x; }
-
-// A 3x3 window sliding along row h of one image's 16-channel block: col[i][j] is row h-1+i,
-// column x-1+j. Each step loads one new column (3 vectors); the stencils reuse the other six.
-template <typename T> struct Win {
-  using v16 = V<T>;
-  const T* r[3];
-  int64_t C, W, x;
-  v16 col[3][3];
-  void start(const T* base, const T* zero_row, int64_t H, int64_t Wd, int64_t Cc, int64_t h) {
-    const T* rows[3];
-    for (int i = 0; i < 3; ++i) {
-      const int64_t hh = h - 1 + i;
-      rows[i] = (hh >= 0 && hh < H) ? base + hh * Wd * Cc : zero_row;
-    }
-    start_rows(rows[0], rows[1], rows[2], Wd, Cc);
-  }
-  // rows h-1, h, h+1 given directly; pixels `stride` apart
-  void start_rows(const T* r0, const T* r1, const T* r2, int64_t Wd, int64_t stride) {
-    C = stride; W = Wd; x = 0;
-    r[0] = r0; r[1] = r1; r[2] = r2;
-    for (int i = 0; i < 3; ++i) {
-      col[i][0] = bc<T>(0);
-      col[i][1] = ld(r[i]);
-      col[i][2] = W > 1 ? ld(r[i] + C) : bc<T>(0);
-    }
-  }
-  void next() {
-    ++x;
-    for (int i = 0; i < 3; ++i) {
-      col[i][0] = col[i][1];
-      col[i][1] = col[i][2];
-      col[i][2] = x + 1 < W ? ld(r[i] + (x + 1) * C) : bc<T>(0);
-    }
-  }
-  v16 apply(const v16* k) const {  // sum over taps t = 3 i + j of k[t] * col[i][j]
-    v16 a = k[0] * col[0][0];
-    a += k[1] * col[0][1]; a += k[2] * col[0][2]; a += k[3] * col[1][0]; a += k[4] * col[1][1];
-    a += k[5] * col[1][2]; a += k[6] * col[2][0]; a += k[7] * col[2][1]; a += k[8] * col[2][2];
-    return a;
-  }
-  void correlate(v16 g, v16* acc) const {  // acc[t] += g * (the map at tap t's offset)
-    acc[0] += g * col[0][0]; acc[1] += g * col[0][1]; acc[2] += g * col[0][2];
-    acc[3] += g * col[1][0]; acc[4] += g * col[1][1]; acc[5] += g * col[1][2];
-    acc[6] += g * col[2][0]; acc[7] += g * col[2][1]; acc[8] += g * col[2][2];
-  }
-};
+using lanes::L, lanes::V, lanes::ld, lanes::st, lanes::bc, lanes::Win;
 
 struct Shape {
   int64_t B, C, H, W;
@@ -110,13 +58,21 @@ template <typename T> struct Attended {
   v16 v, s_here;
   Attended(const Block<T>& blk, const T* Y, const T* S, const T* Z, int64_t Hh, int64_t Wd, int64_t Cc, bool R)
       : k(blk), y(Y), s(S), zero(Z), H(Hh), W(Wd), C(Cc), refresh(R) {}
+  const T* s_ahead = nullptr;  // without the refresh window: the next row of s, prefetched
   void start(int64_t row) {
     h = row;
     wy.start(y, zero, H, W, C, h);
-    if (refresh) ws.start(s, zero, H, W, C, h);
+    wy.ahead = h + 2 < H ? y + (h + 2) * W * C : nullptr;
+    if (refresh) {
+      ws.start(s, zero, H, W, C, h);
+      ws.ahead = h + 2 < H ? s + (h + 2) * W * C : nullptr;
+    } else {
+      s_ahead = h + 1 < H ? s + (h + 1) * W * C : nullptr;
+    }
   }
   v16 at(int64_t x) {  // x = 0, 1, ..., W - 1 in turn after start()
     if (x) { wy.next(); if (refresh) ws.next(); }
+    if (s_ahead) __builtin_prefetch(s_ahead + x * C);
     v = wy.apply(k.kv);
     s_here = ld(s + (h * W + x) * C);
     v16 a = k.al * s_here + k.w * v;
@@ -139,35 +95,33 @@ int forward(const T* Y, const T* S, const T* KV, const T* KR, const T* Wt, const
   const bool R = KR != nullptr;
   std::vector<T> zero_row(W * C, T(0));
   const T* Z = zero_row.data();
-  std::vector<double> sum(B * C), sq(B * C);
+  lanes::BatchMoments moments(B, C, P);
 #pragma omp parallel for collapse(2) schedule(static) if (!eval)
   for (int64_t b = 0; b < B; ++b)
     for (int64_t cb = 0; cb < NB; ++cb) {
       if (eval) continue;
       const int64_t c0 = cb * L, off = b * P * C + c0;
       const Block<T> k(KV, KR, A, alpha_per_image, Wt, M, b, c0, C);
-      v16 s1 = bc<T>(0), s2 = bc<T>(0);
+      v16 shift = bc<T>(0), s1 = bc<T>(0), s2 = bc<T>(0);
       Attended<T> att(k, Y + off, S + off, Z, H, W, C, R);
       for (int64_t h = 0; h < H; ++h) {
         att.start(h);
         for (int64_t x = 0; x < W; ++x) {
           const v16 a = att.at(x);
-          s1 += a;
-          s2 += a * a;
+          if (h == 0 && x == 0) shift = a;
+          const v16 d = a - shift;
+          s1 += d;
+          s2 += d * d;
         }
       }
-      for (int j = 0; j < L; ++j) { sum[b * C + c0 + j] = s1[j]; sq[b * C + c0 + j] = s2[j]; }
+      for (int j = 0; j < L; ++j) moments.put(b, c0 + j, shift[j], s1[j], s2[j]);
     }
   std::vector<T> scale(C), shift(C);
-  const double n = double(B) * P;
   for (int64_t c = 0; c < C; ++c) {
     double m = mean[c], rs = rstd[c];
     if (!eval) {
-      double q = 0;
-      m = 0;
-      for (int64_t b = 0; b < B; ++b) { m += sum[b * C + c]; q += sq[b * C + c]; }
-      m /= n;
-      const double v = std::max(q / n - m * m, 0.0);
+      double v;
+      moments.channel(c, m, v);
       rs = 1.0 / std::sqrt(v + eps);
       mean[c] = m; var[c] = v; rstd[c] = rs;
     }
@@ -206,7 +160,8 @@ int backward(const T* GO, const T* Y, const T* S, const T* KV, const T* KR, cons
   const bool R = KR != nullptr;
   std::vector<T> zero_row(W * C, T(0));
   const T* Z = zero_row.data();
-  // pass 1: per image and channel, the sums of g and of g a (g: the masked output gradient)
+  // pass 1: per image and channel, the sums of g and of g (a - mean) (g: the masked output
+  // gradient; centred, so that gamma's gradient does not cancel)
   std::vector<double> sg(B * C), sga(B * C);
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b)
@@ -214,13 +169,15 @@ int backward(const T* GO, const T* Y, const T* S, const T* KV, const T* KR, cons
       const int64_t c0 = cb * L, off = b * P * C + c0;
       const Block<T> k(KV, KR, A, alpha_per_image, Wt, M, b, c0, C);
       v16 s1 = bc<T>(0), s2 = bc<T>(0);
+      const v16 mu = ld(Mu + c0);
       Attended<T> att(k, Y + off, S + off, Z, H, W, C, R);
       for (int64_t h = 0; h < H; ++h) {
         att.start(h);
         for (int64_t x = 0; x < W; ++x) {
+          if (h + 1 < H) __builtin_prefetch(GO + off + ((h + 1) * W + x) * C);
           const v16 g = ld(GO + off + (h * W + x) * C), a = att.at(x);
           s1 += g;
-          s2 += g * a;  // gamma's gradient needs it in eval too
+          s2 += g * (a - mu);  // gamma's gradient needs it in eval too
         }
       }
       for (int j = 0; j < L; ++j) { sg[b * C + c0 + j] = s1[j] * k.mask; sga[b * C + c0 + j] = s2[j] * k.mask; }
@@ -229,9 +186,9 @@ int backward(const T* GO, const T* Y, const T* S, const T* KV, const T* KR, cons
   std::vector<T> c1(C), c2(C), c3(C);
   const double n = double(B) * P;
   for (int64_t c = 0; c < C; ++c) {
-    double g = 0, ga = 0;
-    for (int64_t b = 0; b < B; ++b) { g += sg[b * C + c]; ga += sga[b * C + c]; }
-    const double gx = (ga - Mu[c] * g) * Rs[c], k1 = double(G[c]) * Rs[c];
+    double g = 0, gac = 0;
+    for (int64_t b = 0; b < B; ++b) { g += sg[b * C + c]; gac += sga[b * C + c]; }
+    const double gx = gac * Rs[c], k1 = double(G[c]) * Rs[c];
     GG[c] = gx; GB[c] = g; c1[c] = k1;
     if (training) {
       const double k3 = -k1 * Rs[c] * gx / n;
@@ -264,6 +221,7 @@ int backward(const T* GO, const T* Y, const T* S, const T* KV, const T* KR, cons
         T* row = ring_row(h);
         att.start(h);
         for (int64_t x = 0; x < W; ++x) {
+          if (h + 1 < H) __builtin_prefetch(GO + off + ((h + 1) * W + x) * C);
           const v16 a = att.at(x), g = k1 * ld(GO + off + (h * W + x) * C) + k2 + k3 * a;
           st(row + x * L, g);
           sv += g * att.v;
