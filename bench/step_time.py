@@ -72,8 +72,8 @@ def parse_args(argv):
     parser.add_argument("--compile", action="store_true", help="torch.compile every model (slow to start)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--tails", choices=MODES, default="compiled",
-                        help="layer-attention tails (default: compiled, the fused tails; 'auto' runs the "
-                             "reference on the CPU, see models/tails.py)")
+                        help="layer-attention tails (default: compiled, the fused tails; 'auto' runs 'native' on "
+                             "the CPU where it applies, see models/tails.py)")
     parser.add_argument("--compare-tails", nargs="?", const="reference", choices=MODES, metavar="MODE",
                         help="also time every method with the tails in MODE (default: reference, op by op), same "
                              "process")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ import torch
 from conftest import ENV, REPO
 from dlarepro import native
 from dlarepro.benchstencil import BaseStage, Case, base_stage_difference, make_norm, max_relative_difference
-from dlarepro.models import tails
+from dlarepro.models import build_model, tail_kernels, tails
 from test_tails import LAYER_ATTENTION, assert_same, twin_models
 
 CL = torch.channels_last
@@ -22,27 +23,23 @@ CL = torch.channels_last
 
 @pytest.fixture
 def native_calls(monkeypatch):
-    """The maps every native forward ran on (light tails: ``y``; base tails: the newest value map),
-    and the value gradients the native weighted sum gave (``("sum", shape)``)."""
-    calls = []
-    light_forward, base_forward, value_gradient = tails.StencilLightTail.forward, tails.native_base_forward, \
-        tails.native_value_gradient
+    """How often each native kernel ran: ``light`` and ``base`` tail forwards, ``value_gradient``
+    (a B map's gradient through its convolution), ``join`` and ``join_backward``."""
+    calls = Counter()
 
-    def light(ctx, *args):
-        calls.append(args[0].shape)
-        return light_forward(ctx, *args)
+    def counted(owner, name, kind):
+        original = getattr(owner, name)
 
-    def base(y, coeffs, gamma, beta, norm, mask, values, pool_newest, taps=None):
-        calls.append(y.shape)
-        return base_forward(y, coeffs, gamma, beta, norm, mask, values, pool_newest, taps)
+        def wrapper(*args, **kwargs):
+            calls[kind] += 1
+            return original(*args, **kwargs)
 
-    def summed(maps, coeffs, extra, y, taps, grad_y):
-        calls.append(("sum", maps[0].shape))
-        return value_gradient(maps, coeffs, extra, y, taps, grad_y)
+        monkeypatch.setattr(owner, name, staticmethod(wrapper) if isinstance(owner, type) else wrapper)
 
-    monkeypatch.setattr(tails.StencilLightTail, "forward", staticmethod(light))
-    monkeypatch.setattr(tails, "native_base_forward", base)
-    monkeypatch.setattr(tails, "native_value_gradient", summed)
+    counted(tails.StencilLightTail, "forward", "light")
+    for name, kind in (("native_base_forward", "base"), ("native_value_gradient", "value_gradient"),
+                       ("native_join_forward", "join"), ("native_join_backward", "join_backward")):
+        counted(tails, name, kind)
     return calls
 
 
@@ -50,15 +47,15 @@ def native_calls(monkeypatch):
                          "-".join(map(str, v.values())))
 def test_native_tails_equal_the_reference_in_float64(arch, knobs, native_calls):
     """Every method, both DSU behaviours, train and eval, drop-path 0.3, channels-last: outputs, input
-    and parameter gradients and BN running statistics as the reference's; every block ran its native
-    forward, and (B methods) every value map got its gradient from the native weighted sum."""
+    and parameter gradients and BN running statistics as the reference's; every block ran the native
+    join and tail forward and backward."""
     reference, fused = twin_models(arch, knobs, "native", memory_format=CL)
     x = torch.randn(4, 3, 32, 32, dtype=torch.double).contiguous(memory_format=CL)
     assert_same(reference, fused, x, tol={"rtol": 1e-9, "atol": 1e-11})
-    blocks = 9  # depth 29: three stages of three blocks, once in train and once in eval
-    forwards = [c for c in native_calls if c[0] != "sum"]
-    assert len(forwards) == 2 * blocks
-    assert len(native_calls) - len(forwards) == (0 if arch.endswith("_l") else 2 * blocks)
+    runs = 2 * 9  # depth 29: three stages of three blocks, once in train and once in eval
+    tail = "light" if arch.endswith("_l") else "base"
+    assert native_calls == {tail: runs, "join": runs, "join_backward": runs,
+                            **({} if tail == "light" else {"value_gradient": runs})}
 
 
 def test_float32_matches_the_compiled_tails_at_a_stage_shape():
@@ -120,7 +117,7 @@ def test_maps_the_kernel_cannot_take_use_the_compiled_tails(arch, native_calls):
     reference, fused = twin_models(arch, {}, "native", depth=20)
     x = torch.randn(2, 3, 32, 32, dtype=torch.double)  # NCHW
     assert_same(reference, fused, x, tol={"rtol": 1e-9, "atol": 1e-11})
-    assert native_calls == []
+    assert not native_calls
     y = torch.randn(2, 24, 4, 4).contiguous(memory_format=CL)
     assert not tails.native_applies(y, y)
     y = torch.randn(2, 32, 4, 4, dtype=torch.bfloat16).contiguous(memory_format=CL)
@@ -150,7 +147,7 @@ def test_a_failed_build_leaves_the_compiled_tails_running(arch, monkeypatch, cap
         assert_same(reference, fused, x, tol={"rtol": 1e-9, "atol": 1e-11})
     assert "the native tails are not available (g++ failed on stencil_tail.cpp:); running the compiled ones" \
         in caplog.text
-    assert caplog.text.count("not available") == 1 and native_calls == []
+    assert caplog.text.count("not available") == 1 and not native_calls
 
 
 def test_a_build_is_reused_and_written_atomically(tmp_path):
@@ -174,3 +171,14 @@ def test_the_benchmark_prints_both_paths_and_their_difference():
                                             for m in ("mrla_b", "dla_b")]
     assert all(float(r[-1]) < 1e-12 for r in rows), rows  # float64
     assert "mrla_b-11:" in done.stdout and "dla_b-11:" in done.stdout
+
+
+@pytest.mark.parametrize("arch", ["mrla_l", "dla_l", "mrla_b", "dla_b"])
+def test_auto_on_the_cpu_runs_native_and_compiles_nothing(arch, native_calls, monkeypatch):
+    """The default mode on the CPU with channels-last float maps: every block native, no kernel
+    handed to torch.compile (a training process starts at once)."""
+    monkeypatch.delenv(tails.ENV_VAR, raising=False)
+    monkeypatch.setattr(tail_kernels.Kernel, "__call__", lambda self, *args: pytest.fail(f"{self.fn.__name__} ran"))
+    model = build_model(arch, 20, "cifar10", drop_path=0.1).to(memory_format=CL)
+    model(torch.randn(2, 3, 32, 32).contiguous(memory_format=CL)).sum().backward()
+    assert native_calls["join"] == native_calls["join_backward"] == 6  # depth 20: 3 stages of 2 blocks

@@ -112,7 +112,10 @@ def test_modes_are_validated_with_the_bad_value_named(monkeypatch):
     assert flavour(None, torch.zeros(1), torch.nn.BatchNorm2d(4)) is None
     assert flavour("eager", torch.zeros(1), torch.nn.BatchNorm2d(4)) == "eager"
     assert flavour("eager", torch.zeros(1), torch.nn.BatchNorm2d(4, track_running_stats=False)) is None
-    assert flavour("auto", torch.zeros(1), torch.nn.BatchNorm2d(4)) is None, "auto runs the reference on the CPU"
+    assert flavour("auto", torch.zeros(1), torch.nn.BatchNorm2d(4)) is None, "auto: the reference for what native cannot take"
+    maps = torch.zeros(2, 32, 4, 4)
+    assert flavour("auto", maps, torch.nn.BatchNorm2d(32)) is None, "NCHW on the CPU: the reference"
+    assert flavour("auto", maps.contiguous(memory_format=torch.channels_last), torch.nn.BatchNorm2d(32)) == "native"
 
 
 def test_a_kernel_whose_compilation_fails_runs_eagerly(monkeypatch, caplog):

@@ -1,5 +1,5 @@
 """The project's native kernels (``resources/native/*.cpp``: the light tails with their stencils
-inside, the base tails), one library built on first use.
+inside, the base tails, the join), one library built on first use.
 
 Compiled with the system's C++ compiler (``$CXX``, default ``g++``; no torch headers, about a
 second) into ``$XDG_CACHE_HOME/dla-repro/native`` (default ``~/.cache/...``), named by a hash of
@@ -27,8 +27,8 @@ class BuildError(RuntimeError):
 
 
 #: the kernels' sources (compiled together into one library) and the header they share
-SOURCES = ("stencil_tail.cpp", "base_tail.cpp")
-HEADERS = ("lanes.h",)
+SOURCES = ("stencil_tail.cpp", "base_tail.cpp", "join.cpp")
+HEADERS = ("common.h",)
 
 
 def sources() -> dict[str, str]:
@@ -88,4 +88,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         value_gradient = getattr(lib, f"value_gradient_stencil_{suffix}")
         value_gradient.argtypes = [p, i64, p, p, p, p, p, i64, i64, i64, i64, p, p, i32]
         forward.restype = backward.restype = value_gradient.restype = i32
+        forward, backward = getattr(lib, f"join_forward_{suffix}"), getattr(lib, f"join_backward_{suffix}")
+        forward.argtypes = [p, p, i64, i64, i64, p, p, p, i32]
+        backward.argtypes = [p, p, p, p, p, p, i64, i64, i64, i64, p, p, i32]
+        forward.restype = backward.restype = i32
     return lib

@@ -59,7 +59,7 @@ def _path(v: Any) -> bool:
 
 AMP_MODES = ("off", "bf16", "fp16")
 #: how the layer-attention tails run (dlarepro.models.tails): auto = fused and compiled on CUDA, the
-#: op-by-op reference on the CPU (compiling costs more than short CPU runs win back)
+#: C++ kernels on the CPU where they apply (channels-last float maps), the op-by-op reference elsewhere
 TAIL_MODES = ("auto", "compiled", "eager", "reference", "native")
 
 
@@ -88,8 +88,9 @@ COMMON_RUN_KEYS: dict[str, Key] = {
                          "cuBLAS workspace setting, so a resumed GPU run is bit-identical; false: "
                          "cudnn.benchmark)", False),
     "tails": Key(lambda v: v in TAIL_MODES, f"one of {list(TAIL_MODES)} (how the layer-attention tails run: "
-                 "auto = fused and compiled on CUDA, the op-by-op reference on the CPU; native = compiled, with the "
-                 "light tails and their depthwise convolutions in one C++ kernel on the CPU)", "auto"),
+                 "auto = fused and compiled on CUDA, native on the CPU where it applies, else the op-by-op reference; "
+                 "native = the join, tails and their depthwise convolutions in C++ on the CPU, compiled elsewhere)",
+                 "auto"),
     "force_distributed": Key(lambda v: isinstance(v, bool), "true or false (create the process group, DDP and "
                              "every collective even in a one-process job)", False),
 }

@@ -10,7 +10,8 @@
   resumed GPU run ends bit-identical to an uninterrupted one; false lets cuDNN benchmark its
   algorithms (faster, not repeatable bit for bit on a GPU). On the CPU both are repeatable.
 * ``tails``: how the layer-attention tails are computed (:mod:`dlarepro.models.tails`): ``auto``
-  fused and compiled on CUDA, the op-by-op reference on the CPU; the same numbers within float error.
+  fused and compiled on CUDA, the C++ kernels (``native``) on the CPU where they apply (channels-last
+  float maps), the op-by-op reference elsewhere; the same numbers within float error.
 
 ``num_workers: auto`` gives each training process the CPUs SLURM allots to its task
 (``SLURM_CPUS_PER_TASK``), or else its share of the CPUs it may run on (the affinity mask divided

@@ -29,15 +29,15 @@ Which path runs (per interaction module, ``set_tails``: a run applies its ``tail
 built outside a run, as in tests and the benchmark, follows ``DLAREPRO_TAILS``):
 ``reference`` the original module code, op by op; ``compiled`` the Functions with kernels fused by
 ``torch.compile``; ``eager`` the Functions with their kernels op by op (slower than the reference:
-it exists to test and to fall back on); ``native`` as ``compiled``, with every method's tail and
-value convolution (and DLA-L's refresh convolution) in C++ where it applies (CPU, float32 or
-float64, channels-last, channels a multiple of 16; elsewhere, or without a C++ compiler, ``compiled``);
-``auto`` (default): compiled on CUDA, the reference on the
-CPU. On the CPU the compiled tails are the fastest per step (README, benchmark) but compiling costs
-~20 s per process even with inductor's cache warm, more than the CPU's short runs here (tests, smoke
-runs) win back; ``DLAREPRO_TAILS=compiled`` is for long CPU runs and the benchmark. Where
-compilation fails (no Triton, no C++ compiler) ``auto`` falls back to the reference. Tests check that
-every path gives the same outputs and gradients.
+it exists to test and to fall back on); ``native``: the join, every method's tail and its
+depthwise convolutions (value, DLA-L's refresh) in C++ (:mod:`dlarepro.native`; built with g++ in
+about a second, no inductor) where they apply (CPU, float32 or float64, channels-last, channels a
+multiple of 16), ``compiled`` elsewhere; ``auto`` (default): ``compiled`` on CUDA, ``native`` on
+the CPU where it applies, the reference elsewhere (NCHW or 16-bit maps, no C++ compiler, inside a
+whole-model compile). On the CPU ``native`` is the fastest path and starts at once; ``compiled``
+costs ~20 s of compiling per process. Where compilation fails (no Triton, no C++ compiler)
+``auto`` falls back to the reference. Tests check that every path gives the same outputs and
+gradients.
 """
 
 from __future__ import annotations
@@ -93,7 +93,9 @@ def flavour(mode: str | None, x: Tensor, norm: nn.BatchNorm2d) -> str | None:
     if mode == "reference" or not (norm.affine and norm.track_running_stats):
         return None
     if mode == "auto":
-        return "compiled" if x.is_cuda and not k.Kernel.failed else None
+        if x.is_cuda:
+            return None if k.Kernel.failed else "compiled"
+        return "native" if native_applies(x) else None  # no compiler: the reference
     return mode
 
 
@@ -127,7 +129,11 @@ class Join(Function):
 
     @staticmethod
     def forward(ctx, branch, shortcut, pool_shortcut: bool, shortcut_handles: int, flavour: str):
-        y, pooled_y, pooled_s = k.JOIN_FORWARD(flavour, branch, shortcut, pool_shortcut)
+        if flavour == "native" and native_applies(branch, shortcut):
+            y, pooled_y, pooled_s = native_join_forward(branch, shortcut, pool_shortcut)
+        else:
+            flavour = "compiled" if flavour == "native" else flavour
+            y, pooled_y, pooled_s = k.JOIN_FORWARD(flavour, branch, shortcut, pool_shortcut)
         ctx.save_for_backward(y)
         ctx.flavour, ctx.pool_shortcut = flavour, pool_shortcut
         ctx.set_materialize_grads(False)
@@ -144,8 +150,12 @@ class Join(Function):
             grad_y, grad_y_other = grad_y_other, None
         if grad_y is None:
             grad_y = torch.zeros_like(y)
-        grad_branch, grad_shortcut = k.JOIN_BACKWARD(ctx.flavour, grad_y, y, grad_pooled_y, grad_pooled_s,
-                                                     grad_y_other, tuple(grads))
+        if ctx.flavour == "native":
+            grad_branch, grad_shortcut = native_join_backward(grad_y, y, grad_pooled_y, grad_pooled_s, grad_y_other,
+                                                              tuple(grads))
+        else:
+            grad_branch, grad_shortcut = k.JOIN_BACKWARD(ctx.flavour, grad_y, y, grad_pooled_y, grad_pooled_s,
+                                                         grad_y_other, tuple(grads))
         return grad_branch, grad_shortcut, None, None, None
 
 
@@ -278,7 +288,8 @@ def native_applies(*maps: Tensor) -> bool:
     if native_failed or torch.compiler.is_compiling():
         return False
     first = maps[0]
-    if not (first.device.type == "cpu" and first.dtype in (torch.float32, torch.float64) and first.shape[1] % 16 == 0
+    if not (first.device.type == "cpu" and first.dtype in (torch.float32, torch.float64) and first.dim() == 4
+            and first.shape[1] % 16 == 0
             and all(m.dtype == first.dtype and m.device == first.device and m.shape == first.shape
                     and m.is_contiguous(memory_format=torch.channels_last) for m in maps)):
         return False
@@ -391,6 +402,35 @@ def _suffix(t: Tensor) -> str:
 def _check(code: int, what: str, t: Tensor) -> None:
     if code != 0:
         raise RuntimeError(f"native {what} failed ({code}) on maps of shape {tuple(t.shape)}")
+
+
+def native_join_forward(branch: Tensor, shortcut: Tensor, pool_shortcut: bool):
+    """:func:`.tail_kernels.join_forward` in C++ (``resources/native/join.cpp``), one pass."""
+    b, c, h, w = branch.shape
+    y, pooled_y = torch.empty_like(branch), branch.new_empty(b, c)
+    pooled_s = branch.new_empty(b, c) if pool_shortcut else None
+    code = getattr(native.library(), f"join_forward_{_suffix(branch)}")(
+        branch.data_ptr(), shortcut.data_ptr(), b, c, h * w, y.data_ptr(), pooled_y.data_ptr(), _ptr(pooled_s),
+        torch.get_num_threads())
+    _check(code, "join", branch)
+    return y, pooled_y, pooled_s
+
+
+def native_join_backward(grad_y: Tensor, y: Tensor, grad_pooled_y: Tensor | None, grad_pooled_s: Tensor | None,
+                         grad_y_other: Tensor | None, grad_s_others: tuple[Tensor | None, ...]):
+    """:func:`.tail_kernels.join_backward` in C++, one pass."""
+    b, c, h, w = y.shape
+    as_map = lambda t: None if t is None else t.to(y.dtype).contiguous(memory_format=torch.channels_last)
+    as_vector = lambda t: None if t is None else t.to(y.dtype).reshape(b, c).contiguous()
+    others = [as_map(t) for t in grad_s_others if t is not None]
+    gy, gyo, gpy, gps = as_map(grad_y), as_map(grad_y_other), as_vector(grad_pooled_y), as_vector(grad_pooled_s)
+    grad_branch = torch.empty_like(y)
+    grad_shortcut = torch.empty_like(y) if gps is not None or others else None
+    code = getattr(native.library(), f"join_backward_{_suffix(y)}")(
+        gy.data_ptr(), _ptr(gyo), y.data_ptr(), _ptr(gpy), _ptr(gps), _pointers(others), len(others), b, c, h * w,
+        grad_branch.data_ptr(), _ptr(grad_shortcut), torch.get_num_threads())
+    _check(code, "join backward", y)
+    return grad_branch, grad_branch if grad_shortcut is None else grad_shortcut
 
 
 class ValueGradients:

@@ -9,7 +9,7 @@
 // - backward: the output gradient and `a` for the batch-norm sums; then those and the t maps again,
 //   writing `a`'s gradient with the coefficients' gradients (its dot products with every map);
 // - V_t's gradient: the `a` gradients of the blocks that read V_t and y, writing y's gradient.
-// Stencil loops run along one row per channel block, with the rows ahead prefetched (lanes.h); the
+// Stencil loops run along one row per channel block, with the rows ahead prefetched (common.h); the
 // other loops run pixel by pixel with all channels innermost.
 //
 // Maps are float32 or float64, channels-last ([B, H, W, C] in memory), C a multiple of 16;
@@ -23,56 +23,12 @@
 #include <cstdint>
 #include <vector>
 
-#include "lanes.h"
+#include "common.h"
 
 namespace {
 
-using lanes::L, lanes::V, lanes::ld, lanes::st, lanes::bc, lanes::Win;
-
-// The work: image b's pixels [begin, end) for item i.
-struct Items {
-  int64_t B, C, P, chunk, per_image;
-  Items(int64_t b, int64_t c, int64_t p) : B(b), C(c), P(p) {
-    chunk = std::max<int64_t>(1, std::min<int64_t>(P, 16384 / C));
-    per_image = (P + chunk - 1) / chunk;
-  }
-  int64_t count() const { return B * per_image; }
-  int64_t image(int64_t i) const { return i / per_image; }
-  int64_t begin(int64_t i) const { return (i % per_image) * chunk; }
-  int64_t end(int64_t i) const { return std::min(P, begin(i) + chunk); }
-};
-
-// Per-image sums of [k, C] values, [B, k, C], in double; `batch` sums them over the images in order.
-struct ImageSums {
-  int64_t B, k, C;
-  std::vector<double> s;
-  ImageSums(int64_t b, int64_t rows, int64_t c) : B(b), k(rows), C(c), s(b * rows * c, 0.0) {}
-  double& at(int64_t b, int64_t row, int64_t c) { return s[(b * k + row) * C + c]; }
-  double batch(int64_t row, int64_t c) const {
-    double t = 0;
-    for (int64_t b = 0; b < B; ++b) t += s[(b * k + row) * C + c];
-    return t;
-  }
-};
-
-// Per-item sums of [k, C] values (in the map's type), then per image in item order.
-struct Sums {
-  const Items& it;
-  int64_t k;
-  std::vector<double> part;
-  Sums(const Items& items, int64_t rows) : it(items), k(rows), part(items.count() * rows * items.C) {}
-  template <typename T> void put(int64_t i, const std::vector<T>& local) {
-    std::copy(local.begin(), local.end(), part.begin() + i * k * it.C);
-  }
-  ImageSums images() const {
-    ImageSums out(it.B, k, it.C);
-    for (int64_t i = 0; i < it.count(); ++i)
-      for (int64_t r = 0; r < k * it.C; ++r) out.s[it.image(i) * k * it.C + r] += part[i * k * it.C + r];
-    return out;
-  }
-};
-
-template <typename T> inline void add(std::vector<T>& acc, int64_t at, V<T> v) { st(acc.data() + at, ld(acc.data() + at) + v); }
+using lanes::L, lanes::V, lanes::ld, lanes::st, lanes::bc, lanes::Win, lanes::Items, lanes::Sums, lanes::ImageSums,
+    lanes::add;
 
 // Batch norm, (a - mean) (rstd gamma) + beta, as the reference computes it: a folded shift
 // (beta - mean rstd gamma) would cancel for maps whose mean is large against their spread, and

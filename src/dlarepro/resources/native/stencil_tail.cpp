@@ -5,7 +5,7 @@
 //
 // Maps are float32 or float64, channels-last ([B, H, W, C] in memory), C a multiple of 16. Taps
 // are [9, C] (tap t = 3 (dh + 1) + (dw + 1)). Plain C++ with GCC vector types of 16 lanes
-// (lanes.h), OpenMP over images and channel blocks; called through ctypes (dlarepro.native), so
+// (common.h), OpenMP over images and channel blocks; called through ctypes (dlarepro.native), so
 // the build needs g++ only. Batch-norm sums are per image in the map's type, over the batch in
 // double, in a fixed order (deterministic).
 #include <omp.h>
@@ -16,7 +16,7 @@
 #include <cstring>
 #include <vector>
 
-#include "lanes.h"
+#include "common.h"
 
 namespace {
 

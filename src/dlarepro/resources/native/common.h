@@ -1,6 +1,7 @@
-// The native kernels' vectors: GCC vector types of 16 lanes (one AVX-512 register of floats, or
-// several narrower ones), with unaligned loads and stores and broadcasts; and the 3x3 window the
-// depthwise stencils slide along a row. Shared by every kernel source of dlarepro.native.
+// What every kernel source of dlarepro.native shares: GCC vector types of 16 lanes (one AVX-512
+// register of floats, or several narrower ones) with unaligned loads and stores and broadcasts;
+// the 3x3 window the depthwise stencils slide along a row; batch statistics from shifted sums;
+// and the split of a batch's pixels into work items with their per-item sums.
 #pragma once
 
 #include <algorithm>
@@ -95,5 +96,50 @@ struct BatchMoments {
     var = m2 / (double(B) * P);
   }
 };
+
+// The work: image b's pixels [begin, end) for item i.
+struct Items {
+  int64_t B, C, P, chunk, per_image;
+  Items(int64_t b, int64_t c, int64_t p) : B(b), C(c), P(p) {
+    chunk = std::max<int64_t>(1, std::min<int64_t>(P, 16384 / C));
+    per_image = (P + chunk - 1) / chunk;
+  }
+  int64_t count() const { return B * per_image; }
+  int64_t image(int64_t i) const { return i / per_image; }
+  int64_t begin(int64_t i) const { return (i % per_image) * chunk; }
+  int64_t end(int64_t i) const { return std::min(P, begin(i) + chunk); }
+};
+
+// Per-image sums of [k, C] values, [B, k, C], in double; `batch` sums them over the images in order.
+struct ImageSums {
+  int64_t B, k, C;
+  std::vector<double> s;
+  ImageSums(int64_t b, int64_t rows, int64_t c) : B(b), k(rows), C(c), s(b * rows * c, 0.0) {}
+  double& at(int64_t b, int64_t row, int64_t c) { return s[(b * k + row) * C + c]; }
+  double batch(int64_t row, int64_t c) const {
+    double t = 0;
+    for (int64_t b = 0; b < B; ++b) t += s[(b * k + row) * C + c];
+    return t;
+  }
+};
+
+// Per-item sums of [k, C] values (in the map's type), then per image in item order.
+struct Sums {
+  const Items& it;
+  int64_t k;
+  std::vector<double> part;
+  Sums(const Items& items, int64_t rows) : it(items), k(rows), part(items.count() * rows * items.C) {}
+  template <typename T> void put(int64_t i, const std::vector<T>& local) {
+    std::copy(local.begin(), local.end(), part.begin() + i * k * it.C);
+  }
+  ImageSums images() const {
+    ImageSums out(it.B, k, it.C);
+    for (int64_t i = 0; i < it.count(); ++i)
+      for (int64_t r = 0; r < k * it.C; ++r) out.s[it.image(i) * k * it.C + r] += part[i * k * it.C + r];
+    return out;
+  }
+};
+
+template <typename T> inline void add(std::vector<T>& acc, int64_t at, V<T> v) { st(acc.data() + at, ld(acc.data() + at) + v); }
 
 }  // namespace lanes
