@@ -1,5 +1,5 @@
 """The tails mode ``native``: MRLA-L's and DLA-L's light tails with their depthwise convolutions
-inside one C++ kernel (``models.tails.StencilLightTail``), MRLA-B's and DLA-B's base tails and
+inside one C++ kernel (``models.native_tails.StencilLightTail``), MRLA-B's and DLA-B's base tails and
 value gradients in C++ (``models.tails.BaseTail``, flavour ``native``); ``dlarepro.native``."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 from conftest import ENV, REPO
 from dlarepro import native
 from dlarepro.benchstencil import BaseStage, Case, base_stage_difference, make_norm, max_relative_difference
-from dlarepro.models import build_model, tail_kernels, tails
+from dlarepro.models import build_model, native_tails, tail_kernels, tails
 from test_tails import LAYER_ATTENTION, assert_same, twin_models
 
 CL = torch.channels_last
@@ -36,10 +36,10 @@ def native_calls(monkeypatch):
 
         monkeypatch.setattr(owner, name, staticmethod(wrapper) if isinstance(owner, type) else wrapper)
 
-    counted(tails.StencilLightTail, "forward", "light")
+    counted(native_tails.StencilLightTail, "forward", "light")
     for name, kind in (("native_base_forward", "base"), ("native_value_gradient", "value_gradient"),
                        ("native_join_forward", "join"), ("native_join_backward", "join_backward")):
-        counted(tails, name, kind)
+        counted(native_tails, name, kind)
     return calls
 
 
@@ -99,7 +99,7 @@ def test_a_value_map_differentiated_directly_gets_that_gradient_too():
         norm = make_norm(16).double()
         coeffs = stage.coeffs[0][..., None, None]
         if native_path:
-            out, value = tails.StencilBaseTail.apply(y, weight, coeffs, norm.weight, norm.bias, norm, None,
+            out, value = native_tails.StencilBaseTail.apply(y, weight, coeffs, norm.weight, norm.bias, norm, None,
                                                      tails.ValueGradients(), False)
         else:
             value = torch.nn.functional.conv2d(y, weight, padding=1, groups=16)
@@ -119,11 +119,11 @@ def test_maps_the_kernel_cannot_take_use_the_compiled_tails(arch, native_calls):
     assert_same(reference, fused, x, tol={"rtol": 1e-9, "atol": 1e-11})
     assert not native_calls
     y = torch.randn(2, 24, 4, 4).contiguous(memory_format=CL)
-    assert not tails.native_applies(y, y)
+    assert not native_tails.native_applies(y, y)
     y = torch.randn(2, 32, 4, 4, dtype=torch.bfloat16).contiguous(memory_format=CL)
-    assert not tails.native_applies(y, y)
+    assert not native_tails.native_applies(y, y)
     y = torch.randn(2, 32, 4, 4).contiguous(memory_format=CL)
-    assert tails.native_applies(y, y)
+    assert native_tails.native_applies(y, y)
 
 
 def test_without_a_compiler_the_build_says_so(monkeypatch, tmp_path):
@@ -140,7 +140,7 @@ def test_a_failed_build_leaves_the_compiled_tails_running(arch, monkeypatch, cap
 
     monkeypatch.setattr(native, "build", fails)
     monkeypatch.setattr(native, "_library", None)
-    monkeypatch.setattr(tails, "native_failed", False)
+    monkeypatch.setattr(native_tails, "native_failed", False)
     reference, fused = twin_models(arch, {}, "native", depth=20, memory_format=CL)
     x = torch.randn(2, 3, 32, 32, dtype=torch.double).contiguous(memory_format=CL)
     with caplog.at_level(logging.WARNING):

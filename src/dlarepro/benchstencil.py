@@ -4,10 +4,10 @@
 With the tails mode ``compiled``, MRLA-L and DLA-L write ``DW(y)`` (and DLA-L ``DW_{λW}(s)``) with
 the library's depthwise convolution, and the fused tail reads those maps twice forward and twice
 backward; the convolutions' backward writes and reads more. The mode ``native``
-(:class:`tails.StencilLightTail`, C++ in ``resources/native/stencil_tail.cpp``) computes the whole
+(:class:`native_tails.StencilLightTail`, C++ in ``resources/native/stencil_tail.cpp``) computes the whole
 light tail, forward and backward, with the 3×3 stencils inside its passes: those maps are never
 written. MRLA-B and DLA-B cache every block's value map ``V_t = DW(y_t)`` for the later blocks of
-the stage, so ``V_t`` is written either way; ``native`` (:class:`tails.StencilBaseTail`, C++ in
+the stage, so ``V_t`` is written either way; ``native`` (:class:`native_tails.StencilBaseTail`, C++ in
 ``resources/native/base_tail.cpp``) computes it in the base tail's first pass and takes its
 gradient through the convolution in the pass that sums it, and runs the rest of the base tail in
 passes that stream every map once. This benchmark checks that both paths give the same outputs,
@@ -27,11 +27,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .benchkernels import stage_shapes
-from .models import tails
+from .models import native_tails, tails
 
 def stencil_tail(y, s, value_weight, refresh_weight, w, alpha, norm, mask) -> Tensor:
-    """The light tail with its stencils inside (:class:`tails.StencilLightTail`, the mode ``native``)."""
-    return tails.StencilLightTail.apply(y, s, value_weight, refresh_weight, w, alpha, norm.weight, norm.bias, norm,
+    """The light tail with its stencils inside (:class:`native_tails.StencilLightTail`, the mode ``native``)."""
+    return native_tails.StencilLightTail.apply(y, s, value_weight, refresh_weight, w, alpha, norm.weight, norm.bias, norm,
                                         mask)
 
 
@@ -195,7 +195,7 @@ class BaseStage:
         for t, (y, weight, coeffs, norm) in enumerate(zip(self.ys, self.weights, self.coeffs, norms)):
             co = coeffs[..., None, None]
             if native:
-                out = tails.StencilBaseTail.apply(y, weight, co, norm.weight, norm.bias, norm, self.mask, value_grads,
+                out = native_tails.StencilBaseTail.apply(y, weight, co, norm.weight, norm.bias, norm, self.mask, value_grads,
                                                   pooled, *values)
                 values.append(out[1])
                 out = (out[0], out[2]) if pooled else (out[0],)

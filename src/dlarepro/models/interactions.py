@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import tails
+from . import native_tails, tails
 from .cells import make_cell
 from .parts import ChannelConv, DropPath, as_map, depthwise3x3, eca_kernel_size, gap, head_scores, per_channel
 
@@ -188,8 +188,8 @@ class MRLALight(LightAttentionBase):
         if flavour:
             j = tails.join(branch, shortcut, flavour, shortcut_handles=1)  # handles: see tails.Join
             weights, lam = self.head_weights(index, j.pooled_y), self.lambdas[index][None]
-            if flavour == "native" and tails.native_applies(j.y, j.shortcuts[0]):
-                out = tails.stencil_light_tail(j.y, j.shortcuts[0], self.value[index].weight, weights, lam,
+            if flavour == "native" and native_tails.native_applies(j.y, j.shortcuts[0]):
+                out = native_tails.stencil_light_tail(j.y, j.shortcuts[0], self.value[index].weight, weights, lam,
                                                self.norm[index], self.drop_path)
             else:
                 out = tails.light_tail(j.y, j.shortcuts[0], self.value[index](j.y_value), weights, lam,
@@ -229,8 +229,8 @@ class DLALight(LightAttentionBase):
         # λ ⊙ (s ⊙ g + DW(s)) = s ⊙ (λ g) + DW_{λW}(s): λ folded into the gate and the conv weights
         lam = self.lambdas[index]
         refresh_weight = self.refresh_conv.weight * lam.unsqueeze(1)
-        if flavour == "native" and tails.native_applies(y, shortcut):  # both convolutions inside the tail
-            out = tails.stencil_light_tail(y, shortcut, self.value[index].weight, self.head_weights(index, pooled),
+        if flavour == "native" and native_tails.native_applies(y, shortcut):  # both convolutions inside the tail
+            out = native_tails.stencil_light_tail(y, shortcut, self.value[index].weight, self.head_weights(index, pooled),
                                            as_map(gate) * lam, self.norm[index], self.drop_path, refresh_weight)
             return out, state
         refreshed = F.conv2d(refresh_input, refresh_weight, padding=1, groups=self.channels)
@@ -270,7 +270,7 @@ class BaseAttentionState:
 
     def add_key(self, key: Tensor) -> None:
         """A block's key alone: its value map comes later (``values.append``), from the native tail
-        that computes it (:func:`tails.stencil_base_tail`)."""
+        that computes it (:func:`native_tails.stencil_base_tail`)."""
         key = key.unsqueeze(0)
         if self.keys is None:
             self.keys = key
@@ -313,7 +313,7 @@ class BaseAttention(LayerAttentionBase):
         self.refresh(state, pooled)
         pool_in_tail = bool(flavour) and state.pool_values  # DLA-B: GAP(V) with the tail, gradient included
         # native: the value convolution inside the tail's passes, V_t computed there
-        stencil = flavour == "native" and tails.native_applies(y, *state.values)
+        stencil = flavour == "native" and native_tails.native_applies(y, *state.values)
         if stencil:
             state.add_key(self.key[index](pooled))
         else:
@@ -326,7 +326,7 @@ class BaseAttention(LayerAttentionBase):
         if state.value_gates is not None:
             coeffs = coeffs * state.value_gates
         if stencil:
-            out, value, *pooled_value = tails.stencil_base_tail(y, self.value[index].weight, state.values, coeffs,
+            out, value, *pooled_value = native_tails.stencil_base_tail(y, self.value[index].weight, state.values, coeffs,
                                                                 self.norm[index], self.drop_path, state.value_grads,
                                                                 pool_in_tail)
             state.values.append(value)

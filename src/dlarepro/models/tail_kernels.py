@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,25 @@ def chan(v: Tensor) -> Tensor:
 
 def spatial(t: Tensor) -> int:
     return t.shape[2] * t.shape[3]
+
+
+# ---- batch norm's state, as nn.BatchNorm2d keeps it ----
+
+def update_running_stats(norm: nn.BatchNorm2d, mean: Tensor, var: Tensor, count: int) -> None:
+    """What ``nn.BatchNorm2d`` does in training: ``num_batches_tracked`` += 1 and running averages
+    of the batch mean and the unbiased batch variance."""
+    with torch.no_grad():
+        norm.num_batches_tracked.add_(1)
+        factor = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked)
+        norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), factor)
+        unbiased = var * (count / max(count - 1, 1))
+        norm.running_var.lerp_(unbiased.to(norm.running_var.dtype), factor)
+
+
+def eval_stats(norm: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+    """Running mean and 1/sqrt(running var + eps), copied: later training steps update the buffers
+    in place while a backward may still need these."""
+    return norm.running_mean.clone(), torch.rsqrt(norm.running_var + norm.eps)
 
 
 # ---- the block's join: y = ReLU(branch + shortcut) and the pooled vectors attention reads ----

@@ -13,12 +13,8 @@ writes whole maps, forward and backward, and together they cost more than the ex
 * :class:`LightTail` (MRLA-L, DLA-L): ``y + mask ⊙ BN(alpha ⊙ s + w ⊙ DW(y) [+ DW_{λW}(s)])``;
 * :class:`BaseTail` (MRLA-B, DLA-B): ``y + mask ⊙ ReLU(BN(Σ_i c_i ⊙ V_i))``; the gradient of
   each cached ``V_i`` is summed over the blocks that read it in one pass (:class:`ValueGradients`);
-* :class:`StencilLightTail` (mode ``native``, CPU): the light tail with its depthwise convolutions
-  ``DW(y)`` and ``DW_{λW}(s)`` computed inside the passes by a C++ kernel (:mod:`dlarepro.native`),
-  so those maps and their gradients are never written;
-* :class:`StencilBaseTail` (mode ``native``, CPU): the base tail in C++, with the block's value
-  convolution ``V_t = DW(y)`` computed in its first pass and ``V_t``'s gradient taken through it in
-  the pass that sums it (never written).
+* in mode ``native`` (CPU), the join, the light tails with their depthwise convolutions inside and
+  the base tails with their value convolutions inside run as C++ kernels (:mod:`.native_tails`).
 
 Batch norm is folded into the tails (batch statistics, running-statistics update, backward), so
 neither its input nor its output is kept for backward: what the tails save are maps that exist
@@ -42,7 +38,6 @@ gradients.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 from typing import NamedTuple
@@ -52,10 +47,11 @@ from torch import Tensor, nn
 from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
-from .. import native
 from ..runconfig import TAIL_MODES as MODES
+from . import native_tails as nt
 from . import tail_kernels as k
-from .parts import DropPath, gap, stencil_taps
+from .parts import DropPath, gap
+from .tail_kernels import eval_stats, update_running_stats
 
 ENV_VAR = "DLAREPRO_TAILS"
 log = logging.getLogger(__name__)
@@ -95,25 +91,8 @@ def flavour(mode: str | None, x: Tensor, norm: nn.BatchNorm2d) -> str | None:
     if mode == "auto":
         if x.is_cuda:
             return None if k.Kernel.failed else "compiled"
-        return "native" if native_applies(x) else None  # no compiler: the reference
+        return "native" if nt.native_applies(x) else None  # no compiler: the reference
     return mode
-
-
-def update_running_stats(norm: nn.BatchNorm2d, mean: Tensor, var: Tensor, count: int) -> None:
-    """What ``nn.BatchNorm2d`` does in training: ``num_batches_tracked`` += 1 and running averages
-    of the batch mean and the unbiased batch variance."""
-    with torch.no_grad():
-        norm.num_batches_tracked.add_(1)
-        factor = norm.momentum if norm.momentum is not None else 1.0 / float(norm.num_batches_tracked)
-        norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), factor)
-        unbiased = var * (count / max(count - 1, 1))
-        norm.running_var.lerp_(unbiased.to(norm.running_var.dtype), factor)
-
-
-def eval_stats(norm: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
-    """Running mean and 1/sqrt(running var + eps), copied: later training steps update the buffers
-    in place while a backward may still need these."""
-    return norm.running_mean.clone(), torch.rsqrt(norm.running_var + norm.eps)
 
 
 class Join(Function):
@@ -129,8 +108,8 @@ class Join(Function):
 
     @staticmethod
     def forward(ctx, branch, shortcut, pool_shortcut: bool, shortcut_handles: int, flavour: str):
-        if flavour == "native" and native_applies(branch, shortcut):
-            y, pooled_y, pooled_s = native_join_forward(branch, shortcut, pool_shortcut)
+        if flavour == "native" and nt.native_applies(branch, shortcut):
+            y, pooled_y, pooled_s = nt.native_join_forward(branch, shortcut, pool_shortcut)
         else:
             flavour = "compiled" if flavour == "native" else flavour
             y, pooled_y, pooled_s = k.JOIN_FORWARD(flavour, branch, shortcut, pool_shortcut)
@@ -151,7 +130,7 @@ class Join(Function):
         if grad_y is None:
             grad_y = torch.zeros_like(y)
         if ctx.flavour == "native":
-            grad_branch, grad_shortcut = native_join_backward(grad_y, y, grad_pooled_y, grad_pooled_s, grad_y_other,
+            grad_branch, grad_shortcut = nt.native_join_backward(grad_y, y, grad_pooled_y, grad_pooled_s, grad_y_other,
                                                               tuple(grads))
         else:
             grad_branch, grad_shortcut = k.JOIN_BACKWARD(ctx.flavour, grad_y, y, grad_pooled_y, grad_pooled_s,
@@ -206,231 +185,12 @@ class LightTail(Function):
                 grad_beta.to(gamma.dtype), None, None, None)
 
 
-class StencilLightTail(Function):
-    """``y + mask ⊙ BN(alpha ⊙ s + w ⊙ DW_value(y) [+ DW_refresh(s)])``, the depthwise convolutions
-    inside (:mod:`dlarepro.native`); returns the gradient of every input, ``y``'s with the value
-    convolution's share and the residual's, ``s``'s with the refresh convolution's."""
-
-    @staticmethod
-    def forward(ctx, y, s, value_weight, refresh_weight, w, alpha, gamma, beta, norm: nn.BatchNorm2d, mask):
-        b, c, h, wd = y.shape
-        dtype, suffix = y.dtype, "f32" if y.dtype == torch.float32 else "f64"
-        taps = lambda weight: stencil_taps(weight.detach().to(dtype))
-        kv, kr = taps(value_weight), None if refresh_weight is None else taps(refresh_weight)
-        w2, alpha2 = w.detach().reshape(b, c).to(dtype).contiguous(), alpha.detach().reshape(-1, c).to(dtype).contiguous()
-        gamma1, beta1 = gamma.detach().to(dtype).contiguous(), beta.detach().to(dtype).contiguous()
-        mask1 = None if mask is None else mask.reshape(b).to(dtype).contiguous()
-        out = torch.empty_like(y)
-        if norm.training:
-            mean, var, rstd = (y.new_empty(c) for _ in range(3))
-        else:
-            mean, rstd = (t.to(dtype).contiguous() for t in eval_stats(norm))
-            var = mean  # not written in eval
-        code = getattr(native.library(), f"stencil_tail_forward_{suffix}")(
-            y.data_ptr(), s.data_ptr(), kv.data_ptr(), _ptr(kr), w2.data_ptr(), alpha2.data_ptr(),
-            int(alpha2.shape[0] == b), gamma1.data_ptr(), beta1.data_ptr(), _ptr(mask1), norm.eps, b, c, h, wd,
-            out.data_ptr(), mean.data_ptr(), var.data_ptr(), rstd.data_ptr(), int(not norm.training),
-            torch.get_num_threads())
-        if code != 0:
-            raise RuntimeError(f"native light tail failed ({code}) on maps of shape {tuple(y.shape)}")
-        if norm.training:
-            update_running_stats(norm, mean, var, b * h * wd)
-        ctx.save_for_backward(y, s, kv, kr, w2, alpha2, gamma1, mean, rstd, mask1)
-        ctx.shapes = value_weight.shape, alpha.shape, w.shape
-        ctx.training, ctx.suffix = norm.training, suffix
-        ctx.param_dtypes = value_weight.dtype, None if refresh_weight is None else refresh_weight.dtype, w.dtype, \
-            alpha.dtype, gamma.dtype
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        y, s, kv, kr, w2, alpha2, gamma1, mean, rstd, mask1 = ctx.saved_tensors
-        b, c, h, wd = y.shape
-        go = grad_out.to(y.dtype).contiguous(memory_format=torch.channels_last)
-        grad_y, grad_s = torch.empty_like(y), torch.empty_like(s)
-        new = lambda *shape: y.new_empty(shape)
-        grad_w, grad_alpha, grad_kv, grad_kr, grad_gamma, grad_beta = new(b, c), new(b, c), new(9, c), new(9, c), \
-            new(c), new(c)
-        code = getattr(native.library(), f"stencil_tail_backward_{ctx.suffix}")(
-            go.data_ptr(), y.data_ptr(), s.data_ptr(), kv.data_ptr(), _ptr(kr), w2.data_ptr(), alpha2.data_ptr(),
-            int(alpha2.shape[0] == b), gamma1.data_ptr(), mean.data_ptr(), rstd.data_ptr(), _ptr(mask1),
-            int(ctx.training), b, c, h, wd, grad_y.data_ptr(), grad_s.data_ptr(), grad_w.data_ptr(),
-            grad_alpha.data_ptr(), grad_kv.data_ptr(), grad_kr.data_ptr(), grad_gamma.data_ptr(), grad_beta.data_ptr(),
-            torch.get_num_threads())
-        if code != 0:
-            raise RuntimeError(f"native light tail backward failed ({code}) on maps of shape {tuple(y.shape)}")
-        weight_shape, alpha_shape, w_shape = ctx.shapes
-        value_dtype, refresh_dtype, w_dtype, alpha_dtype, gamma_dtype = ctx.param_dtypes
-        as_weight = lambda g, dtype: g.t().reshape(weight_shape).to(dtype)
-        if alpha_shape[0] == 1:
-            grad_alpha = grad_alpha.sum(0, keepdim=True)
-        return (grad_y, grad_s, as_weight(grad_kv, value_dtype),
-                None if kr is None else as_weight(grad_kr, refresh_dtype), grad_w.reshape(w_shape).to(w_dtype),
-                grad_alpha.reshape(alpha_shape).to(alpha_dtype), grad_gamma.to(gamma_dtype),
-                grad_beta.to(gamma_dtype), None, None)
-
-
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
-#: set once the native kernel failed to build: the light tails use the compiled kernels from then on
-native_failed = False
-
-
-def native_applies(*maps: Tensor) -> bool:
-    """Whether the native kernels (:class:`StencilLightTail`, the native :class:`BaseTail`) can take
-    these maps: CPU, float32 or float64 alike, channels-last, channels a multiple of 16, outside a
-    whole-model compile, and the kernels build here; if the build fails, logs why once and answers
-    no from then on."""
-    global native_failed
-    if native_failed or torch.compiler.is_compiling():
-        return False
-    first = maps[0]
-    if not (first.device.type == "cpu" and first.dtype in (torch.float32, torch.float64) and first.dim() == 4
-            and first.shape[1] % 16 == 0
-            and all(m.dtype == first.dtype and m.device == first.device and m.shape == first.shape
-                    and m.is_contiguous(memory_format=torch.channels_last) for m in maps)):
-        return False
-    try:
-        native.library()
-    except (native.BuildError, OSError) as error:
-        native_failed = True
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        log.warning("the native tails are not available (%s); running the compiled ones", first_line)
-        return False
-    return True
-
-
-def stencil_light_tail(y: Tensor, shortcut: Tensor, value_weight: Tensor, weights: Tensor, alpha: Tensor,
-                       norm: nn.BatchNorm2d, drop_path: DropPath, refresh_weight: Tensor | None = None) -> Tensor:
-    """:func:`light_tail` with the value convolution (``value_weight``) and DLA-L's refresh
-    convolution (``refresh_weight``, λ folded in) inside; check :func:`native_applies` first."""
-    mask = drop_path.mask(y)
-    return StencilLightTail.apply(y, shortcut, value_weight, refresh_weight, weights, alpha, norm.weight, norm.bias,
-                                  norm, mask)
-
-
 def light_tail(y: Tensor, shortcut: Tensor, value: Tensor, weights: Tensor, alpha: Tensor, norm: nn.BatchNorm2d,
                drop_path: DropPath, flavour: str, refreshed: Tensor | None = None) -> Tensor:
     """MRLA-L / DLA-L after the convolutions: ``weights`` ``[B, C, 1, 1]`` scale the value map,
     ``alpha`` (``[1 or B, C, 1, 1]``) the shortcut; ``refreshed`` is DLA-L's ``DW_{λW}(s)``."""
     mask = drop_path.mask(y)
     return LightTail.apply(y, shortcut, value, refreshed, weights, alpha, norm.weight, norm.bias, norm, mask, flavour)
-
-
-def _pointers(maps) -> ctypes.Array:
-    return (ctypes.c_void_p * len(maps))(*(m.data_ptr() for m in maps))
-
-
-def _per_image(coeffs: Tensor, dtype: torch.dtype) -> Tensor:
-    """Coefficients ``[t, B, C, 1, 1]`` (or ``[t, B, C]``) as the native kernels take them."""
-    return coeffs.detach().reshape(coeffs.shape[0], coeffs.shape[1], coeffs.shape[2]).to(dtype).contiguous()
-
-
-def native_base_forward(y, coeffs, gamma, beta, norm: nn.BatchNorm2d, mask, earlier, pool_newest: bool,
-                        taps: Tensor):
-    """The base tail's forward in C++, the newest value map being the depthwise convolution of ``y``
-    with ``taps`` (``[9, C]``), computed inside after the ``earlier`` maps: the output, ``GAP`` of the
-    newest map (or None), the attended map, the statistics batch norm used (the batch's in training,
-    updating the running ones) and the newest map."""
-    b, c, h, w = y.shape
-    dtype = y.dtype
-    co = _per_image(coeffs, dtype)
-    gamma1, beta1 = gamma.detach().to(dtype).contiguous(), beta.detach().to(dtype).contiguous()
-    mask1 = None if mask is None else mask.reshape(b).to(dtype).contiguous()
-    attended, out = torch.empty_like(y), torch.empty_like(y)
-    values = [*earlier, torch.empty_like(y)]
-    if norm.training:
-        mean, var, rstd = (y.new_empty(c) for _ in range(3))
-    else:
-        mean, rstd = (t.to(dtype).contiguous() for t in eval_stats(norm))
-        var = mean  # not written in eval
-    pooled = y.new_empty(b, c) if pool_newest else None
-    code = getattr(native.library(), f"base_tail_forward_{_suffix(y)}")(
-        _pointers(values), len(values), taps.data_ptr(), co.data_ptr(), y.data_ptr(), gamma1.data_ptr(), beta1.data_ptr(),
-        _ptr(mask1), norm.eps, b, c, h, w, attended.data_ptr(), out.data_ptr(), mean.data_ptr(), var.data_ptr(),
-        rstd.data_ptr(), _ptr(pooled), int(not norm.training), torch.get_num_threads())
-    _check(code, "base tail", y)
-    if norm.training:
-        update_running_stats(norm, mean, var, b * h * w)
-    return out, pooled, attended, mean, rstd, values[-1]
-
-
-def native_value_gradient(maps: list[Tensor], coeffs: Tensor, extra: Tensor | None, y: Tensor, taps: Tensor,
-                          grad_y: Tensor) -> tuple[Tensor, Tensor]:
-    """A value map's gradient ``extra + Σ_i coeffs[i] ⊙ maps[i]`` taken through its depthwise
-    convolution of ``y`` (``taps`` ``[9, C]``) without being written: ``grad_y +`` the convolution's
-    input gradient, and the taps' gradient ``[9, C]``."""
-    b, c, h, w = y.shape
-    co = _per_image(coeffs, y.dtype)
-    extra1 = None if extra is None else extra.detach().reshape(b, c).to(y.dtype).contiguous()
-    go = grad_y.to(y.dtype).contiguous(memory_format=torch.channels_last)
-    out, grad_taps = torch.empty_like(y), y.new_empty(9, c)
-    code = getattr(native.library(), f"value_gradient_stencil_{_suffix(y)}")(
-        _pointers(maps), len(maps), co.data_ptr(), _ptr(extra1), y.data_ptr(), taps.data_ptr(), go.data_ptr(), b, c,
-        h, w, out.data_ptr(), grad_taps.data_ptr(), torch.get_num_threads())
-    _check(code, "value gradient", y)
-    return out, grad_taps
-
-
-def native_base_backward(grad_out, attended, coeffs, gamma, beta, mean, rstd, mask, values, training: bool):
-    """The base tail's backward in C++: the attended map's gradient, the coefficients' (its sums
-    against every map), gamma's and beta's."""
-    b, c, h, w = attended.shape
-    dtype = attended.dtype
-    go = grad_out.to(dtype).contiguous(memory_format=torch.channels_last)
-    gamma1, beta1 = gamma.detach().to(dtype).contiguous(), beta.detach().to(dtype).contiguous()
-    mask1 = None if mask is None else mask.reshape(b).to(dtype).contiguous()
-    ga = torch.empty_like(attended)
-    grad_coeffs, grad_gamma, grad_beta = attended.new_empty(len(values), b, c), attended.new_empty(c), \
-        attended.new_empty(c)
-    code = getattr(native.library(), f"base_tail_backward_{_suffix(attended)}")(
-        go.data_ptr(), attended.data_ptr(), _pointers(values), len(values), gamma1.data_ptr(), beta1.data_ptr(),
-        mean.data_ptr(), rstd.data_ptr(), _ptr(mask1), int(training), b, c, h * w, ga.data_ptr(),
-        grad_coeffs.data_ptr(), grad_gamma.data_ptr(), grad_beta.data_ptr(), torch.get_num_threads())
-    _check(code, "base tail backward", attended)
-    return (ga, grad_coeffs.reshape(coeffs.shape).to(coeffs.dtype), grad_gamma.to(gamma.dtype),
-            grad_beta.to(beta.dtype))
-
-
-def _suffix(t: Tensor) -> str:
-    return "f32" if t.dtype == torch.float32 else "f64"
-
-
-def _check(code: int, what: str, t: Tensor) -> None:
-    if code != 0:
-        raise RuntimeError(f"native {what} failed ({code}) on maps of shape {tuple(t.shape)}")
-
-
-def native_join_forward(branch: Tensor, shortcut: Tensor, pool_shortcut: bool):
-    """:func:`.tail_kernels.join_forward` in C++ (``resources/native/join.cpp``), one pass."""
-    b, c, h, w = branch.shape
-    y, pooled_y = torch.empty_like(branch), branch.new_empty(b, c)
-    pooled_s = branch.new_empty(b, c) if pool_shortcut else None
-    code = getattr(native.library(), f"join_forward_{_suffix(branch)}")(
-        branch.data_ptr(), shortcut.data_ptr(), b, c, h * w, y.data_ptr(), pooled_y.data_ptr(), _ptr(pooled_s),
-        torch.get_num_threads())
-    _check(code, "join", branch)
-    return y, pooled_y, pooled_s
-
-
-def native_join_backward(grad_y: Tensor, y: Tensor, grad_pooled_y: Tensor | None, grad_pooled_s: Tensor | None,
-                         grad_y_other: Tensor | None, grad_s_others: tuple[Tensor | None, ...]):
-    """:func:`.tail_kernels.join_backward` in C++, one pass."""
-    b, c, h, w = y.shape
-    as_map = lambda t: None if t is None else t.to(y.dtype).contiguous(memory_format=torch.channels_last)
-    as_vector = lambda t: None if t is None else t.to(y.dtype).reshape(b, c).contiguous()
-    others = [as_map(t) for t in grad_s_others if t is not None]
-    gy, gyo, gpy, gps = as_map(grad_y), as_map(grad_y_other), as_vector(grad_pooled_y), as_vector(grad_pooled_s)
-    grad_branch = torch.empty_like(y)
-    grad_shortcut = torch.empty_like(y) if gps is not None or others else None
-    code = getattr(native.library(), f"join_backward_{_suffix(y)}")(
-        gy.data_ptr(), _ptr(gyo), y.data_ptr(), _ptr(gpy), _ptr(gps), _pointers(others), len(others), b, c, h * w,
-        grad_branch.data_ptr(), _ptr(grad_shortcut), torch.get_num_threads())
-    _check(code, "join backward", y)
-    return grad_branch, grad_branch if grad_shortcut is None else grad_shortcut
 
 
 class ValueGradients:
@@ -504,53 +264,6 @@ class BaseTail(Function):
             grad_values = [None] * (len(values) - 1) + [ctx.value_grads.newest(ctx.flavour, ga, coeffs, extra)]
         return (grad_out, grad_coeffs, grad_gamma.to(gamma.dtype), grad_beta.to(beta.dtype), None, None, None, None,
                 None, *grad_values)
-
-
-class StencilBaseTail(Function):
-    """The native :class:`BaseTail` whose newest value map ``V_t`` is the block's depthwise value
-    convolution of ``y``, computed inside the first pass (C++), and whose gradient goes through that
-    convolution in the pass that sums it, without being written (the library's convolution, forward
-    and backward, spared). Takes ``y``, the convolution's weight and the stage's earlier maps;
-    returns ``(out, V_t)``, with ``GAP(V_t)`` when ``pool_newest``. Needs the stage's
-    :class:`ValueGradients`: later blocks hand ``V_t``'s gradient there, not to autograd."""
-
-    @staticmethod
-    def forward(ctx, y, value_weight, coeffs, gamma, beta, norm: nn.BatchNorm2d, mask, value_grads: ValueGradients,
-                pool_newest: bool, *earlier):
-        taps = stencil_taps(value_weight.detach().to(y.dtype))
-        out, pooled, attended, mean, rstd, value = native_base_forward(y, coeffs, gamma, beta, norm, mask, earlier,
-                                                                       pool_newest, taps)
-        ctx.save_for_backward(y, taps, attended, coeffs, gamma, beta, mean, rstd, mask, *earlier, value)
-        ctx.training, ctx.value_grads, ctx.weight = norm.training, value_grads, (value_weight.shape, value_weight.dtype)
-        ctx.set_materialize_grads(False)
-        return (out, value, pooled) if pool_newest else (out, value)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out, grad_value, *grad_pooled):
-        y, taps, attended, coeffs, gamma, beta, mean, rstd, mask, *values = ctx.saved_tensors
-        if grad_out is None:
-            grad_out = torch.zeros_like(y)
-        ga, grad_coeffs, grad_gamma, grad_beta = native_base_backward(grad_out, attended, coeffs, gamma, beta, mean,
-                                                                      rstd, mask, values, ctx.training)
-        maps, weights = ctx.value_grads.readers(ga, coeffs)
-        if grad_value is not None:  # V_t differentiated through directly: one more term of its sum
-            maps, weights = [*maps, grad_value.to(y.dtype).contiguous(memory_format=torch.channels_last)], \
-                torch.cat([weights, torch.ones_like(weights[:1])])
-        pooled_grad = grad_pooled[0] if grad_pooled else None
-        extra = None if pooled_grad is None else pooled_grad[:, :, None, None] * (1.0 / k.spatial(y))
-        grad_y, grad_taps = native_value_gradient(maps, weights, extra, y, taps, grad_out)
-        shape, dtype = ctx.weight
-        return (grad_y, grad_taps.t().reshape(shape).to(dtype), grad_coeffs, grad_gamma, grad_beta, None, None, None,
-                None, *([None] * (len(values) - 1)))
-
-
-def stencil_base_tail(y: Tensor, value_weight: Tensor, earlier: list[Tensor], coeffs: Tensor, norm: nn.BatchNorm2d,
-                      drop_path: DropPath, value_grads: ValueGradients, pool_newest: bool = False):
-    """:func:`base_tail` with the block's value convolution inside (:class:`StencilBaseTail`; check
-    :func:`native_applies` on ``y`` and ``earlier`` first): ``(out, V_t)`` or ``(out, V_t, GAP(V_t))``."""
-    return StencilBaseTail.apply(y, value_weight, coeffs[..., None, None], norm.weight, norm.bias, norm,
-                                 drop_path.mask(y), value_grads, pool_newest, *earlier)
 
 
 def base_tail(y: Tensor, values: list[Tensor], coeffs: Tensor, norm: nn.BatchNorm2d, drop_path: DropPath,
