@@ -1,9 +1,10 @@
-"""The tails mode ``native``: MRLA-L's and DLA-L's light tails with their depthwise convolutions
-inside one C++ kernel (``models.native_tails.StencilLightTail``), MRLA-B's and DLA-B's base tails and
-value gradients in C++ (``models.tails.BaseTail``, flavour ``native``); ``dlarepro.native``."""
+"""The tails mode ``native`` (``models.native_tails``, built by ``dlarepro.native``): the join, MRLA-L's
+and DLA-L's light tails with their depthwise convolutions inside (``StencilLightTail``), MRLA-B's and
+DLA-B's base tails with their value convolutions inside (``StencilBaseTail``), all in C++."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import subprocess
 import sys
@@ -14,7 +15,8 @@ import torch
 
 from conftest import ENV, REPO
 from dlarepro import native
-from dlarepro.benchstencil import BaseStage, Case, base_stage_difference, make_norm, max_relative_difference
+from dlarepro.benchstencil import (BaseStage, Case, base_stage_difference, library_tail, make_norm,
+                                   max_relative_difference)
 from dlarepro.models import build_model, native_tails, tail_kernels, tails
 from test_tails import LAYER_ATTENTION, assert_same, twin_models
 
@@ -76,6 +78,17 @@ def test_a_stage_of_base_tails_matches_the_library_path_in_float64():
         stage = BaseStage.make((3, 32, 6, 5), 3, pooled, dtype=torch.float64)
         assert stage.mask.flatten()[0] == 0
         assert base_stage_difference(stage, flavour="eager") < 1e-12
+
+
+@pytest.mark.parametrize("shape", [(2, 16, 1, 3), (2, 16, 3, 1), (1, 48, 2, 2)])
+def test_edge_shapes_match_the_library_path(shape):
+    """Maps one pixel high or wide (every stencil tap but the centre row or column falls outside),
+    one image, three channel blocks: the base stage and both light tails."""
+    for pooled in (False, True):
+        assert base_stage_difference(BaseStage.make(shape, 2, pooled, dtype=torch.float64), flavour="eager") < 1e-12
+    for refresh in (False, True):
+        case = Case.make(shape, refresh, drop=False)
+        assert max_relative_difference(case, functools.partial(library_tail, flavour="eager")) < 1e-5
 
 
 def test_a_stage_of_base_tails_in_float32_follows_float64():

@@ -31,8 +31,8 @@ from .models import native_tails, tails
 
 def stencil_tail(y, s, value_weight, refresh_weight, w, alpha, norm, mask) -> Tensor:
     """The light tail with its stencils inside (:class:`native_tails.StencilLightTail`, the mode ``native``)."""
-    return native_tails.StencilLightTail.apply(y, s, value_weight, refresh_weight, w, alpha, norm.weight, norm.bias, norm,
-                                        mask)
+    return native_tails.StencilLightTail.apply(y, s, value_weight, refresh_weight, w, alpha, norm.weight, norm.bias,
+                                               norm, mask)
 
 
 def library_tail(y, s, value_weight, refresh_weight, w, alpha, norm, mask, flavour: str = "compiled") -> Tensor:
@@ -195,8 +195,8 @@ class BaseStage:
         for t, (y, weight, coeffs, norm) in enumerate(zip(self.ys, self.weights, self.coeffs, norms)):
             co = coeffs[..., None, None]
             if native:
-                out = native_tails.StencilBaseTail.apply(y, weight, co, norm.weight, norm.bias, norm, self.mask, value_grads,
-                                                  pooled, *values)
+                out = native_tails.StencilBaseTail.apply(y, weight, co, norm.weight, norm.bias, norm, self.mask,
+                                                         value_grads, pooled, *values)
                 values.append(out[1])
                 out = (out[0], out[2]) if pooled else (out[0],)
             else:

@@ -190,7 +190,7 @@ class MRLALight(LightAttentionBase):
             weights, lam = self.head_weights(index, j.pooled_y), self.lambdas[index][None]
             if flavour == "native" and native_tails.native_applies(j.y, j.shortcuts[0]):
                 out = native_tails.stencil_light_tail(j.y, j.shortcuts[0], self.value[index].weight, weights, lam,
-                                               self.norm[index], self.drop_path)
+                                                      self.norm[index], self.drop_path)
             else:
                 out = tails.light_tail(j.y, j.shortcuts[0], self.value[index](j.y_value), weights, lam,
                                        self.norm[index], self.drop_path, flavour)
@@ -230,8 +230,9 @@ class DLALight(LightAttentionBase):
         lam = self.lambdas[index]
         refresh_weight = self.refresh_conv.weight * lam.unsqueeze(1)
         if flavour == "native" and native_tails.native_applies(y, shortcut):  # both convolutions inside the tail
-            out = native_tails.stencil_light_tail(y, shortcut, self.value[index].weight, self.head_weights(index, pooled),
-                                           as_map(gate) * lam, self.norm[index], self.drop_path, refresh_weight)
+            out = native_tails.stencil_light_tail(y, shortcut, self.value[index].weight,
+                                                  self.head_weights(index, pooled), as_map(gate) * lam,
+                                                  self.norm[index], self.drop_path, refresh_weight)
             return out, state
         refreshed = F.conv2d(refresh_input, refresh_weight, padding=1, groups=self.channels)
         if flavour:
@@ -326,9 +327,9 @@ class BaseAttention(LayerAttentionBase):
         if state.value_gates is not None:
             coeffs = coeffs * state.value_gates
         if stencil:
-            out, value, *pooled_value = native_tails.stencil_base_tail(y, self.value[index].weight, state.values, coeffs,
-                                                                self.norm[index], self.drop_path, state.value_grads,
-                                                                pool_in_tail)
+            out, value, *pooled_value = native_tails.stencil_base_tail(
+                y, self.value[index].weight, state.values, coeffs, self.norm[index], self.drop_path, state.value_grads,
+                pool_in_tail)
             state.values.append(value)
             if pooled_value:
                 state.add_pooled(pooled_value[0])

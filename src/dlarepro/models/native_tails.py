@@ -94,9 +94,9 @@ def native_base_forward(y, coeffs, gamma, beta, norm: nn.BatchNorm2d, mask, earl
         var = mean  # not written in eval
     pooled = y.new_empty(b, c) if pool_newest else None
     code = getattr(native.library(), f"base_tail_forward_{_suffix(y)}")(
-        _pointers(values), len(values), taps.data_ptr(), co.data_ptr(), y.data_ptr(), gamma1.data_ptr(), beta1.data_ptr(),
-        _ptr(mask1), norm.eps, b, c, h, w, attended.data_ptr(), out.data_ptr(), mean.data_ptr(), var.data_ptr(),
-        rstd.data_ptr(), _ptr(pooled), int(not norm.training), torch.get_num_threads())
+        _pointers(values), len(values), taps.data_ptr(), co.data_ptr(), y.data_ptr(), gamma1.data_ptr(),
+        beta1.data_ptr(), _ptr(mask1), norm.eps, b, c, h, w, attended.data_ptr(), out.data_ptr(), mean.data_ptr(),
+        var.data_ptr(), rstd.data_ptr(), _ptr(pooled), int(not norm.training), torch.get_num_threads())
     _check(code, "base tail", y)
     if norm.training:
         update_running_stats(norm, mean, var, b * h * w)
@@ -189,7 +189,8 @@ class StencilLightTail(Function):
         dtype, suffix = y.dtype, _suffix(y)
         taps = lambda weight: stencil_taps(weight.detach().to(dtype))
         kv, kr = taps(value_weight), None if refresh_weight is None else taps(refresh_weight)
-        w2, alpha2 = w.detach().reshape(b, c).to(dtype).contiguous(), alpha.detach().reshape(-1, c).to(dtype).contiguous()
+        w2 = w.detach().reshape(b, c).to(dtype).contiguous()
+        alpha2 = alpha.detach().reshape(-1, c).to(dtype).contiguous()
         gamma1, beta1 = gamma.detach().to(dtype).contiguous(), beta.detach().to(dtype).contiguous()
         mask1 = None if mask is None else mask.reshape(b).to(dtype).contiguous()
         out = torch.empty_like(y)

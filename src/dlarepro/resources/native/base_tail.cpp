@@ -60,12 +60,12 @@ void finish_forward(const Items& it, const ImageSums& sums, const T* A, const T*
   const int64_t B = it.B, C = it.C, P = it.P;
   if (pooled)
     for (int64_t b = 0; b < B; ++b)
-      for (int64_t c = 0; c < C; ++c) pooled[b * C + c] = T(sums.s[(b * sums.k + 3) * C + c] / P);
+      for (int64_t c = 0; c < C; ++c) pooled[b * C + c] = T(sums.at(b, 3, c) / P);
   if (eval) return;  // the output was written with the attended map
   lanes::BatchMoments moments(B, C, P);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t c = 0; c < C; ++c)
-      moments.put(b, c, sums.s[(b * sums.k) * C + c], sums.s[(b * sums.k + 1) * C + c], sums.s[(b * sums.k + 2) * C + c]);
+      moments.put(b, c, sums.at(b, 0, c), sums.at(b, 1, c), sums.at(b, 2, c));
   for (int64_t c = 0; c < C; ++c) {
     double m, v;
     moments.channel(c, m, v);
@@ -198,7 +198,8 @@ int backward(const T* GO, const T* A, const T* const* Vs, int64_t t, const T* G,
     for (int64_t p = it.begin(i); p < it.end(i); ++p)
       for (int64_t c0 = 0; c0 < C; c0 += L) {
         const int64_t o = (b * P + p) * C + c0;
-        const V<T> ga = ld(c1.data() + c0) * mask * relu_grad(o, c0) + ld(c2.data() + c0) + ld(c3.data() + c0) * ld(A + o);
+        const V<T> ga =
+            ld(c1.data() + c0) * mask * relu_grad(o, c0) + ld(c2.data() + c0) + ld(c3.data() + c0) * ld(A + o);
         st(GA + o, ga);
         for (int64_t m = 0; m < t; ++m) add(local, m * C + c0, ga * ld(Vs[m] + o));
       }

@@ -116,6 +116,7 @@ struct ImageSums {
   std::vector<double> s;
   ImageSums(int64_t b, int64_t rows, int64_t c) : B(b), k(rows), C(c), s(b * rows * c, 0.0) {}
   double& at(int64_t b, int64_t row, int64_t c) { return s[(b * k + row) * C + c]; }
+  double at(int64_t b, int64_t row, int64_t c) const { return s[(b * k + row) * C + c]; }
   double batch(int64_t row, int64_t c) const {
     double t = 0;
     for (int64_t b = 0; b < B; ++b) t += s[(b * k + row) * C + c];
@@ -140,6 +141,8 @@ struct Sums {
   }
 };
 
-template <typename T> inline void add(std::vector<T>& acc, int64_t at, V<T> v) { st(acc.data() + at, ld(acc.data() + at) + v); }
+template <typename T> inline void add(std::vector<T>& acc, int64_t at, V<T> v) {
+  st(acc.data() + at, ld(acc.data() + at) + v);
+}
 
 }  // namespace lanes
