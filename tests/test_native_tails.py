@@ -16,7 +16,7 @@ import torch
 from conftest import ENV, REPO
 from dlarepro import native
 from dlarepro.benchstencil import (BaseStage, Case, base_stage_difference, library_tail, make_norm,
-                                   max_relative_difference)
+                                   max_relative_difference, stencil_tail)
 from dlarepro.models import build_model, native_tails, tail_kernels, tails
 from test_tails import LAYER_ATTENTION, assert_same, twin_models
 
@@ -195,3 +195,26 @@ def test_auto_on_the_cpu_runs_native_and_compiles_nothing(arch, native_calls, mo
     model = build_model(arch, 20, "cifar10", drop_path=0.1).to(memory_format=CL)
     model(torch.randn(2, 3, 32, 32).contiguous(memory_format=CL)).sum().backward()
     assert native_calls["join"] == native_calls["join_backward"] == 6  # depth 20: 3 stages of 2 blocks
+
+
+def test_the_kernels_do_not_depend_on_the_thread_count():
+    """Every sum runs in a fixed order whatever the threads: a stage of base tails, both light
+    tails and the join give bit-identical results on 1 and 2 threads. (The library's convolutions
+    do not promise this: a whole model's step differs in the last bits between thread counts.)"""
+    threads = torch.get_num_threads()
+    stage = BaseStage.make((4, 32, 6, 5), 3, pooled=True)
+    maps = [torch.randn(4, 32, 6, 5).contiguous(memory_format=CL) for _ in range(4)]
+    vectors = [torch.randn(4, 32) for _ in range(2)]
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            got = stage.run(True, [make_norm(32, seed=i) for i in range(3)])
+            for refresh in (False, True):
+                got += Case.make((4, 32, 6, 5), refresh).run(stencil_tail, make_norm(32))
+            got += [t for t in native_tails.native_join_forward(maps[0], maps[1], True)]
+            got += list(native_tails.native_join_backward(maps[2], maps[0].relu(), *vectors, maps[3], (maps[1],)))
+            results.append(got)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(results[0]) > 40 and all(torch.equal(a, b) for a, b in zip(*results))
