@@ -170,6 +170,16 @@ def test_a_build_is_reused_and_written_atomically(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary left beside it
 
 
+def test_another_kind_of_cpu_gets_its_own_build(tmp_path, monkeypatch):
+    """``-march=native``: a cache shared by a cluster's nodes (a home directory) keeps one library
+    per kind of CPU, never loading one node's instructions on another."""
+    assert "flags=" in native.cpu_identity() or "Features=" in native.cpu_identity()
+    first = native.build(tmp_path)
+    monkeypatch.setattr(native, "cpu_identity", lambda: "x86_64\0model name=another CPU\0flags=sse2")
+    second = native.build(tmp_path)
+    assert second != first and sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, second.name])
+
+
 def test_the_benchmark_prints_both_paths_and_their_difference():
     done = subprocess.run([sys.executable, str(REPO / "bench/step_time.py"), "--stencil-tails", "--depths", "11",
                            "--batch", "2", "--rounds", "1", "--tails", "eager"], capture_output=True, text=True, env=ENV, timeout=600)

@@ -3,8 +3,8 @@ inside, the base tails, the join), one library built on first use.
 
 Compiled with the system's C++ compiler (``$CXX``, default ``g++``; no torch headers, about a
 second) into ``$XDG_CACHE_HOME/dla-repro/native`` (default ``~/.cache/...``), named by a hash of
-the sources, compiler and flags, and written atomically, so concurrent jobs on a node share one
-build. Loaded with ctypes. :func:`library` raises :class:`BuildError` when there is no compiler or
+the sources, compiler, flags and CPU kind (``-march=native``), and written atomically, so
+concurrent jobs on a node share one build and nodes of another kind build their own. Loaded with ctypes. :func:`library` raises :class:`BuildError` when there is no compiler or
 the build fails; callers fall back to the pure-torch path (``models.tails``).
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -41,13 +42,33 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dla-repro" / "native"
 
 
+def cpu_identity() -> str:
+    """What ``-march=native`` compiles for: the architecture and the first CPU's vendor, model and
+    instruction-set flags. Part of the library's name, so that a cache in a home directory shared
+    by a cluster's nodes never hands one kind of node a library built for another (SIGILL)."""
+    fields: dict[str, str] = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        if not line.strip() and fields:
+            break  # the first processor's block is enough
+        name, _, value = line.partition(":")
+        if name.strip() in ("vendor_id", "model name", "flags", "CPU implementer", "CPU part", "Features"):
+            fields[name.strip()] = value.strip()
+    return "\0".join([platform.machine(), platform.processor(), *(f"{k}={v}" for k, v in sorted(fields.items()))])
+
+
 def build(cache: Path | None = None) -> Path:
-    """The shared library's path, compiled unless these sources were built with this compiler before."""
+    """The shared library's path, compiled unless these sources were built with this compiler, for
+    this kind of CPU, before."""
     compiler = os.environ.get("CXX") or "g++"
     if shutil.which(compiler) is None:
         raise BuildError(f"no C++ compiler {compiler!r} on PATH (set CXX to one)")
     texts = sources()
-    key = hashlib.sha256("\0".join([*texts, *texts.values(), compiler, *FLAGS]).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join([*texts, *texts.values(), compiler, *FLAGS, cpu_identity()]).encode())
+    key = key.hexdigest()[:16]
     target = (cache or cache_dir()) / f"dlarepro-native-{key}.so"
     if target.is_file():
         return target
