@@ -226,36 +226,42 @@ def run_kernels(args) -> int:
 
 
 def run_stencil_tails(args) -> int:
+    flavour = "eager" if args.tails == "eager" else "compiled"
     for depth in args.depths:
         print(f"checking and timing the light tails of depth {depth} ...", file=sys.stderr, flush=True)
         try:
-            timings = time_stencil_tails(depth, args.batch, rounds=args.rounds,
-                                         flavour="eager" if args.tails == "eager" else "compiled")
+            timings = time_stencil_tails(depth, args.batch, rounds=args.rounds, flavour=flavour)
         except BuildError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        headers, rows = stencil_table(timings)
-        print(f"\nLight tails, forward + backward, batch {args.batch}, {args.threads} threads, channels_last, float32, "
-              f"caches flushed before each call, median of {args.rounds}; 'max rel. difference': native "
-              f"against the library path over the output, every gradient and the running statistics")
-        print(tabulate(rows, headers=headers, disable_numparse=True))
-        for method, (library_ms, stencil_ms) in per_step_saving(timings).items():
-            print(f"{method}-{depth}: {library_ms:.0f} ms per training step in these tails and convolutions, "
-                  f"{stencil_ms:.0f} ms with the stencils inside ({library_ms - stencil_ms:.0f} ms less)")
+        print_stencil_timings(
+            timings, depth, f"Light tails, forward + backward, batch {args.batch}, {args.threads} threads, "
+            f"channels_last, float32, caches flushed before each call, median of {args.rounds}; 'max rel. difference': "
+            f"native against the library path over the output, every gradient and the running statistics",
+            "these tails and convolutions", "with the stencils inside")
         print(f"checking and timing the base tails of depth {depth} ...", file=sys.stderr, flush=True)
-        timings = time_stencil_base_tails(depth, args.batch, rounds=args.rounds,
-                                          flavour="eager" if args.tails == "eager" else "compiled")
-        headers, rows = stencil_table(timings)
-        headers[1:3] = ["stage maps", "library convs + fused tails ms"]
-        print(f"\nBase tails, one whole stage ({(depth - 2) // 9} blocks, value gradients summed per map), forward "
-              f"+ backward, same conditions; DLA-B's value maps pooled; the difference checked in float64, with an "
-              f"image dropped (in float32 the ReLU after batch norm may decide an entry within rounding of zero "
-              f"either way: benchstencil.base_stage_difference)")
-        print(tabulate(rows, headers=headers, disable_numparse=True))
-        for method, (library_ms, stencil_ms) in per_step_saving(timings).items():
-            print(f"{method}-{depth}: {library_ms:.0f} ms per training step in these tails and value convolutions, "
-                  f"{stencil_ms:.0f} ms native ({library_ms - stencil_ms:.0f} ms less)")
+        timings = time_stencil_base_tails(depth, args.batch, rounds=args.rounds, flavour=flavour)
+        print_stencil_timings(
+            timings, depth, f"Base tails, one whole stage ({(depth - 2) // 9} blocks, value gradients summed per "
+            f"map), forward + backward, same conditions; DLA-B's value maps pooled; the difference checked in "
+            f"float64, with an image dropped (in float32 the ReLU after batch norm may decide an entry within "
+            f"rounding of zero either way: benchstencil.base_stage_difference)",
+            "these tails and value convolutions", "native", headers=["stage maps", "library convs + fused tails ms"])
     return 0
+
+
+def print_stencil_timings(timings, depth: int, title: str, spent_on: str, native_label: str,
+                          headers: list[str] | None = None) -> None:
+    """One table of ``--stencil-tails`` and each method's saving per training step; ``headers``
+    renames the table's second and third columns."""
+    names, rows = stencil_table(timings)
+    if headers:
+        names[1:3] = headers
+    print(f"\n{title}")
+    print(tabulate(rows, headers=names, disable_numparse=True))
+    for method, (library_ms, stencil_ms) in per_step_saving(timings).items():
+        print(f"{method}-{depth}: {library_ms:.0f} ms per training step in {spent_on}, {stencil_ms:.0f} ms "
+              f"{native_label} ({library_ms - stencil_ms:.0f} ms less)")
 
 
 def main(argv=None) -> int:
