@@ -144,6 +144,12 @@ def _suffix(t: Tensor) -> str:
     return "f32" if t.dtype == torch.float32 else "f64"
 
 
+def _weight_gradient(grad_taps: Tensor, shape: torch.Size, dtype: torch.dtype) -> Tensor:
+    """The taps' gradient ``[9, C]`` as the depthwise weight's ``[C, 1, 3, 3]`` (:func:`.parts.stencil_taps`
+    backwards)."""
+    return grad_taps.t().reshape(shape).to(dtype)
+
+
 def _check(code: int, what: str, t: Tensor) -> None:
     if code != 0:
         raise RuntimeError(f"native {what} failed ({code}) on maps of shape {tuple(t.shape)}")
@@ -204,8 +210,7 @@ class StencilLightTail(Function):
             int(alpha2.shape[0] == b), gamma1.data_ptr(), beta1.data_ptr(), _ptr(mask1), norm.eps, b, c, h, wd,
             out.data_ptr(), mean.data_ptr(), var.data_ptr(), rstd.data_ptr(), int(not norm.training),
             torch.get_num_threads())
-        if code != 0:
-            raise RuntimeError(f"native light tail failed ({code}) on maps of shape {tuple(y.shape)}")
+        _check(code, "light tail", y)
         if norm.training:
             update_running_stats(norm, mean, var, b * h * wd)
         ctx.save_for_backward(y, s, kv, kr, w2, alpha2, gamma1, mean, rstd, mask1)
@@ -231,11 +236,10 @@ class StencilLightTail(Function):
             int(ctx.training), b, c, h, wd, grad_y.data_ptr(), grad_s.data_ptr(), grad_w.data_ptr(),
             grad_alpha.data_ptr(), grad_kv.data_ptr(), grad_kr.data_ptr(), grad_gamma.data_ptr(), grad_beta.data_ptr(),
             torch.get_num_threads())
-        if code != 0:
-            raise RuntimeError(f"native light tail backward failed ({code}) on maps of shape {tuple(y.shape)}")
+        _check(code, "light tail backward", y)
         weight_shape, alpha_shape, w_shape = ctx.shapes
         value_dtype, refresh_dtype, w_dtype, alpha_dtype, gamma_dtype = ctx.param_dtypes
-        as_weight = lambda g, dtype: g.t().reshape(weight_shape).to(dtype)
+        as_weight = lambda g, dtype: _weight_gradient(g, weight_shape, dtype)
         if alpha_shape[0] == 1:
             grad_alpha = grad_alpha.sum(0, keepdim=True)
         return (grad_y, grad_s, as_weight(grad_kv, value_dtype),
@@ -288,7 +292,7 @@ class StencilBaseTail(Function):
         extra = None if pooled_grad is None else pooled_grad[:, :, None, None] * (1.0 / k.spatial(y))
         grad_y, grad_taps = native_value_gradient(maps, weights, extra, y, taps, grad_out)
         shape, dtype = ctx.weight
-        return (grad_y, grad_taps.t().reshape(shape).to(dtype), grad_coeffs, grad_gamma, grad_beta, None, None, None,
+        return (grad_y, _weight_gradient(grad_taps, shape, dtype), grad_coeffs, grad_gamma, grad_beta, None, None, None,
                 None, *([None] * (len(values) - 1)))
 
 

@@ -38,7 +38,6 @@ gradients.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import NamedTuple
 
@@ -54,7 +53,6 @@ from .parts import DropPath, gap
 from .tail_kernels import eval_stats, update_running_stats
 
 ENV_VAR = "DLAREPRO_TAILS"
-log = logging.getLogger(__name__)
 
 
 def check_mode(mode: str) -> str:
@@ -234,7 +232,6 @@ class BaseTail(Function):
     @staticmethod
     def forward(ctx, y, coeffs, gamma, beta, norm: nn.BatchNorm2d, mask, flavour: str,
                 value_grads: ValueGradients | None, pool_newest: bool, *values):
-        ctx.flavour, ctx.training, ctx.value_grads = flavour, norm.training, value_grads
         attended = k.weighted_sum(flavour, list(values), coeffs)
         if norm.training:
             out, mean, var, rstd = k.BASE_TRAIN(flavour, y, attended, gamma, beta, mask, norm.eps)
@@ -243,6 +240,7 @@ class BaseTail(Function):
             mean, rstd = eval_stats(norm)
             out = k.BASE_EVAL(flavour, y, attended, gamma, beta, mean, rstd)
         ctx.save_for_backward(attended, coeffs, gamma, beta, mean, rstd, mask, *values)
+        ctx.flavour, ctx.training, ctx.value_grads = flavour, norm.training, value_grads
         if pool_newest:
             return out, gap(values[-1])  # as the reference's BaseAttentionState.append pools it
         return out
@@ -253,7 +251,6 @@ class BaseTail(Function):
         attended, coeffs, gamma, beta, mean, rstd, mask, *values = ctx.saved_tensors
         ga, grad_gamma, grad_beta = k.BASE_BACKWARD(ctx.flavour, grad_out, attended, gamma, beta, mean, rstd, mask,
                                                     ctx.training)
-        grad_coeffs = k.dots(ctx.flavour, ga, values).sum_to_size(coeffs.shape).to(coeffs.dtype)
         # the pooled map's gradient, spread evenly over the map: a per-channel term of its gradient
         extra = grad_pooled[0][:, :, None, None] * (1.0 / k.spatial(ga)) if grad_pooled else None
         if ctx.value_grads is None:  # every map's share of this block's gradient, one map each
@@ -262,6 +259,7 @@ class BaseTail(Function):
                 grad_values[-1] = grad_values[-1] + extra.to(grad_values[-1].dtype)
         else:
             grad_values = [None] * (len(values) - 1) + [ctx.value_grads.newest(ctx.flavour, ga, coeffs, extra)]
+        grad_coeffs = k.dots(ctx.flavour, ga, values).sum_to_size(coeffs.shape).to(coeffs.dtype)
         return (grad_out, grad_coeffs, grad_gamma.to(gamma.dtype), grad_beta.to(beta.dtype), None, None, None, None,
                 None, *grad_values)
 
