@@ -1,6 +1,7 @@
-"""The tails mode ``native`` (``models.native_tails``, built by ``dlarepro.native``): the join, MRLA-L's
-and DLA-L's light tails with their depthwise convolutions inside (``StencilLightTail``), MRLA-B's and
-DLA-B's base tails with their value convolutions inside (``StencilBaseTail``), all in C++."""
+"""The tails mode ``native`` (``models.native_tails``, built by ``dlarepro.native``): MRLA-L's and
+DLA-L's light blocks from branch and shortcut, their join and depthwise convolutions inside
+(``LightJoin``, ``LightTail``), MRLA-B's and DLA-B's join and base tails with their value
+convolutions inside (``StencilBaseTail``), all in C++."""
 
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ CL = torch.channels_last
 
 @pytest.fixture
 def native_calls(monkeypatch):
-    """How often each native kernel ran: ``light`` and ``base`` tail forwards, ``value_gradient``
-    (a B map's gradient through its convolution), ``join`` and ``join_backward``."""
+    """How often each native kernel ran: the light blocks' ``light_join``, ``light`` (the tail's
+    forward) and ``light_backward`` (the join's backward: the maps' pass); the base tails' ``base``
+    forward, ``value_gradient`` (a B map's gradient through its convolution), ``join`` and
+    ``join_backward``."""
     calls = Counter()
 
     def counted(owner, name, kind):
@@ -38,7 +41,10 @@ def native_calls(monkeypatch):
 
         monkeypatch.setattr(owner, name, staticmethod(wrapper) if isinstance(owner, type) else wrapper)
 
-    counted(native_tails.StencilLightTail, "forward", "light")
+    for owner, name, kind in ((native_tails.LightJoin, "forward", "light_join"),
+                              (native_tails.LightTail, "forward", "light"),
+                              (native_tails.LightJoin, "backward", "light_backward")):
+        counted(owner, name, kind)
     for name, kind in (("native_base_forward", "base"), ("native_value_gradient", "value_gradient"),
                        ("native_join_forward", "join"), ("native_join_backward", "join_backward")):
         counted(native_tails, name, kind)
@@ -55,15 +61,16 @@ def test_native_tails_equal_the_reference_in_float64(arch, knobs, native_calls):
     x = torch.randn(4, 3, 32, 32, dtype=torch.double).contiguous(memory_format=CL)
     assert_same(reference, fused, x, tol={"rtol": 1e-9, "atol": 1e-11})
     runs = 2 * 9  # depth 29: three stages of three blocks, once in train and once in eval
-    tail = "light" if arch.endswith("_l") else "base"
-    assert native_calls == {tail: runs, "join": runs, "join_backward": runs,
-                            **({} if tail == "light" else {"value_gradient": runs})}
+    if arch.endswith("_l"):
+        assert native_calls == {"light_join": runs, "light": runs, "light_backward": runs}
+    else:
+        assert native_calls == {"base": runs, "join": runs, "join_backward": runs, "value_gradient": runs}
 
 
 def test_float32_matches_the_compiled_tails_at_a_stage_shape():
-    """The benchmark's check, float32, with an image dropped: output, every gradient (both taps'
-    included) and running statistics of the native kernel against the library's convolutions and the
-    compiled tail."""
+    """The benchmark's check, float32, with an image dropped: output, pools, every gradient (both taps'
+    included) and running statistics of the native block against the compiled join, the library's
+    convolutions and the compiled tail."""
     for refresh in (False, True):
         case = Case.make((3, 32, 6, 5), refresh, drop=True)
         assert case.mask.flatten()[0] == 0
@@ -89,6 +96,41 @@ def test_edge_shapes_match_the_library_path(shape):
     for refresh in (False, True):
         case = Case.make(shape, refresh, drop=False)
         assert max_relative_difference(case, functools.partial(library_tail, flavour="eager")) < 1e-5
+
+
+def test_a_light_block_in_float64_matches_the_library_path():
+    """Both light blocks in float64, in training with an image dropped and in eval (running
+    statistics; no batch moments from the join; drop-path off): outputs, pools and every gradient
+    against the eager join, the library's convolutions and the eager tail."""
+    for refresh in (False, True):
+        case = Case.make((3, 32, 6, 5), refresh, dtype=torch.float64)
+        assert max_relative_difference(case, functools.partial(library_tail, flavour="eager")) < 1e-12
+        case = Case.make((3, 32, 6, 5), refresh, drop=False, dtype=torch.float64)
+        norms = [make_norm(32).double().eval() for _ in range(2)]
+        ours = case.run(stencil_tail, norms[0])
+        ref = case.run(functools.partial(library_tail, flavour="eager"), norms[1])
+        for a, b in zip(ours, ref):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_a_light_block_differentiated_through_its_pools_only():
+    """The output unused, the tail's backward never runs: the join's backward still gives the
+    gradients of the pools to the branch and the shortcut, and nothing to the convolutions."""
+    for refresh in (False, True):
+        case = Case.make((2, 16, 5, 4), refresh, dtype=torch.float64)
+        got = []
+        for path in (stencil_tail, functools.partial(library_tail, flavour="eager")):
+            t = case.leaves
+            for leaf in t.values():
+                leaf.grad = None
+            outputs = path(t["branch"], t["s"], t["value"], t.get("refresh"), t["w"], t["alpha"],
+                           make_norm(16).double(), case.mask)
+            torch.autograd.backward(outputs[1:], case.grads[1:])
+            got.append([t["branch"].grad, t["s"].grad])
+            assert all(t[n].grad is None or not t[n].grad.any() for n in ("value", "refresh") if n in t)
+        for a, b in zip(*got):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+        assert got[0][0].abs().sum() > 0
 
 
 def test_a_stage_of_base_tails_in_float32_follows_float64():
@@ -149,7 +191,7 @@ def test_without_a_compiler_the_build_says_so(monkeypatch, tmp_path):
 @pytest.mark.parametrize("arch", ["mrla_l", "mrla_b"])
 def test_a_failed_build_leaves_the_compiled_tails_running(arch, monkeypatch, caplog, native_calls):
     def fails(cache=None):
-        raise native.BuildError("g++ failed on stencil_tail.cpp:\nerror: ...")
+        raise native.BuildError("g++ failed on light_block.cpp:\nerror: ...")
 
     monkeypatch.setattr(native, "build", fails)
     monkeypatch.setattr(native, "_library", None)
@@ -158,7 +200,7 @@ def test_a_failed_build_leaves_the_compiled_tails_running(arch, monkeypatch, cap
     x = torch.randn(2, 3, 32, 32, dtype=torch.double).contiguous(memory_format=CL)
     with caplog.at_level(logging.WARNING):
         assert_same(reference, fused, x, tol={"rtol": 1e-9, "atol": 1e-11})
-    assert "the native tails are not available (g++ failed on stencil_tail.cpp:); running the compiled ones" \
+    assert "the native tails are not available (g++ failed on light_block.cpp:); running the compiled ones" \
         in caplog.text
     assert caplog.text.count("not available") == 1 and not native_calls
 
@@ -204,7 +246,8 @@ def test_auto_on_the_cpu_runs_native_and_compiles_nothing(arch, native_calls, mo
     monkeypatch.setattr(tail_kernels.Kernel, "__call__", lambda self, *args: pytest.fail(f"{self.fn.__name__} ran"))
     model = build_model(arch, 20, "cifar10", drop_path=0.1).to(memory_format=CL)
     model(torch.randn(2, 3, 32, 32).contiguous(memory_format=CL)).sum().backward()
-    assert native_calls["join"] == native_calls["join_backward"] == 6  # depth 20: 3 stages of 2 blocks
+    joins = ("light_join", "light_backward") if arch.endswith("_l") else ("join", "join_backward")
+    assert [native_calls[kind] for kind in joins] == [6, 6]  # depth 20: 3 stages of 2 blocks
 
 
 def test_the_kernels_do_not_depend_on_the_thread_count():

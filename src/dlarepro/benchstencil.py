@@ -1,12 +1,13 @@
 """The tails with their depthwise stencils inside, beside the library's convolutions
 (``bench/step_time.py --stencil-tails``).
 
-With the tails mode ``compiled``, MRLA-L and DLA-L write ``DW(y)`` (and DLA-L ``DW_{λW}(s)``) with
-the library's depthwise convolution, and the fused tail reads those maps twice forward and twice
-backward; the convolutions' backward writes and reads more. The mode ``native``
-(:class:`native_tails.StencilLightTail`, C++ in ``resources/native/stencil_tail.cpp``) computes the whole
-light tail, forward and backward, with the 3×3 stencils inside its passes: those maps are never
-written. MRLA-B and DLA-B cache every block's value map ``V_t = DW(y_t)`` for the later blocks of
+With the tails mode ``compiled``, MRLA-L and DLA-L write ``y = ReLU(branch + s)`` in the join,
+``DW(y)`` (and DLA-L ``DW_{λW}(s)``) with the library's depthwise convolution, and the fused tail
+reads those maps twice forward and twice backward; the convolutions' backward and the join's write
+and read more. The mode ``native`` (:class:`native_tails.LightJoin` and :class:`native_tails.LightTail`,
+C++ in ``resources/native/light_block.cpp``) computes the whole block after its convolutions, forward
+and backward, in four passes over the branch and the shortcut, with ``y`` and the 3×3 stencils
+inside: none of those maps is ever written. MRLA-B and DLA-B cache every block's value map ``V_t = DW(y_t)`` for the later blocks of
 the stage, so ``V_t`` is written either way; ``native`` (:class:`native_tails.StencilBaseTail`, C++ in
 ``resources/native/base_tail.cpp``) computes it in the base tail's first pass and takes its
 gradient through the convolution in the pass that sums it, and runs the rest of the base tail in
@@ -29,53 +30,63 @@ from torch import Tensor, nn
 from .benchkernels import stage_shapes
 from .models import native_tails, tails
 
-def stencil_tail(y, s, value_weight, refresh_weight, w, alpha, norm, mask) -> Tensor:
-    """The light tail with its stencils inside (:class:`native_tails.StencilLightTail`, the mode ``native``)."""
-    return native_tails.StencilLightTail.apply(y, s, value_weight, refresh_weight, w, alpha, norm.weight, norm.bias,
-                                               norm, mask)
+def stencil_tail(branch, s, value_weight, refresh_weight, w, alpha, norm, mask) -> tuple[Tensor, ...]:
+    """The native light block (:func:`native_tails.light_join`, :func:`native_tails.light_tail`, the
+    mode ``native``): the output, ``GAP(y)`` and, with the refresh (DLA-L), ``GAP(s)``."""
+    block, *pooled = native_tails.light_join(branch, s, value_weight, norm, refresh_weight,
+                                             pool_shortcut=refresh_weight is not None)
+    return (native_tails.light_tail(block, pooled[0], w, alpha, norm, mask), *pooled)
 
 
-def library_tail(y, s, value_weight, refresh_weight, w, alpha, norm, mask, flavour: str = "compiled") -> Tensor:
-    """The project's path: the library's depthwise convolutions, then the fused :class:`tails.LightTail`."""
-    channels = y.shape[1]
-    v = F.conv2d(y, value_weight, padding=1, groups=channels)
-    r = None if refresh_weight is None else F.conv2d(s, refresh_weight, padding=1, groups=channels)
-    return tails.LightTail.apply(y, s, v, r, w, alpha, norm.weight, norm.bias, norm, mask, flavour)
+def library_tail(branch, s, value_weight, refresh_weight, w, alpha, norm, mask,
+                 flavour: str = "compiled") -> tuple[Tensor, ...]:
+    """The project's other path: the fused :class:`tails.Join`, the library's depthwise convolutions,
+    then the fused :class:`tails.LightTail`; returns what :func:`stencil_tail` does."""
+    refresh = refresh_weight is not None
+    j = tails.join(branch, s, flavour, pool_shortcut=refresh, shortcut_handles=2 if refresh else 1)
+    v = F.conv2d(j.y_value, value_weight, padding=1, groups=branch.shape[1])
+    r = F.conv2d(j.shortcuts[1], refresh_weight, padding=1, groups=branch.shape[1]) if refresh else None
+    out = tails.LightTail.apply(j.y, j.shortcuts[0], v, r, w, alpha, norm.weight, norm.bias, norm, mask, flavour)
+    return (out, j.pooled_y, j.pooled_s) if refresh else (out, j.pooled_y)
 
 
 @dataclass
 class Case:
-    """One light tail's inputs at one shape: maps, weights, the output gradient and a drop-path mask."""
+    """One light block's inputs at one shape: branch and shortcut maps, weights, the gradients of the
+    output and the pooled vectors, and a drop-path mask."""
 
     leaves: dict[str, Tensor]
-    grad_out: Tensor
+    grads: tuple[Tensor, ...]
     mask: Tensor | None
     refresh: bool
 
     @classmethod
-    def make(cls, shape: tuple[int, int, int, int], refresh: bool, drop: bool = True, seed: int = 0) -> Case:
+    def make(cls, shape: tuple[int, int, int, int], refresh: bool, drop: bool = True, seed: int = 0,
+             dtype: torch.dtype = torch.float32) -> Case:
         gen = torch.Generator().manual_seed(seed)
         b, c = shape[:2]
-        cl = lambda t: t.contiguous(memory_format=torch.channels_last)
-        leaves = {"y": cl(torch.randn(shape, generator=gen).relu()), "s": cl(torch.randn(shape, generator=gen)),
+        cl = lambda t: t.to(dtype).contiguous(memory_format=torch.channels_last)
+        leaves = {"branch": cl(torch.randn(shape, generator=gen)), "s": cl(torch.randn(shape, generator=gen)),
                   "value": torch.randn(c, 1, 3, 3, generator=gen) * 0.3, "w": torch.rand(b, c, 1, 1, generator=gen),
                   # the shortcut's coefficient: MRLA-L's λ, DLA-L's λ ⊙ gate (per image)
                   "alpha": torch.randn(b if refresh else 1, c, 1, 1, generator=gen)}
         if refresh:
             leaves["refresh"] = torch.randn(c, 1, 3, 3, generator=gen) * 0.3
         mask = torch.full((b, 1, 1, 1), 1 / 0.7).index_fill_(0, torch.tensor([0]), 0.0) if drop else None  # image 0 dropped
-        leaves = {name: leaf.requires_grad_() for name, leaf in leaves.items()}
-        return cls(leaves, cl(torch.randn(shape, generator=gen)), mask, refresh)
+        leaves = {name: leaf.to(dtype).requires_grad_() for name, leaf in leaves.items()}
+        pooled = [torch.randn(b, c, generator=gen).to(dtype) for _ in range(2 if refresh else 1)]
+        return cls(leaves, (cl(torch.randn(shape, generator=gen)), *pooled),
+                   None if mask is None else mask.to(dtype), refresh)
 
     def run(self, path, norm: nn.BatchNorm2d) -> list[Tensor]:
-        """Forward and backward through ``path`` (``stencil_tail`` or ``library_tail``): the output
+        """Forward and backward through ``path`` (``stencil_tail`` or ``library_tail``): the outputs
         and the gradient of every input, the BN parameters' included."""
         t = self.leaves
         for leaf in [*t.values(), *norm.parameters()]:
             leaf.grad = None
-        out = path(t["y"], t["s"], t["value"], t.get("refresh"), t["w"], t["alpha"], norm, self.mask)
-        out.backward(self.grad_out)
-        return [out.detach()] + [t[n].grad for n in t] + [norm.weight.grad, norm.bias.grad]
+        outputs = path(t["branch"], t["s"], t["value"], t.get("refresh"), t["w"], t["alpha"], norm, self.mask)
+        torch.autograd.backward(outputs, self.grads)
+        return [o.detach() for o in outputs] + [t[n].grad for n in t] + [norm.weight.grad, norm.bias.grad]
 
 
 def make_norm(channels: int, seed: int = 0) -> nn.BatchNorm2d:
@@ -90,7 +101,8 @@ def make_norm(channels: int, seed: int = 0) -> nn.BatchNorm2d:
 def max_relative_difference(case: Case, library=library_tail) -> float:
     """The largest difference between the native and the compiled path over the output, every
     gradient and the running statistics, each relative to the largest entry of the reference."""
-    norms = make_norm(case.leaves["y"].shape[1]), make_norm(case.leaves["y"].shape[1])
+    channels, dtype = case.leaves["branch"].shape[1], case.leaves["branch"].dtype
+    norms = make_norm(channels).to(dtype), make_norm(channels).to(dtype)
     ours, ref = case.run(stencil_tail, norms[0]), case.run(library, norms[1])
     ours += [norms[0].running_mean, norms[0].running_var]
     ref += [norms[1].running_mean, norms[1].running_var]

@@ -28,7 +28,7 @@ class BuildError(RuntimeError):
 
 
 #: the kernels' sources (compiled together into one library) and the header they share
-SOURCES = ("stencil_tail.cpp", "base_tail.cpp", "join.cpp")
+SOURCES = ("light_block.cpp", "base_tail.cpp", "join.cpp")
 HEADERS = ("common.h",)
 
 
@@ -99,10 +99,13 @@ def library() -> ctypes.CDLL:
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     p, i64, i32, f64 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
     for suffix in ("f32", "f64"):
-        forward, backward = getattr(lib, f"stencil_tail_forward_{suffix}"), getattr(lib, f"stencil_tail_backward_{suffix}")
-        forward.argtypes = [p, p, p, p, p, p, i32, p, p, p, f64, i64, i64, i64, i64, p, p, p, p, i32, i32]
-        backward.argtypes = [p, p, p, p, p, p, p, i32, p, p, p, p, i32, i64, i64, i64, i64, p, p, p, p, p, p, p, p, i32]
-        forward.restype = backward.restype = i32
+        join, forward = getattr(lib, f"light_join_{suffix}"), getattr(lib, f"light_forward_{suffix}")
+        sums, maps = getattr(lib, f"light_backward_sums_{suffix}"), getattr(lib, f"light_backward_maps_{suffix}")
+        join.argtypes = [p, p, p, p, i64, i64, i64, i64, p, p, p, i32]
+        forward.argtypes = [p, p, p, p, p, p, i32, p, p, p, p, f64, i64, i64, i64, i64, p, p, p, p, i32, i32]
+        sums.argtypes = [p, p, p, p, p, p, p, i32, p, p, p, p, p, i32, i64, i64, i64, i64, p, p, p, p, p, p, p, i32]
+        maps.argtypes = [p, p, p, p, p, p, p, i32, p, p, p, p, p, p, i64, i64, i64, i64, p, p, p, p, i32]
+        join.restype = forward.restype = sums.restype = maps.restype = i32
         forward, backward = getattr(lib, f"base_tail_forward_{suffix}"), getattr(lib, f"base_tail_backward_{suffix}")
         forward.argtypes = [p, i64, p, p, p, p, p, p, f64, i64, i64, i64, i64, p, p, p, p, p, p, i32, i32]
         backward.argtypes = [p, p, p, i64, p, p, p, p, p, i32, i64, i64, i64, p, p, p, p, i32]

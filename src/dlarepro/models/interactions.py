@@ -185,15 +185,17 @@ class MRLALight(LightAttentionBase):
 
     def forward(self, index, branch, shortcut, state):
         flavour = self.tail_flavour(index, branch)
+        lam = self.lambdas[index][None]
+        if flavour == "native" and native_tails.native_applies(branch, shortcut):  # join, convolution, tail: C++
+            block, pooled = native_tails.light_join(branch, shortcut, self.value[index].weight, self.norm[index])
+            out = native_tails.light_tail(block, pooled, self.head_weights(index, pooled), lam, self.norm[index],
+                                          self.drop_path.mask(branch))
+            return out, state
         if flavour:
             j = tails.join(branch, shortcut, flavour, shortcut_handles=1)  # handles: see tails.Join
-            weights, lam = self.head_weights(index, j.pooled_y), self.lambdas[index][None]
-            if flavour == "native" and native_tails.native_applies(j.y, j.shortcuts[0]):
-                out = native_tails.stencil_light_tail(j.y, j.shortcuts[0], self.value[index].weight, weights, lam,
-                                                      self.norm[index], self.drop_path)
-            else:
-                out = tails.light_tail(j.y, j.shortcuts[0], self.value[index](j.y_value), weights, lam,
-                                       self.norm[index], self.drop_path, flavour)
+            out = tails.light_tail(j.y, j.shortcuts[0], self.value[index](j.y_value),
+                                   self.head_weights(index, j.pooled_y), lam, self.norm[index], self.drop_path,
+                                   flavour)
             return out, state
         y = F.relu(branch + shortcut)
         weights = self.head_weights(index, gap(y))
@@ -215,7 +217,14 @@ class DLALight(LightAttentionBase):
 
     def forward(self, index, branch, shortcut, state):
         flavour = self.tail_flavour(index, branch)
-        if flavour:
+        # λ ⊙ (s ⊙ g + DW(s)) = s ⊙ (λ g) + DW_{λW}(s): λ folded into the gate and the conv weights
+        lam = self.lambdas[index]
+        refresh_weight = self.refresh_conv.weight * lam.unsqueeze(1)
+        native = flavour == "native" and native_tails.native_applies(branch, shortcut)
+        if native:  # join, both convolutions and tail in C++
+            block, pooled, pooled_s = native_tails.light_join(branch, shortcut, self.value[index].weight,
+                                                              self.norm[index], refresh_weight, pool_shortcut=True)
+        elif flavour:
             j = tails.join(branch, shortcut, flavour, pool_shortcut=True, shortcut_handles=2)  # see tails.Join
             y, y_value, pooled, pooled_s = j.y, j.y_value, j.pooled_y, j.pooled_s
             shortcut, refresh_input = j.shortcuts
@@ -226,21 +235,16 @@ class DLALight(LightAttentionBase):
             state = self.cell.zero_state(pooled)
         _, state = self.cell(pooled, state)  # forward path: context from the block output
         gate, _ = self.cell(pooled_s, refresh_state(state, self.dsu_state))  # backward path: new state dropped
-        # λ ⊙ (s ⊙ g + DW(s)) = s ⊙ (λ g) + DW_{λW}(s): λ folded into the gate and the conv weights
-        lam = self.lambdas[index]
-        refresh_weight = self.refresh_conv.weight * lam.unsqueeze(1)
-        if flavour == "native" and native_tails.native_applies(y, shortcut):  # both convolutions inside the tail
-            out = native_tails.stencil_light_tail(y, shortcut, self.value[index].weight,
-                                                  self.head_weights(index, pooled), as_map(gate) * lam,
-                                                  self.norm[index], self.drop_path, refresh_weight)
-            return out, state
+        weights, alpha = self.head_weights(index, pooled), as_map(gate) * lam
+        if native:
+            mask = self.drop_path.mask(branch)
+            return native_tails.light_tail(block, pooled, weights, alpha, self.norm[index], mask), state
         refreshed = F.conv2d(refresh_input, refresh_weight, padding=1, groups=self.channels)
         if flavour:
-            out = tails.light_tail(y, shortcut, self.value[index](y_value), self.head_weights(index, pooled),
-                                   as_map(gate) * lam, self.norm[index], self.drop_path, flavour, refreshed)
+            out = tails.light_tail(y, shortcut, self.value[index](y_value), weights, alpha, self.norm[index],
+                                   self.drop_path, flavour, refreshed)
             return out, state
-        refreshed = torch.addcmul(refreshed, shortcut, as_map(gate) * lam)
-        attended = torch.addcmul(refreshed, self.value[index](y), self.head_weights(index, pooled))
+        attended = torch.addcmul(torch.addcmul(refreshed, shortcut, alpha), self.value[index](y), weights)
         return self.finish(index, y, attended), state
 
 

@@ -1,14 +1,15 @@
 """The tails mode ``native``: the layer-attention tails' C++ kernels (``resources/native``, built by
 :mod:`dlarepro.native`) behind autograd Functions, on the CPU.
 
-* :class:`StencilLightTail` (MRLA-L, DLA-L): the light tail with its depthwise convolutions
-  ``DW(y)`` and ``DW_{λW}(s)`` computed inside the passes, so those maps and their gradients are
-  never written;
+* :class:`LightJoin` and :class:`LightTail` (MRLA-L, DLA-L): a light block after its convolutions,
+  from the branch and the shortcut, in four passes over them (the join's pools and batch norm's
+  sums; the output; the gradient's sums; the maps' gradients): ``y = ReLU(branch + s)``, the
+  depthwise convolutions ``DW(y)`` and ``DW_{λW}(s)`` and their gradients are never written;
 * :class:`StencilBaseTail` (MRLA-B, DLA-B): the base tail, with the block's value convolution
   ``V_t = DW(y)`` computed in its first pass and ``V_t``'s gradient taken through it in the pass
   that sums it over the blocks that read it (never written);
-* :func:`native_join_forward` / :func:`native_join_backward`: the join of :class:`.tails.Join`,
-  one pass each.
+* :func:`native_join_forward` / :func:`native_join_backward`: the join of :class:`.tails.Join`
+  (MRLA-B, DLA-B), one pass each.
 
 They take float32 or float64 channels-last CPU maps with channels a multiple of 16
 (:func:`native_applies`); :mod:`.tails` runs its compiled kernels (or, in mode ``auto``, the
@@ -42,7 +43,7 @@ native_failed = False
 
 
 def native_applies(*maps: Tensor) -> bool:
-    """Whether the native kernels (:class:`StencilLightTail`, :class:`StencilBaseTail`, the join) can take
+    """Whether the native kernels (:class:`LightJoin`, :class:`StencilBaseTail`, the join) can take
     these maps: CPU, float32 or float64 alike, channels-last, channels a multiple of 16, outside a
     whole-model compile, and the kernels build here; if the build fails, logs why once and answers
     no from then on."""
@@ -184,17 +185,84 @@ def native_join_backward(grad_y: Tensor, y: Tensor, grad_pooled_y: Tensor | None
     return grad_branch, grad_branch if grad_shortcut is None else grad_shortcut
 
 
-class StencilLightTail(Function):
-    """``y + mask ⊙ BN(alpha ⊙ s + w ⊙ DW_value(y) [+ DW_refresh(s)])``, the depthwise convolutions
-    inside (:mod:`dlarepro.native`); returns the gradient of every input, ``y``'s with the value
-    convolution's share and the residual's, ``s``'s with the refresh convolution's."""
+class LightBlock:
+    """One light block's native state, from :class:`LightJoin` to :class:`LightTail` and back: the
+    branch and the shortcut (``y = ReLU(branch + s)`` is never written), the convolutions' taps, the
+    join's per-image moments, and what the tail's backward leaves for the join's backward."""
+
+    branch: Tensor
+    shortcut: Tensor
+    value_taps: Tensor
+    refresh_taps: Tensor | None
+    moments: Tensor | None  # [B, 9, C] float64; None in eval
+    pending: tuple | None = None  # (grad_out, batch norm's backward per channel, w, alpha, mask)
+
+
+class LightJoin(Function):
+    """The join of a native light block: ``GAP(y)`` (and ``GAP(s)``) of ``y = ReLU(branch + s)``, and
+    the sums batch norm's statistics need, in one pass that writes no map. Its backward is the
+    block's map pass: the gradients of the branch and the shortcut (through the tail, the ReLU and
+    the pools) and of both convolutions' weights, from what :class:`LightTail`'s backward left in
+    ``block``; autograd runs it after the tail's backward, which reads ``GAP(y)``."""
 
     @staticmethod
-    def forward(ctx, y, s, value_weight, refresh_weight, w, alpha, gamma, beta, norm: nn.BatchNorm2d, mask):
+    def forward(ctx, branch, shortcut, value_weight, refresh_weight, block: LightBlock, pool_shortcut: bool,
+                training: bool):
+        b, c, h, w = branch.shape
+        dtype = branch.dtype
+        taps = lambda weight: stencil_taps(weight.detach().to(dtype))
+        block.branch, block.shortcut = branch, shortcut
+        block.value_taps, block.refresh_taps = taps(value_weight), None if refresh_weight is None else taps(refresh_weight)
+        block.moments = branch.new_empty(b, 9, c, dtype=torch.float64) if training else None
+        pooled_y = branch.new_empty(b, c)
+        pooled_s = branch.new_empty(b, c) if pool_shortcut else None
+        code = getattr(native.library(), f"light_join_{_suffix(branch)}")(
+            branch.data_ptr(), shortcut.data_ptr(), block.value_taps.data_ptr(), _ptr(block.refresh_taps), b, c, h, w,
+            pooled_y.data_ptr(), _ptr(pooled_s), _ptr(block.moments), torch.get_num_threads())
+        _check(code, "light join", branch)
+        ctx.block = block
+        ctx.weights = (value_weight.shape, value_weight.dtype), \
+            None if refresh_weight is None else (refresh_weight.shape, refresh_weight.dtype)
+        ctx.set_materialize_grads(False)
+        return (pooled_y, pooled_s) if pool_shortcut else pooled_y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_pooled_y, grad_pooled_s=None):
+        block = ctx.block
+        y = block.branch
+        b, c, h, w = y.shape
+        if block.pending is None:  # the tail's output was not differentiated: its gradient is zero
+            zeros = y.new_zeros(c)
+            block.pending = (None, zeros, zeros, zeros, y.new_zeros(b, c), y.new_zeros(1, c), None)
+        go, c1, c2, c3, w2, alpha2, mask1 = block.pending
+        block.pending = None
+        as_vector = lambda t: None if t is None else t.to(y.dtype).reshape(b, c).contiguous()
+        grad_branch, grad_shortcut = torch.empty_like(y), torch.empty_like(y)
+        grad_kv, grad_kr = y.new_empty(9, c), y.new_empty(9, c)
+        code = getattr(native.library(), f"light_backward_maps_{_suffix(y)}")(
+            _ptr(go), y.data_ptr(), block.shortcut.data_ptr(), block.value_taps.data_ptr(), _ptr(block.refresh_taps),
+            w2.data_ptr(), alpha2.data_ptr(), int(alpha2.shape[0] == b), c1.data_ptr(), c2.data_ptr(), c3.data_ptr(),
+            _ptr(mask1), _ptr(as_vector(grad_pooled_y)), _ptr(as_vector(grad_pooled_s)), b, c, h, w,
+            grad_branch.data_ptr(), grad_shortcut.data_ptr(), grad_kv.data_ptr(), grad_kr.data_ptr(),
+            torch.get_num_threads())
+        _check(code, "light block backward", y)
+        value, refresh = ctx.weights
+        return (grad_branch, grad_shortcut, _weight_gradient(grad_kv, *value),
+                None if refresh is None else _weight_gradient(grad_kr, *refresh), None, None, None)
+
+
+class LightTail(Function):
+    """``y + mask ⊙ BN(alpha ⊙ s + w ⊙ DW_value(y) [+ DW_refresh(s)])`` of a block joined by
+    :class:`LightJoin`, in one pass (its statistics come from the join's sums). Takes ``GAP(y)`` only
+    so that autograd runs this backward before the join's; its backward returns the gradients of
+    ``w``, ``alpha``, gamma and beta, and leaves the maps' to the join's backward."""
+
+    @staticmethod
+    def forward(ctx, pooled_y, w, alpha, gamma, beta, norm: nn.BatchNorm2d, mask, block: LightBlock):
+        y, s = block.branch, block.shortcut
         b, c, h, wd = y.shape
         dtype, suffix = y.dtype, _suffix(y)
-        taps = lambda weight: stencil_taps(weight.detach().to(dtype))
-        kv, kr = taps(value_weight), None if refresh_weight is None else taps(refresh_weight)
         w2 = w.detach().reshape(b, c).to(dtype).contiguous()
         alpha2 = alpha.detach().reshape(-1, c).to(dtype).contiguous()
         gamma1, beta1 = gamma.detach().to(dtype).contiguous(), beta.detach().to(dtype).contiguous()
@@ -205,56 +273,61 @@ class StencilLightTail(Function):
         else:
             mean, rstd = (t.to(dtype).contiguous() for t in eval_stats(norm))
             var = mean  # not written in eval
-        code = getattr(native.library(), f"stencil_tail_forward_{suffix}")(
-            y.data_ptr(), s.data_ptr(), kv.data_ptr(), _ptr(kr), w2.data_ptr(), alpha2.data_ptr(),
-            int(alpha2.shape[0] == b), gamma1.data_ptr(), beta1.data_ptr(), _ptr(mask1), norm.eps, b, c, h, wd,
-            out.data_ptr(), mean.data_ptr(), var.data_ptr(), rstd.data_ptr(), int(not norm.training),
-            torch.get_num_threads())
+        code = getattr(native.library(), f"light_forward_{suffix}")(
+            y.data_ptr(), s.data_ptr(), block.value_taps.data_ptr(), _ptr(block.refresh_taps), w2.data_ptr(),
+            alpha2.data_ptr(), int(alpha2.shape[0] == b), gamma1.data_ptr(), beta1.data_ptr(), _ptr(mask1),
+            _ptr(block.moments), norm.eps, b, c, h, wd, out.data_ptr(), mean.data_ptr(), var.data_ptr(),
+            rstd.data_ptr(), int(not norm.training), torch.get_num_threads())
         _check(code, "light tail", y)
         if norm.training:
             update_running_stats(norm, mean, var, b * h * wd)
-        ctx.save_for_backward(y, s, kv, kr, w2, alpha2, gamma1, mean, rstd, mask1)
-        ctx.shapes = value_weight.shape, alpha.shape, w.shape
-        ctx.training, ctx.suffix = norm.training, suffix
-        ctx.param_dtypes = value_weight.dtype, None if refresh_weight is None else refresh_weight.dtype, w.dtype, \
-            alpha.dtype, gamma.dtype
+        ctx.save_for_backward(w2, alpha2, gamma1, mean, rstd, mask1)
+        ctx.block, ctx.training = block, norm.training
+        ctx.shapes = w.shape, w.dtype, alpha.shape, alpha.dtype, gamma.dtype
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        y, s, kv, kr, w2, alpha2, gamma1, mean, rstd, mask1 = ctx.saved_tensors
+        w2, alpha2, gamma1, mean, rstd, mask1 = ctx.saved_tensors
+        block = ctx.block
+        y = block.branch
         b, c, h, wd = y.shape
         go = grad_out.to(y.dtype).contiguous(memory_format=torch.channels_last)
-        grad_y, grad_s = torch.empty_like(y), torch.empty_like(s)
         new = lambda *shape: y.new_empty(shape)
-        grad_w, grad_alpha, grad_kv, grad_kr, grad_gamma, grad_beta = new(b, c), new(b, c), new(9, c), new(9, c), \
+        grad_w, grad_alpha, grad_gamma, grad_beta, c1, c2, c3 = new(b, c), new(b, c), new(c), new(c), new(c), \
             new(c), new(c)
-        code = getattr(native.library(), f"stencil_tail_backward_{ctx.suffix}")(
-            go.data_ptr(), y.data_ptr(), s.data_ptr(), kv.data_ptr(), _ptr(kr), w2.data_ptr(), alpha2.data_ptr(),
-            int(alpha2.shape[0] == b), gamma1.data_ptr(), mean.data_ptr(), rstd.data_ptr(), _ptr(mask1),
-            int(ctx.training), b, c, h, wd, grad_y.data_ptr(), grad_s.data_ptr(), grad_w.data_ptr(),
-            grad_alpha.data_ptr(), grad_kv.data_ptr(), grad_kr.data_ptr(), grad_gamma.data_ptr(), grad_beta.data_ptr(),
-            torch.get_num_threads())
+        code = getattr(native.library(), f"light_backward_sums_{_suffix(y)}")(
+            go.data_ptr(), y.data_ptr(), block.shortcut.data_ptr(), block.value_taps.data_ptr(),
+            _ptr(block.refresh_taps), w2.data_ptr(), alpha2.data_ptr(), int(alpha2.shape[0] == b), gamma1.data_ptr(),
+            mean.data_ptr(), rstd.data_ptr(), _ptr(mask1), _ptr(block.moments), int(ctx.training), b, c, h, wd,
+            grad_w.data_ptr(), grad_alpha.data_ptr(), grad_gamma.data_ptr(), grad_beta.data_ptr(), c1.data_ptr(),
+            c2.data_ptr(), c3.data_ptr(), torch.get_num_threads())
         _check(code, "light tail backward", y)
-        weight_shape, alpha_shape, w_shape = ctx.shapes
-        value_dtype, refresh_dtype, w_dtype, alpha_dtype, gamma_dtype = ctx.param_dtypes
-        as_weight = lambda g, dtype: _weight_gradient(g, weight_shape, dtype)
+        block.pending = (go, c1, c2, c3, w2, alpha2, mask1)
+        w_shape, w_dtype, alpha_shape, alpha_dtype, gamma_dtype = ctx.shapes
         if alpha_shape[0] == 1:
             grad_alpha = grad_alpha.sum(0, keepdim=True)
-        return (grad_y, grad_s, as_weight(grad_kv, value_dtype),
-                None if kr is None else as_weight(grad_kr, refresh_dtype), grad_w.reshape(w_shape).to(w_dtype),
-                grad_alpha.reshape(alpha_shape).to(alpha_dtype), grad_gamma.to(gamma_dtype),
-                grad_beta.to(gamma_dtype), None, None)
+        return (None, grad_w.reshape(w_shape).to(w_dtype), grad_alpha.reshape(alpha_shape).to(alpha_dtype),
+                grad_gamma.to(gamma_dtype), grad_beta.to(gamma_dtype), None, None, None)
 
 
-def stencil_light_tail(y: Tensor, shortcut: Tensor, value_weight: Tensor, weights: Tensor, alpha: Tensor,
-                       norm: nn.BatchNorm2d, drop_path: DropPath, refresh_weight: Tensor | None = None) -> Tensor:
-    """:func:`.tails.light_tail` with the value convolution (``value_weight``) and DLA-L's refresh
-    convolution (``refresh_weight``, λ folded in) inside; check :func:`native_applies` first."""
-    mask = drop_path.mask(y)
-    return StencilLightTail.apply(y, shortcut, value_weight, refresh_weight, weights, alpha, norm.weight, norm.bias,
-                                  norm, mask)
+def light_join(branch: Tensor, shortcut: Tensor, value_weight: Tensor, norm: nn.BatchNorm2d,
+               refresh_weight: Tensor | None = None, pool_shortcut: bool = False):
+    """The join of a native light block (check :func:`native_applies` on ``branch`` and ``shortcut``
+    first): ``(block, GAP(y))``, or ``(block, GAP(y), GAP(s))`` with ``pool_shortcut``; hand ``block``
+    and ``GAP(y)`` to :func:`light_tail`. ``refresh_weight``: DLA-L's (λ folded in)."""
+    block = LightBlock()
+    pooled = LightJoin.apply(branch, shortcut, value_weight, refresh_weight, block, pool_shortcut, norm.training)
+    return (block, *pooled) if pool_shortcut else (block, pooled)
+
+
+def light_tail(block: LightBlock, pooled_y: Tensor, weights: Tensor, alpha: Tensor, norm: nn.BatchNorm2d,
+               mask: Tensor | None) -> Tensor:
+    """The output of a block joined by :func:`light_join`: ``weights`` ``[B, C, 1, 1]`` scale the value
+    map, ``alpha`` (``[1 or B, C, 1, 1]``) the shortcut (MRLA-L's λ, DLA-L's ``λ ⊙ gate``); ``mask``:
+    drop-path's per-image scale (:meth:`.parts.DropPath.mask`)."""
+    return LightTail.apply(pooled_y, weights, alpha, norm.weight, norm.bias, norm, mask, block)
 
 
 class StencilBaseTail(Function):
