@@ -88,10 +88,11 @@ def parse_args(argv):
                         help="instead of timing steps: each fused tail kernel at each stage's map shape beside "
                              "its memory floor (CPU)")
     parser.add_argument("--stencil-tails", action="store_true",
-                        help="instead of timing steps: MRLA-L's and DLA-L's light tails, and one stage of "
-                             "MRLA-B's and DLA-B's base tails, forward + backward, with the depthwise stencils "
-                             "computed inside (tails native: C++, built with g++) beside the library's convolutions "
-                             "+ the fused tails, at each stage's map shape (CPU)")
+                        help="instead of timing steps: MRLA-L's and DLA-L's light blocks after their "
+                             "convolutions (join, depthwise convolutions, tail), and one stage of MRLA-B's and "
+                             "DLA-B's base tails, forward + backward, native (C++, built with g++: the stencils "
+                             "inside) beside the fused join and tails + the library's convolutions, at each stage's "
+                             "map shape (CPU)")
     add_device_options(parser)
     args = parser.parse_args(argv)
     for depth in args.depths:  # a clear message before any model is built or timed
@@ -228,17 +229,18 @@ def run_kernels(args) -> int:
 def run_stencil_tails(args) -> int:
     flavour = "eager" if args.tails == "eager" else "compiled"
     for depth in args.depths:
-        print(f"checking and timing the light tails of depth {depth} ...", file=sys.stderr, flush=True)
+        print(f"checking and timing the light blocks of depth {depth} ...", file=sys.stderr, flush=True)
         try:
             timings = time_stencil_tails(depth, args.batch, rounds=args.rounds, flavour=flavour)
         except BuildError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
         print_stencil_timings(
-            timings, depth, f"Light tails, forward + backward, batch {args.batch}, {args.threads} threads, "
-            f"channels_last, float32, caches flushed before each call, median of {args.rounds}; 'max rel. difference': "
-            f"native against the library path over the output, every gradient and the running statistics",
-            "these tails and convolutions", "with the stencils inside")
+            timings, depth, f"Light blocks after their convolutions (join, depthwise convolutions, tail), forward + "
+            f"backward, batch {args.batch}, {args.threads} threads, channels_last, float32, caches flushed before each "
+            f"call, median of {args.rounds}; 'max rel. difference': native against the library path over the "
+            f"outputs (pools included), every gradient and the running statistics",
+            "these joins, tails and convolutions", "native", headers=["maps", "fused join + library convs + fused tail ms"])
         print(f"checking and timing the base tails of depth {depth} ...", file=sys.stderr, flush=True)
         timings = time_stencil_base_tails(depth, args.batch, rounds=args.rounds, flavour=flavour)
         print_stencil_timings(

@@ -133,6 +133,19 @@ def test_a_light_block_differentiated_through_its_pools_only():
         assert got[0][0].abs().sum() > 0
 
 
+def test_a_joined_map_changed_in_place_is_caught_at_backward():
+    """The light block keeps the branch, not y: changing the branch in place between forward and
+    backward would silently give wrong gradients, so autograd's version check raises instead."""
+    case = Case.make((2, 16, 5, 4), True, dtype=torch.float64)
+    t = case.leaves
+    branch = t["branch"] * 1.0
+    outputs = stencil_tail(branch, t["s"], t["value"], t["refresh"], t["w"], t["alpha"], make_norm(16).double(),
+                           None)
+    branch.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.backward(outputs, case.grads)
+
+
 def test_a_stage_of_base_tails_in_float32_follows_float64():
     """float32 maps: the native stage within float32 rounding of the float64 library path."""
     ours, ref = BaseStage.make((3, 32, 6, 5), 3, True), BaseStage.make((3, 32, 6, 5), 3, True, dtype=torch.float64)

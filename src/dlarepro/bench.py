@@ -84,7 +84,7 @@ class StepSetup:
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         device = torch.device(self.device)
         model = model.to(device=device, memory_format=fmt).train()
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, foreach=True)  # as training
         size = self.image_size or (224 if self.dataset == "imagenet" else 32)
         x = torch.randn(self.batch, 3, size, size, device=device).contiguous(memory_format=fmt)
         y = torch.randint(0, 10, (self.batch,), device=device)

@@ -13,7 +13,7 @@ the stage, so ``V_t`` is written either way; ``native`` (:class:`native_tails.St
 gradient through the convolution in the pass that sums it, and runs the rest of the base tail in
 passes that stream every map once. This benchmark checks that both paths give the same outputs,
 gradients and running statistics, then times them, forward + backward, side by side, on maps fresh
-from memory, at each stage's shape: one light tail, or one whole stage of base tails.
+from memory, at each stage's shape: one light block, or one whole stage of base tails.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from .benchkernels import stage_shapes
 from .models import native_tails, tails
+
 
 def stencil_tail(branch, s, value_weight, refresh_weight, w, alpha, norm, mask) -> tuple[Tensor, ...]:
     """The native light block (:func:`native_tails.light_join`, :func:`native_tails.light_tail`, the
@@ -134,8 +135,8 @@ class StencilTiming:
 
 def time_stencil_tails(depth: int, batch: int, rounds: int = 9, flush_mib: int = 128,
                        flavour: str = "compiled") -> list[StencilTiming]:
-    """Both paths, forward + backward, for MRLA-L (value stencil) and DLA-L (value and refresh
-    stencils) at every stage shape of ``depth``; each checked first. ``flavour``: the library path's
+    """Both paths, forward + backward, for MRLA-L's light block (value stencil) and DLA-L's (value and
+    refresh stencils) at every stage shape of ``depth``; each checked first. ``flavour``: the library path's
     tail kernels (``eager`` spares compiling them, for a quick check)."""
     flush = torch.empty(flush_mib * 2**20 // 4)
     timings = []

@@ -111,7 +111,7 @@ class DetectionRun(RunBase):
                                pretrained=backbone_state, **model_knobs(c)).to(self.device)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=lr_at(c, 0, 0), momentum=c["momentum"],
-                                    weight_decay=c["weight_decay"])
+                                    weight_decay=c["weight_decay"], foreach=True)  # as the classification engine
         state, trained = self._resume(model, optimizer)
         self.per_epoch = len(epoch_batches(len(train_set), c["batch_size"], c["seed"], 0, c["max_iters_per_epoch"]))
         pin = self.device.type == "cuda"

@@ -220,6 +220,7 @@ class LightJoin(Function):
             branch.data_ptr(), shortcut.data_ptr(), block.value_taps.data_ptr(), _ptr(block.refresh_taps), b, c, h, w,
             pooled_y.data_ptr(), _ptr(pooled_s), _ptr(block.moments), torch.get_num_threads())
         _check(code, "light join", branch)
+        ctx.save_for_backward(branch, shortcut)  # through autograd: an in-place change after this raises
         ctx.block = block
         ctx.weights = (value_weight.shape, value_weight.dtype), \
             None if refresh_weight is None else (refresh_weight.shape, refresh_weight.dtype)
@@ -230,7 +231,7 @@ class LightJoin(Function):
     @once_differentiable
     def backward(ctx, grad_pooled_y, grad_pooled_s=None):
         block = ctx.block
-        y = block.branch
+        y, shortcut = ctx.saved_tensors
         b, c, h, w = y.shape
         if block.pending is None:  # the tail's output was not differentiated: its gradient is zero
             zeros = y.new_zeros(c)
@@ -241,7 +242,7 @@ class LightJoin(Function):
         grad_branch, grad_shortcut = torch.empty_like(y), torch.empty_like(y)
         grad_kv, grad_kr = y.new_empty(9, c), y.new_empty(9, c)
         code = getattr(native.library(), f"light_backward_maps_{_suffix(y)}")(
-            _ptr(go), y.data_ptr(), block.shortcut.data_ptr(), block.value_taps.data_ptr(), _ptr(block.refresh_taps),
+            _ptr(go), y.data_ptr(), shortcut.data_ptr(), block.value_taps.data_ptr(), _ptr(block.refresh_taps),
             w2.data_ptr(), alpha2.data_ptr(), int(alpha2.shape[0] == b), c1.data_ptr(), c2.data_ptr(), c3.data_ptr(),
             _ptr(mask1), _ptr(as_vector(grad_pooled_y)), _ptr(as_vector(grad_pooled_s)), b, c, h, w,
             grad_branch.data_ptr(), grad_shortcut.data_ptr(), grad_kv.data_ptr(), grad_kr.data_ptr(),

@@ -13,8 +13,10 @@ writes whole maps, forward and backward, and together they cost more than the ex
 * :class:`LightTail` (MRLA-L, DLA-L): ``y + mask ⊙ BN(alpha ⊙ s + w ⊙ DW(y) [+ DW_{λW}(s)])``;
 * :class:`BaseTail` (MRLA-B, DLA-B): ``y + mask ⊙ ReLU(BN(Σ_i c_i ⊙ V_i))``; the gradient of
   each cached ``V_i`` is summed over the blocks that read it in one pass (:class:`ValueGradients`);
-* in mode ``native`` (CPU), the join, the light tails with their depthwise convolutions inside and
-  the base tails with their value convolutions inside run as C++ kernels (:mod:`.native_tails`).
+* in mode ``native`` (CPU), MRLA-L's and DLA-L's whole block after its convolutions (the join, both
+  depthwise convolutions and the tail, in four passes that never write ``y``), and MRLA-B's and
+  DLA-B's join and base tails with their value convolutions inside run as C++ kernels
+  (:mod:`.native_tails`).
 
 Batch norm is folded into the tails (batch statistics, running-statistics update, backward), so
 neither its input nor its output is kept for backward: what the tails save are maps that exist
