@@ -155,7 +155,6 @@ def test_imagenet_fast_path_equals_torchvision_transforms(tmp_path):
     root = write_synthetic_imagefolder(tmp_path / "inet", n_classes=2, n_train_per_class=3, n_val_per_class=2, size=90)
     train_set, val_set = imagenet_datasets(root, seed=4, crop_size=64)
     reference = imagenet_transforms(train=True, crop_size=64)
-    state = torch.get_rng_state()
     for index in range(len(train_set)):
         x, _ = train_set[(2, index)]
         torch.manual_seed(sample_seed(4, 2, index))  # the global RNG torchvision draws from

@@ -9,14 +9,13 @@ import os
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import ENV
 from dlarepro.executors import ExecutorError, make_executor
-from dlarepro.executors.slurmqueue import ENDED, UNKNOWN, SharedStates, query
+from dlarepro.executors.slurmqueue import ENDED, UNKNOWN, query
 
 CONTROLLER_DOWN = "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)"
 

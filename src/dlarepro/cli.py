@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     _grid_options(submit)
     submit.add_argument("--executor", choices=list(EXECUTORS),
                         help="; ".join(f"{name}: {cls.description}" for name, cls in EXECUTORS.items())
-                        + f" (default: the workflow's, from $DLAREPRO_EXECUTOR, else local)")
+                        + " (default: the workflow's, from $DLAREPRO_EXECUTOR, else local)")
     submit.add_argument("--options", metavar="JSON", help="executor options as a JSON object: " + "; ".join(
         f"{name}: {', '.join(cls.options) or 'none'}" for name, cls in EXECUTORS.items()))
     submit.add_argument("--poll-seconds", type=float,

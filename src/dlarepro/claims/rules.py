@@ -35,9 +35,9 @@ MEASURED_RULES = (
     "interval, and its test compares our seeds with the published mean ± std (five runs). A sentence naming several pairs holds only if every pair does: its p-value "
     "is the largest of its pairs' (an intersection-union test), and measured and the interval are those of that "
     "weakest pair (or of a pair that rules the claim out).",
-    f"p_holm: the claims of one table (or figure) form a family; their p-values are Holm-corrected. The p-value "
-    f"tests the claim itself: a two-sided Welch test of no difference for a direction or a size; two one-sided "
-    f"tests of |difference| ≥ m for comparable and value claims; a one-sided test of mean ≥ bound for at-most claims.",
+    "p_holm: the claims of one table (or figure) form a family; their p-values are Holm-corrected. The p-value "
+    "tests the claim itself: a two-sided Welch test of no difference for a direction or a size; two one-sided "
+    "tests of |difference| ≥ m for comparable and value claims; a one-sided test of mean ≥ bound for at-most claims.",
     f"reproduced: p_holm < {_A}, the estimate points the claimed way, and a stated size is not above the interval "
     f"(ci_high ≥ stated).",
     "not reproduced: the 95 % interval lies entirely on the wrong side of 0 or entirely below a stated size; for "

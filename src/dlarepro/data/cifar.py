@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .common import (MARKER, CorruptDatasetError, DatasetDownloadError, DatasetError, DatasetNotFoundError,
+from .common import (MARKER, CorruptDatasetError, DatasetDownloadError, DatasetNotFoundError,
                      read_marker, sample_seed, split_key)
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
