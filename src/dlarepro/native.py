@@ -1,5 +1,5 @@
-"""The project's native kernels (``resources/native/*.cpp``: the light tails with their stencils
-inside, the base tails, the join), one library built on first use.
+"""The project's native kernels (``resources/native/*.cpp``: the light blocks with their join and
+stencils inside, the base tails, the B methods' join), one library built on first use.
 
 Compiled with the system's C++ compiler (``$CXX``, default ``g++``; no torch headers, about a
 second) into ``$XDG_CACHE_HOME/dla-repro/native`` (default ``~/.cache/...``), named by a hash of

@@ -1,6 +1,6 @@
-// A layer-attention block's join, y = ReLU(branch + s) with GAP(y) (and GAP(s) for DLA-L), forward
+// A layer-attention block's join, y = ReLU(branch + s) with GAP(y) (and, optionally, GAP(s)), forward
 // and backward, each in one pass at the memory's speed (the tails mode `native`,
-// dlarepro.models.tails.Join). The backward adds the gradients that y's and s's other consumers
+// dlarepro.models.tails.Join: MRLA-B and DLA-B; the light methods' join is part of light_block.cpp). The backward adds the gradients that y's and s's other consumers
 // sent to their own handles on those maps (tails.Join) inside its pass.
 //
 // Maps are float32 or float64, channels-last ([B, H, W, C] in memory), C a multiple of 16; pooled
