@@ -75,6 +75,15 @@ def _per_image(coeffs: Tensor, dtype: torch.dtype) -> Tensor:
     return coeffs.detach().reshape(coeffs.shape[0], coeffs.shape[1], coeffs.shape[2]).to(dtype).contiguous()
 
 
+def _norm_stats(norm: nn.BatchNorm2d, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Batch norm's ``mean, var, rstd`` ``[C]`` for a native kernel: in training, empty buffers the
+    kernel fills with the batch's statistics; in eval, the running ones (``var`` is then not read)."""
+    if norm.training:
+        return tuple(like.new_empty(like.shape[1]) for _ in range(3))
+    mean, rstd = (t.to(like.dtype).contiguous() for t in eval_stats(norm))
+    return mean, mean, rstd
+
+
 def native_base_forward(y, coeffs, gamma, beta, norm: nn.BatchNorm2d, mask, earlier, pool_newest: bool,
                         taps: Tensor):
     """The base tail's forward in C++, the newest value map being the depthwise convolution of ``y``
@@ -88,11 +97,7 @@ def native_base_forward(y, coeffs, gamma, beta, norm: nn.BatchNorm2d, mask, earl
     mask1 = None if mask is None else mask.reshape(b).to(dtype).contiguous()
     attended, out = torch.empty_like(y), torch.empty_like(y)
     values = [*earlier, torch.empty_like(y)]
-    if norm.training:
-        mean, var, rstd = (y.new_empty(c) for _ in range(3))
-    else:
-        mean, rstd = (t.to(dtype).contiguous() for t in eval_stats(norm))
-        var = mean  # not written in eval
+    mean, var, rstd = _norm_stats(norm, y)
     pooled = y.new_empty(b, c) if pool_newest else None
     code = getattr(native.library(), f"base_tail_forward_{_suffix(y)}")(
         _pointers(values), len(values), taps.data_ptr(), co.data_ptr(), y.data_ptr(), gamma1.data_ptr(),
@@ -269,11 +274,7 @@ class LightTail(Function):
         gamma1, beta1 = gamma.detach().to(dtype).contiguous(), beta.detach().to(dtype).contiguous()
         mask1 = None if mask is None else mask.reshape(b).to(dtype).contiguous()
         out = torch.empty_like(y)
-        if norm.training:
-            mean, var, rstd = (y.new_empty(c) for _ in range(3))
-        else:
-            mean, rstd = (t.to(dtype).contiguous() for t in eval_stats(norm))
-            var = mean  # not written in eval
+        mean, var, rstd = _norm_stats(norm, y)
         code = getattr(native.library(), f"light_forward_{suffix}")(
             y.data_ptr(), s.data_ptr(), block.value_taps.data_ptr(), _ptr(block.refresh_taps), w2.data_ptr(),
             alpha2.data_ptr(), int(alpha2.shape[0] == b), gamma1.data_ptr(), beta1.data_ptr(), _ptr(mask1),

@@ -14,8 +14,8 @@
 // Maps are float32 or float64, channels-last ([B, H, W, C] in memory), C a multiple of 16. Taps
 // are [9, C] (tap t = 3 (dh + 1) + (dw + 1)). Plain C++ with GCC vector types of 16 lanes
 // (common.h), OpenMP over images and channel blocks; called through ctypes (dlarepro.native), so
-// the build needs g++ only. Sums are per image in the map's type (shifted by the image's first
-// value where they feed a variance), over the batch in double, in a fixed order (deterministic).
+// the build needs g++ only. Sums are per row in the map's type (shifted by the image's first value
+// where they feed a variance), over rows and images in double, in a fixed order (deterministic).
 #include <omp.h>
 
 #include <algorithm>
@@ -52,21 +52,34 @@ template <typename T> struct Block {
   }
 };
 
+// How many rows ahead the strided loads of a channel block are prefetched (measured: 1 beats 3 and 6).
+constexpr int64_t AHEAD = 1;
+
+// What every pass needs: sizes, a row of zeros (the stencils' padding) and per-thread scratch rows
+// (the y ring and the backward's grad_a ring: 7 rows of W x 16), allocated once per call.
+template <typename T> struct Setup {
+  int64_t P, NB, H, W, C;
+  bool R;
+  std::vector<T> zero_row, rows;
+  Setup(int64_t Cc, int64_t Hh, int64_t Wd, const T* KR, int threads)
+      : P(Hh * Wd), NB(Cc / L), H(Hh), W(Wd), C(Cc), R(KR != nullptr), zero_row(Wd * Cc, T(0)),
+        rows(threads * 7 * Wd * L) {
+    omp_set_num_threads(threads);
+  }
+  const T* zero() const { return zero_row.data(); }
+  T* y_ring() { return rows.data() + omp_get_thread_num() * 7 * W * L; }
+  T* grad_ring() { return y_ring() + 4 * W * L; }
+};
+
 // y = ReLU(b + s) of one (image, channel block), row by row into a ring of four rows of W x 16
 // (rows h - 1 .. h + 2 at once: the backward's map pass reads row h's window while computing row
 // h + 1's attended values).
-// How many rows ahead the strided loads of a channel block are prefetched (measured: 1 beats 3 and 6).
-#ifndef LIGHT_AHEAD
-#define LIGHT_AHEAD 1
-#endif
-constexpr int64_t AHEAD = LIGHT_AHEAD;
-
 template <typename T> struct YRing {
   const T *bn, *s, *zero;
   int64_t H, W, C, filled = 0;
-  T* buf;  // 4 W L values, the calling thread's (Setup::scratch)
-  YRing(const T* Bn, const T* Sc, const T* Z, int64_t Hh, int64_t Wd, int64_t Cc, T* scratch)
-      : bn(Bn), s(Sc), zero(Z), H(Hh), W(Wd), C(Cc), buf(scratch) {}
+  T* buf;  // 4 W L values, the calling thread's (Setup::y_ring)
+  YRing(const T* Bn, const T* Sc, Setup<T>& set)
+      : bn(Bn), s(Sc), zero(set.zero()), H(set.H), W(set.W), C(set.C), buf(set.y_ring()) {}
   const T* row(int64_t h) const { return h < 0 || h >= H ? zero : buf + (h & 3) * W * L; }
   void upto(int64_t h) {  // rows 0 .. min(h, H - 1) computed
     for (; filled <= h && filled < H; ++filled) {
@@ -82,20 +95,20 @@ template <typename T> struct YRing {
   }
 };
 
-// The attended map's parts at each pixel of one (image, channel block), along a row: `v` = DW_kv(y),
-// `r` = DW_kr(s) (0 without the refresh), `s_here` = s; `y()` the pixel's y.
+// The attended map's parts at each pixel of one (image, channel block) of the branch Bn and the
+// shortcut S, along a row: `v` = DW_kv(y), `r` = DW_kr(s) (0 without the refresh), `s_here` = s;
+// `y()` the pixel's y, from its own ring of y rows (`yr`).
 template <typename T> struct Attended {
   using v16 = V<T>;
   const Block<T>& k;
-  YRing<T>& yr;
+  YRing<T> yr;
   const T *s, *zero;
   int64_t H, W, C, h = 0;
   bool refresh;
   Win<T> wy, ws;
   v16 v, r, s_here;
-  const T* s_ahead = nullptr;
-  Attended(const Block<T>& blk, YRing<T>& ring, const T* Sc, const T* Z, int64_t Hh, int64_t Wd, int64_t Cc, bool R)
-      : k(blk), yr(ring), s(Sc), zero(Z), H(Hh), W(Wd), C(Cc), refresh(R) {}
+  Attended(const Block<T>& blk, Setup<T>& set, const T* Bn, const T* Sc)
+      : k(blk), yr(Bn, Sc, set), s(Sc), zero(set.zero()), H(set.H), W(set.W), C(set.C), refresh(set.R) {}
   void start(int64_t row) {
     h = row;
     yr.upto(h + 1);
@@ -120,8 +133,6 @@ template <typename T> struct Attended {
   v16 y() const { return wy.col[1][1]; }
 };
 
-// What every pass needs: sizes, a row of zeros (the stencils' padding) and per-thread scratch rows
-// (the y ring and the backward's grad_a ring: 7 rows of W x 16), allocated once per call.
 // n running sums of one (image, channel block) in the map's type, added into double totals after each
 // row (a row's few values add in float without losing much; a whole image's would, in float32).
 template <typename T, int N> struct RowSums {
@@ -134,18 +145,6 @@ template <typename T, int N> struct RowSums {
   void flush() {
     for (int i = 0; i < N; ++i) { total[i] += __builtin_convertvector(row[i], dv16); row[i] = bc<T>(0); }
   }
-};
-
-template <typename T> struct Setup {
-  int64_t P, NB, W;
-  bool R;
-  std::vector<T> zero_row, rows;
-  Setup(int64_t C, int64_t H, int64_t Wd, const T* KR, int threads)
-      : P(H * Wd), NB(C / L), W(Wd), R(KR != nullptr), zero_row(Wd * C, T(0)), rows(threads * 7 * Wd * L) {
-    omp_set_num_threads(threads);
-  }
-  T* y_ring() { return rows.data() + omp_get_thread_num() * 7 * W * L; }
-  T* grad_ring() { return y_ring() + 4 * W * L; }
 };
 
 // The join: PY = GAP(y), PS = GAP(s) (unless null) and, unless MOM is null, the per-image moments.
@@ -161,8 +160,7 @@ int join(const T* Bn, const T* S_, const T* KV, const T* KR, int64_t B, int64_t 
     for (int64_t cb = 0; cb < set.NB; ++cb) {
       const int64_t c0 = cb * L, off = b * P * C + c0;
       const Block<T> k(KV, KR, nullptr, false, nullptr, nullptr, b, c0, C);
-      YRing<T> yr(Bn + off, S_ + off, set.zero_row.data(), H, W, C, set.y_ring());
-      Attended<T> att(k, yr, S_ + off, set.zero_row.data(), H, W, C, set.R);
+      Attended<T> att(k, set, Bn + off, S_ + off);
       v16 ks = bc<T>(0), kv = ks, kr = ks;
       RowSums<T, MOMENTS + 1> m;  // the moments (s, v, r shifted by their first values), then y
       v16* sum = m.row;
@@ -243,8 +241,7 @@ int forward(const T* Bn, const T* S_, const T* KV, const T* KR, const T* Wt, con
       const int64_t c0 = cb * L, off = b * P * C + c0;
       const Block<T> k(KV, KR, A, alpha_per_image, Wt, M, b, c0, C);
       const v16 sc = ld(scale.data() + c0) * k.mask, sf = ld(shift.data() + c0) * k.mask;
-      YRing<T> yr(Bn + off, S_ + off, set.zero_row.data(), H, W, C, set.y_ring());
-      Attended<T> att(k, yr, S_ + off, set.zero_row.data(), H, W, C, set.R);
+      Attended<T> att(k, set, Bn + off, S_ + off);
       for (int64_t h = 0; h < H; ++h) {
         att.start(h);
         for (int64_t x = 0; x < W; ++x) {
@@ -276,8 +273,7 @@ int backward_sums(const T* GO, const T* Bn, const T* S_, const T* KV, const T* K
     for (int64_t cb = 0; cb < set.NB; ++cb) {
       const int64_t c0 = cb * L, off = b * P * C + c0;
       const Block<T> k(KV, KR, A, alpha_per_image, Wt, M, b, c0, C);
-      YRing<T> yr(Bn + off, S_ + off, set.zero_row.data(), H, W, C, set.y_ring());
-      Attended<T> att(k, yr, S_ + off, set.zero_row.data(), H, W, C, set.R);
+      Attended<T> att(k, set, Bn + off, S_ + off);
       RowSums<T, SUMS> sum;
       v16* g1 = sum.row;
       for (int64_t h = 0; h < H; ++h) {
@@ -341,7 +337,7 @@ int backward_maps(const T* GO, const T* Bn, const T* S_, const T* KV, const T* K
   Setup<T> set(C, H, W, KR, threads);
   const int64_t P = set.P;
   const bool R = set.R;
-  const T* Z = set.zero_row.data();
+  const T* Z = set.zero();
   std::vector<T> dkv(B * 9 * C), dkr(B * 9 * C, T(0));
 #pragma omp parallel for collapse(2) schedule(static)
   for (int64_t b = 0; b < B; ++b)
@@ -354,8 +350,8 @@ int backward_maps(const T* GO, const T* Bn, const T* S_, const T* KV, const T* K
       v16 av[9], ar[9];
       for (int t = 0; t < 9; ++t) av[t] = ar[t] = bc<T>(0);
       T* ring = set.grad_ring();
-      YRing<T> yr(Bn + off, S_ + off, Z, H, W, C, set.y_ring());
-      Attended<T> att(k, yr, S_ + off, Z, H, W, C, R);
+      Attended<T> att(k, set, Bn + off, S_ + off);
+      const YRing<T>& yr = att.yr;
       Win<T> wy, ws, wg;
       auto go = [&](int64_t o) { return GO ? ld(GO + o) : bc<T>(0); };
       auto ring_row = [&](int64_t h) -> T* { return ring + (h % 3) * W * L; };
