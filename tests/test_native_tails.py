@@ -29,7 +29,8 @@ def native_calls(monkeypatch):
     """How often each native kernel ran: the light blocks' ``light_join``, ``light`` (the tail's
     forward) and ``light_backward`` (the join's backward: the maps' pass); the base tails' ``base``
     forward, ``value_gradient`` (a B map's gradient through its convolution), ``join`` and
-    ``join_backward``."""
+    ``join_backward``; the vector kernels' ``head`` (the light methods' attention weights) and
+    ``channel_conv`` (the B methods' queries and keys)."""
     calls = Counter()
 
     def counted(owner, name, kind):
@@ -43,7 +44,9 @@ def native_calls(monkeypatch):
 
     for owner, name, kind in ((native_tails.LightJoin, "forward", "light_join"),
                               (native_tails.LightTail, "forward", "light"),
-                              (native_tails.LightJoin, "backward", "light_backward")):
+                              (native_tails.LightJoin, "backward", "light_backward"),
+                              (native_tails.LightHead, "forward", "head"),
+                              (native_tails.ChannelConv, "forward", "channel_conv")):
         counted(owner, name, kind)
     for name, kind in (("native_base_forward", "base"), ("native_value_gradient", "value_gradient"),
                        ("native_join_forward", "join"), ("native_join_backward", "join_backward")):
@@ -62,9 +65,46 @@ def test_native_tails_equal_the_reference_in_float64(arch, knobs, native_calls):
     assert_same(reference, fused, x, tol={"rtol": 1e-9, "atol": 1e-11})
     runs = 2 * 9  # depth 29: three stages of three blocks, once in train and once in eval
     if arch.endswith("_l"):
-        assert native_calls == {"light_join": runs, "light": runs, "light_backward": runs}
+        assert native_calls == {"light_join": runs, "light": runs, "light_backward": runs, "head": runs}
     else:
-        assert native_calls == {"base": runs, "join": runs, "join_backward": runs, "value_gradient": runs}
+        assert native_calls == {"base": runs, "join": runs, "join_backward": runs, "value_gradient": runs,
+                                "channel_conv": 2 * runs}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("channels,kernel,heads", [(64, 3, 2), (256, 5, 8), (32, 1, 1), (7, 3, 7)])
+def test_native_vectors_equal_the_torch_path(dtype, channels, kernel, heads):
+    """The light head's weights and the channel convolution, values and every gradient, as the torch
+    operators compute them (float64: to rounding; float32: within float32 rounding of sums of a few
+    hundred terms); the written-out backward passes gradcheck."""
+    from dlarepro.models.parts import channel_conv, head_scores, per_channel
+
+    torch.manual_seed(channels + kernel)
+    pooled = torch.randn(6, channels, dtype=dtype, requires_grad=True)
+    wq, wk = (torch.randn(1, 1, kernel, dtype=dtype, requires_grad=True) for _ in range(2))
+    grad = torch.randn(6, channels, dtype=dtype)
+    tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 2e-5}
+    torch_head = per_channel(torch.sigmoid(head_scores(channel_conv(pooled, wq), channel_conv(pooled, wk), heads)),
+                             channels)
+    for expected, got, inputs in ((torch_head, native_tails.light_head(pooled, wq, wk, heads), (pooled, wq, wk)),
+                                  (channel_conv(pooled, wq), native_tails.channel_conv(pooled, wq), (pooled, wq))):
+        torch.testing.assert_close(got, expected, **tol)
+        for a, b in zip(torch.autograd.grad(got, inputs, grad), torch.autograd.grad(expected, inputs, grad)):
+            torch.testing.assert_close(a, b, **tol)
+    if dtype == torch.float64:
+        small = pooled[:2].detach().requires_grad_()
+        assert torch.autograd.gradcheck(lambda p, q, k: native_tails.light_head(p, q, k, heads), (small, wq, wk))
+        assert torch.autograd.gradcheck(native_tails.channel_conv, (small, wq))
+
+
+def test_native_vectors_refuse_bad_shapes():
+    """An even kernel or heads that do not divide the channels: a clear error, not wrong numbers."""
+    pooled = torch.randn(2, 64)
+    with pytest.raises(ValueError, match="odd kernel size, got 4"):
+        native_tails.channel_conv(pooled, torch.zeros(1, 1, 4))
+    with pytest.raises(RuntimeError, match="native light head failed"):
+        native_tails.light_head(pooled, torch.zeros(1, 1, 3), torch.zeros(1, 1, 3), 5)
+    assert not native_tails.vectors_apply(pooled.half())
 
 
 def test_float32_matches_the_compiled_tails_at_a_stage_shape():

@@ -13,6 +13,7 @@ Placement and sizes follow the official implementations (measured facts, not the
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Callable
 
 import torch
@@ -170,8 +171,12 @@ class LightAttentionBase(LayerAttentionBase):
         super().__init__(channels, num_blocks, drop_path)
         self.lambdas = nn.ParameterList(nn.Parameter(torch.randn(channels, 1, 1)) for _ in range(num_blocks))
 
-    def head_weights(self, index: int, pooled: Tensor) -> Tensor:
-        """``sigmoid(<q_h, k_h> / sqrt(d))`` per head, expanded to a ``[B, C, 1, 1]`` map scale."""
+    def head_weights(self, index: int, pooled: Tensor, native: bool = False) -> Tensor:
+        """``sigmoid(<q_h, k_h> / sqrt(d))`` per head, expanded to a ``[B, C, 1, 1]`` map scale;
+        ``native``: in one C++ call each way where it applies (:func:`native_tails.light_head`)."""
+        query, key = self.query[index].conv.weight, self.key[index].conv.weight
+        if native and native_tails.vectors_apply(pooled, query, key):
+            return as_map(native_tails.light_head(pooled, query, key, self.heads))
         q, k = self.query[index](pooled), self.key[index](pooled)
         return as_map(per_channel(torch.sigmoid(head_scores(q, k, self.heads)), self.channels))
 
@@ -188,8 +193,8 @@ class MRLALight(LightAttentionBase):
         lam = self.lambdas[index][None]
         if flavour == "native" and native_tails.native_applies(branch, shortcut):  # join, convolution, tail: C++
             block, pooled = native_tails.light_join(branch, shortcut, self.value[index].weight, self.norm[index])
-            out = native_tails.light_tail(block, pooled, self.head_weights(index, pooled), lam, self.norm[index],
-                                          self.drop_path.mask(branch))
+            out = native_tails.light_tail(block, pooled, self.head_weights(index, pooled, native=True), lam,
+                                          self.norm[index], self.drop_path.mask(branch))
             return out, state
         if flavour:
             j = tails.join(branch, shortcut, flavour, shortcut_handles=1)  # handles: see tails.Join
@@ -235,7 +240,7 @@ class DLALight(LightAttentionBase):
             state = self.cell.zero_state(pooled)
         _, state = self.cell(pooled, state)  # forward path: context from the block output
         gate, _ = self.cell(pooled_s, refresh_state(state, self.dsu_state))  # backward path: new state dropped
-        weights, alpha = self.head_weights(index, pooled), as_map(gate) * lam
+        weights, alpha = self.head_weights(index, pooled, native), as_map(gate) * lam
         if native:
             mask = self.drop_path.mask(branch)
             return native_tails.light_tail(block, pooled, weights, alpha, self.norm[index], mask), state
@@ -319,11 +324,14 @@ class BaseAttention(LayerAttentionBase):
         pool_in_tail = bool(flavour) and state.pool_values  # DLA-B: GAP(V) with the tail, gradient included
         # native: the value convolution inside the tail's passes, V_t computed there
         stencil = flavour == "native" and native_tails.native_applies(y, *state.values)
+        key, query = self.key[index], self.query[index]
+        if stencil and native_tails.vectors_apply(pooled, key.conv.weight, query.conv.weight):  # C++, one call each
+            key, query = (partial(native_tails.channel_conv, weight=conv.conv.weight) for conv in (key, query))
         if stencil:
-            state.add_key(self.key[index](pooled))
+            state.add_key(key(pooled))
         else:
-            state.append(self.key[index](pooled), self.value[index](y_value), pool=not pool_in_tail)
-        query = self.query[index](pooled)
+            state.append(key(pooled), self.value[index](y_value), pool=not pool_in_tail)
+        query = query(pooled)
         scores = torch.softmax(head_scores(query, state.keys, self.heads), dim=0)  # [t, B, heads]
         if self.captured is not None:
             self.captured.append(scores.detach().permute(1, 2, 0))
