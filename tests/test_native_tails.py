@@ -19,6 +19,7 @@ from dlarepro import native
 from dlarepro.benchstencil import (BaseStage, Case, base_stage_difference, library_tail, make_norm,
                                    max_relative_difference, stencil_tail)
 from dlarepro.models import build_model, native_tails, tail_kernels, tails
+from dlarepro.models.parts import DropPath
 from test_tails import LAYER_ATTENTION, assert_same, twin_models
 
 CL = torch.channels_last
@@ -67,8 +68,8 @@ def test_native_tails_equal_the_reference_in_float64(arch, knobs, native_calls):
     if arch.endswith("_l"):
         assert native_calls == {"light_join": runs, "light": runs, "light_backward": runs, "head": runs}
     else:
-        assert native_calls == {"base": runs, "join": runs, "join_backward": runs, "value_gradient": runs,
-                                "channel_conv": 2 * runs}
+        # the join's backward is the value gradient's pass (BaseJoin)
+        assert native_calls == {"base": runs, "join": runs, "value_gradient": runs, "channel_conv": 2 * runs}
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -208,7 +209,7 @@ def test_a_value_map_differentiated_directly_gets_that_gradient_too():
         coeffs = stage.coeffs[0][..., None, None]
         if native_path:
             out, value = native_tails.StencilBaseTail.apply(y, weight, coeffs, norm.weight, norm.bias, norm, None,
-                                                     tails.ValueGradients(), False)
+                                                     tails.ValueGradients(), False, None)
         else:
             value = torch.nn.functional.conv2d(y, weight, padding=1, groups=16)
             out = tails.BaseTail.apply(y, coeffs, norm.weight, norm.bias, norm, None, "eager", tails.ValueGradients(),
@@ -217,6 +218,47 @@ def test_a_value_map_differentiated_directly_gets_that_gradient_too():
         got.append((y.grad.clone(), weight.grad.clone()))
     for a, b in zip(*got):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_a_base_join_backward_makes_the_value_maps_pass():
+    """The B block's join (``BaseJoin``) takes ``V_t``'s gradient through the value convolution and the
+    ReLU in its backward: with the tail, ``y`` also read elsewhere and the value map differentiated
+    directly; and with the pools alone differentiated (the tail's backward never runs). Branch,
+    shortcut, weight and BN gradients as the op-by-op path's, float64."""
+    gen = torch.Generator().manual_seed(3)
+    shape = (2, 16, 5, 4)
+    make = lambda: torch.randn(shape, generator=gen, dtype=torch.float64).contiguous(memory_format=CL)
+    branch, shortcut, g_out, g_y, g_value = (make() for _ in range(5))
+    g_pooled = torch.randn(2, 16, generator=gen, dtype=torch.float64)
+    weight0 = torch.randn(16, 1, 3, 3, generator=gen, dtype=torch.float64)
+    for with_tail in (True, False):
+        got = []
+        for native_path in (True, False):
+            b, s, weight = (t.clone().requires_grad_() for t in (branch, shortcut, weight0))
+            norm = make_norm(16).double()
+            if native_path:
+                block, y, pooled = native_tails.base_join(b, s, weight)
+            else:
+                y = torch.relu(b + s)
+                pooled = y.sum((2, 3)) / 20
+            loss = (pooled * g_pooled).sum()
+            if with_tail:
+                coeffs = torch.sigmoid(pooled)[None]  # the pools reach the tail, as through the keys
+                if native_path:
+                    out, value = native_tails.stencil_base_tail(y, weight, [], coeffs, norm, DropPath(0.0),
+                                                                tails.ValueGradients(), False, block)
+                else:
+                    value = torch.nn.functional.conv2d(y, weight, padding=1, groups=16)
+                    out = y + torch.relu(norm(value * coeffs[0][..., None, None]))
+                loss = loss + (out * g_out).sum() + (y * g_y).sum() + (value * g_value).sum()
+            loss.backward()
+            got.append([b.grad, s.grad, weight.grad, norm.weight.grad, norm.bias.grad])
+        for a, b in zip(*got):
+            if b is None:  # pools only: no gradient reaches the convolution or the norm
+                assert a is None or not a.any()
+            else:
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        assert got[0][0].abs().sum() > 0
 
 
 @pytest.mark.parametrize("arch", ["dla_l", "dla_b"])
@@ -299,7 +341,7 @@ def test_auto_on_the_cpu_runs_native_and_compiles_nothing(arch, native_calls, mo
     monkeypatch.setattr(tail_kernels.Kernel, "__call__", lambda self, *args: pytest.fail(f"{self.fn.__name__} ran"))
     model = build_model(arch, 20, "cifar10", drop_path=0.1).to(memory_format=CL)
     model(torch.randn(2, 3, 32, 32).contiguous(memory_format=CL)).sum().backward()
-    joins = ("light_join", "light_backward") if arch.endswith("_l") else ("join", "join_backward")
+    joins = ("light_join", "light_backward") if arch.endswith("_l") else ("join", "value_gradient")
     assert [native_calls[kind] for kind in joins] == [6, 6]  # depth 20: 3 stages of 2 blocks
 
 

@@ -209,7 +209,7 @@ class BaseStage:
             co = coeffs[..., None, None]
             if native:
                 out = native_tails.StencilBaseTail.apply(y, weight, co, norm.weight, norm.bias, norm, self.mask,
-                                                         value_grads, pooled, *values)
+                                                         value_grads, pooled, None, *values)
                 values.append(out[1])
                 out = (out[0], out[2]) if pooled else (out[0],)
             else:

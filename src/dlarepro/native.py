@@ -110,7 +110,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         forward.argtypes = [p, i64, p, p, p, p, p, p, f64, i64, i64, i64, i64, p, p, p, p, p, p, i32, i32]
         backward.argtypes = [p, p, p, i64, p, p, p, p, p, i32, i64, i64, i64, p, p, p, p, i32]
         value_gradient = getattr(lib, f"value_gradient_stencil_{suffix}")
-        value_gradient.argtypes = [p, i64, p, p, p, p, p, i64, i64, i64, i64, p, p, i32]
+        value_gradient.argtypes = [p, i64, p, p, p, p, p, p, i32, i64, i64, i64, i64, p, p, i32]
         forward.restype = backward.restype = value_gradient.restype = i32
         forward, backward = getattr(lib, f"join_forward_{suffix}"), getattr(lib, f"join_backward_{suffix}")
         forward.argtypes = [p, p, i64, i64, i64, p, p, p, i32]

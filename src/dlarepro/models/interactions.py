@@ -314,7 +314,12 @@ class BaseAttention(LayerAttentionBase):
 
     def forward(self, index, branch, shortcut, state: BaseAttentionState):
         flavour = self.tail_flavour(index, branch)
-        if flavour:
+        # native: join, value convolution and tail in C++; V_t computed in the tail's passes, its
+        # gradient taken through the convolution in the join's backward
+        stencil = flavour == "native" and native_tails.native_applies(branch, shortcut, *state.values)
+        if stencil:
+            block, y, pooled = native_tails.base_join(branch, shortcut, self.value[index].weight)
+        elif flavour:
             j = tails.join(branch, shortcut, flavour)
             y, y_value, pooled = j.y, j.y_value, j.pooled_y
         else:
@@ -322,8 +327,6 @@ class BaseAttention(LayerAttentionBase):
             pooled = gap(y)
         self.refresh(state, pooled)
         pool_in_tail = bool(flavour) and state.pool_values  # DLA-B: GAP(V) with the tail, gradient included
-        # native: the value convolution inside the tail's passes, V_t computed there
-        stencil = flavour == "native" and native_tails.native_applies(y, *state.values)
         key, query = self.key[index], self.query[index]
         if stencil and native_tails.vectors_apply(pooled, key.conv.weight, query.conv.weight):  # C++, one call each
             key, query = (partial(native_tails.channel_conv, weight=conv.conv.weight) for conv in (key, query))
@@ -341,7 +344,7 @@ class BaseAttention(LayerAttentionBase):
         if stencil:
             out, value, *pooled_value = native_tails.stencil_base_tail(
                 y, self.value[index].weight, state.values, coeffs, self.norm[index], self.drop_path, state.value_grads,
-                pool_in_tail)
+                pool_in_tail, block)
             state.values.append(value)
             if pooled_value:
                 state.add_pooled(pooled_value[0])

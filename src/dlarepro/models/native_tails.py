@@ -5,11 +5,12 @@
   from the branch and the shortcut, in four passes over them (the join's pools and batch norm's
   sums; the output; the gradient's sums; the maps' gradients): ``y = ReLU(branch + s)``, the
   depthwise convolutions ``DW(y)`` and ``DW_{λW}(s)`` and their gradients are never written;
-* :class:`StencilBaseTail` (MRLA-B, DLA-B): the base tail, with the block's value convolution
-  ``V_t = DW(y)`` computed in its first pass and ``V_t``'s gradient taken through it in the pass
-  that sums it over the blocks that read it (never written);
-* :func:`native_join_forward` / :func:`native_join_backward`: the join of :class:`.tails.Join`
-  (MRLA-B, DLA-B), one pass each;
+* :class:`BaseJoin` and :class:`StencilBaseTail` (MRLA-B, DLA-B): the join, one pass, and the base
+  tail, with the block's value convolution ``V_t = DW(y)`` computed in its first pass; ``V_t``'s
+  gradient (never written) is taken through the convolution and the join's ReLU in one pass that
+  sums it over the blocks that read it and writes the branch's gradient (the join's backward);
+* :func:`native_join_forward` / :func:`native_join_backward`: the join of :class:`.tails.Join`, one
+  pass each;
 * :class:`LightHead` (MRLA-L's and DLA-L's attention weights from the pooled block output) and
   :class:`ChannelConv` (MRLA-B's and DLA-B's queries and keys): per-block vector work, one call each
   way instead of ~25 small operators (``resources/native/vectors.cpp``; :func:`vectors_apply`).
@@ -118,18 +119,22 @@ def native_base_forward(y, coeffs, gamma, beta, norm: nn.BatchNorm2d, mask, earl
 
 
 def native_value_gradient(maps: list[Tensor], coeffs: Tensor, extra: Tensor | None, y: Tensor, taps: Tensor,
-                          grad_y: Tensor) -> tuple[Tensor, Tensor]:
+                          grad_y: Tensor | None, grad_pooled_y: Tensor | None = None,
+                          relu: bool = False) -> tuple[Tensor, Tensor]:
     """A value map's gradient ``extra + Σ_i coeffs[i] ⊙ maps[i]`` taken through its depthwise
     convolution of ``y`` (``taps`` ``[9, C]``) without being written: ``grad_y +`` the convolution's
-    input gradient, and the taps' gradient ``[9, C]``."""
+    input gradient, and the taps' gradient ``[9, C]``. With ``relu`` (``y = ReLU(branch + s)``), the
+    branch's gradient instead: that sum plus ``grad_pooled_y / P`` (``GAP(y)``'s share) where
+    ``y > 0``, else 0 (the join's backward in the same pass)."""
     b, c, h, w = y.shape
     co = _per_image(coeffs, y.dtype)
-    extra1 = None if extra is None else extra.detach().reshape(b, c).to(y.dtype).contiguous()
-    go = grad_y.to(y.dtype).contiguous(memory_format=torch.channels_last)
+    as_vector = lambda t: None if t is None else t.detach().reshape(b, c).to(y.dtype).contiguous()
+    extra1, gpy = as_vector(extra), as_vector(grad_pooled_y)
+    go = None if grad_y is None else grad_y.to(y.dtype).contiguous(memory_format=torch.channels_last)
     out, grad_taps = torch.empty_like(y), y.new_empty(9, c)
     code = getattr(native.library(), f"value_gradient_stencil_{_suffix(y)}")(
-        _pointers(maps), len(maps), co.data_ptr(), _ptr(extra1), y.data_ptr(), taps.data_ptr(), go.data_ptr(), b, c,
-        h, w, out.data_ptr(), grad_taps.data_ptr(), torch.get_num_threads())
+        _pointers(maps), len(maps), co.data_ptr(), _ptr(extra1), y.data_ptr(), taps.data_ptr(), _ptr(go), _ptr(gpy),
+        int(relu), b, c, h, w, out.data_ptr(), grad_taps.data_ptr(), torch.get_num_threads())
     _check(code, "value gradient", y)
     return out, grad_taps
 
@@ -340,22 +345,76 @@ def light_tail(block: LightBlock, pooled_y: Tensor, weights: Tensor, alpha: Tens
     return LightTail.apply(pooled_y, weights, alpha, norm.weight, norm.bias, norm, mask, block)
 
 
+class BaseBlock:
+    """One B block's native state, from :class:`BaseJoin` to :class:`StencilBaseTail` and back: the
+    value convolution's taps, and what the tail's backward leaves for the join's (the map pass)."""
+
+    taps: Tensor
+    pending: tuple | None = None  # (grad_out, the maps and weights of V_t's gradient, its per-channel extra)
+
+
+class BaseJoin(Function):
+    """The join of a native B block, ``y = ReLU(branch + s)`` and ``GAP(y)`` in one pass; its backward
+    is the block's map pass: the gradient of ``V_t = DW(y)`` (summed over the blocks that read it, as
+    :class:`StencilBaseTail`'s backward left it in ``block``) through the value convolution, plus the
+    residual's and ``GAP(y)``'s, through the ReLU: the branch's and the shortcut's gradient and the
+    convolution weight's, in one pass (``y``'s own gradient is never written). Autograd runs it after
+    the tail's backward, the tail reading ``y``."""
+
+    @staticmethod
+    def forward(ctx, branch, shortcut, value_weight, block: BaseBlock):
+        y, pooled_y, _ = native_join_forward(branch, shortcut, False)
+        block.taps = stencil_taps(value_weight.detach().to(y.dtype))
+        ctx.save_for_backward(y)
+        ctx.block, ctx.weight = block, (value_weight.shape, value_weight.dtype)
+        ctx.set_materialize_grads(False)
+        return y, pooled_y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_y, grad_pooled_y):
+        (y,) = ctx.saved_tensors
+        block = ctx.block
+        pending, block.pending = block.pending, None
+        if pending is None:  # the tail's output was not differentiated: V_t's gradient is zero
+            go, maps, weights, extra = grad_y, [], y.new_empty(0, y.shape[0], y.shape[1]), None
+        else:
+            go, maps, weights, extra = pending
+            if grad_y is not None:  # y read by something besides the tail
+                go = go + grad_y
+        grad_branch, grad_taps = native_value_gradient(maps, weights, extra, y, block.taps, go, grad_pooled_y,
+                                                       relu=True)
+        shape, dtype = ctx.weight
+        return grad_branch, grad_branch, _weight_gradient(grad_taps, shape, dtype), None
+
+
+def base_join(branch: Tensor, shortcut: Tensor, value_weight: Tensor) -> tuple[BaseBlock, Tensor, Tensor]:
+    """The join of a native B block (check :func:`native_applies` on ``branch``, ``shortcut`` and the
+    stage's value maps first): ``(block, y, GAP(y))``; hand ``block`` to :func:`stencil_base_tail`."""
+    block = BaseBlock()
+    y, pooled = BaseJoin.apply(branch, shortcut, value_weight, block)
+    return block, y, pooled
+
+
 class StencilBaseTail(Function):
     """The native :class:`.tails.BaseTail` whose newest value map ``V_t`` is the block's depthwise value
     convolution of ``y``, computed inside the first pass (C++), and whose gradient goes through that
     convolution in the pass that sums it, without being written (the library's convolution, forward
     and backward, spared). Takes ``y``, the convolution's weight and the stage's earlier maps;
     returns ``(out, V_t)``, with ``GAP(V_t)`` when ``pool_newest``. Needs the stage's
-    :class:`.tails.ValueGradients`: later blocks hand ``V_t``'s gradient there, not to autograd."""
+    :class:`.tails.ValueGradients`: later blocks hand ``V_t``'s gradient there, not to autograd.
+    With the ``block`` of a :class:`BaseJoin`, that pass is the join's backward (which then returns
+    ``y``'s and the weight's gradients); without, it runs here."""
 
     @staticmethod
     def forward(ctx, y, value_weight, coeffs, gamma, beta, norm: nn.BatchNorm2d, mask, value_grads,
-                pool_newest: bool, *earlier):
-        taps = stencil_taps(value_weight.detach().to(y.dtype))
+                pool_newest: bool, block: BaseBlock | None, *earlier):
+        taps = block.taps if block is not None else stencil_taps(value_weight.detach().to(y.dtype))
         out, pooled, attended, mean, rstd, value = native_base_forward(y, coeffs, gamma, beta, norm, mask, earlier,
                                                                        pool_newest, taps)
         ctx.save_for_backward(y, taps, attended, coeffs, gamma, beta, mean, rstd, mask, *earlier, value)
         ctx.training, ctx.value_grads, ctx.weight = norm.training, value_grads, (value_weight.shape, value_weight.dtype)
+        ctx.block = block
         ctx.set_materialize_grads(False)
         return (out, value, pooled) if pool_newest else (out, value)
 
@@ -373,18 +432,22 @@ class StencilBaseTail(Function):
                 torch.cat([weights, torch.ones_like(weights[:1])])
         pooled_grad = grad_pooled[0] if grad_pooled else None
         extra = None if pooled_grad is None else pooled_grad[:, :, None, None] * (1.0 / k.spatial(y))
+        rest = (grad_coeffs, grad_gamma, grad_beta, None, None, None, None, None, *([None] * (len(values) - 1)))
+        if ctx.block is not None:  # the join's backward makes the map pass
+            ctx.block.pending = (grad_out, maps, weights, extra)
+            return (None, None, *rest)
         grad_y, grad_taps = native_value_gradient(maps, weights, extra, y, taps, grad_out)
         shape, dtype = ctx.weight
-        return (grad_y, _weight_gradient(grad_taps, shape, dtype), grad_coeffs, grad_gamma, grad_beta, None, None, None,
-                None, *([None] * (len(values) - 1)))
+        return (grad_y, _weight_gradient(grad_taps, shape, dtype), *rest)
 
 
 def stencil_base_tail(y: Tensor, value_weight: Tensor, earlier: list[Tensor], coeffs: Tensor, norm: nn.BatchNorm2d,
-                      drop_path: DropPath, value_grads, pool_newest: bool = False):
+                      drop_path: DropPath, value_grads, pool_newest: bool = False, block: BaseBlock | None = None):
     """:func:`.tails.base_tail` with the block's value convolution inside (:class:`StencilBaseTail`; check
-    :func:`native_applies` on ``y`` and ``earlier`` first): ``(out, V_t)`` or ``(out, V_t, GAP(V_t))``."""
+    :func:`native_applies` on ``y`` and ``earlier`` first): ``(out, V_t)`` or ``(out, V_t, GAP(V_t))``;
+    ``block``: from :func:`base_join` (``y`` its output), whose backward then makes the map pass."""
     return StencilBaseTail.apply(y, value_weight, coeffs[..., None, None], norm.weight, norm.bias, norm,
-                                 drop_path.mask(y), value_grads, pool_newest, *earlier)
+                                 drop_path.mask(y), value_grads, pool_newest, block, *earlier)
 
 
 def vectors_apply(*vectors: Tensor) -> bool:

@@ -8,7 +8,8 @@
 // - forward: y and the t - 1 earlier maps, writing V_t, `a` and the batch-norm sums; then `a` and y;
 // - backward: the output gradient and `a` for the batch-norm sums; then those and the t maps again,
 //   writing `a`'s gradient with the coefficients' gradients (its dot products with every map);
-// - V_t's gradient: the `a` gradients of the blocks that read V_t and y, writing y's gradient.
+// - V_t's gradient: the `a` gradients of the blocks that read V_t and y, writing y's gradient, or
+//   (the join's backward, native_tails.BaseJoin) the branch's: through the ReLU, with GAP(y)'s share.
 // Stencil loops run along one row per channel block, with the rows ahead prefetched (common.h); the
 // other loops run pixel by pixel with all channels innermost.
 //
@@ -214,12 +215,16 @@ int backward(const T* GO, const T* A, const T* const* Vs, int64_t t, const T* G,
 
 // The value map's gradient g = extra + sum_i Co[i] Ms[i] pushed through its depthwise convolution
 // (taps KV) without writing it: GY = GO + DW_kv^T(g) (GO: y's gradient from elsewhere, the
-// residual's), GKV ([9, C]) = the taps' gradient. Row h + 1 of g is computed ahead into a ring of
-// three rows, from which the transposed stencil at row h reads.
+// residual's; null: none), GKV ([9, C]) = the taps' gradient. Row h + 1 of g is computed ahead
+// into a ring of three rows, from which the transposed stencil at row h reads. With `relu` (y is
+// ReLU(branch + s), the B methods' join, whose backward this pass then is) GY is the branch's
+// gradient instead: (GO + DW_kv^T(g) + GPY / P) where y > 0, else 0 (GPY [B, C]: the gradient of
+// GAP(y); may be null).
 template <typename T>
 int value_gradient_stencil(const T* const* Ms, int64_t t, const T* Co, const T* extra, const T* Y, const T* KV,
-                           const T* GO, int64_t B, int64_t C, int64_t H, int64_t W, T* GY, T* GKV, int threads) {
-  if (C % L || t < 1) return -1;
+                           const T* GO, const T* GPY, int relu, int64_t B, int64_t C, int64_t H, int64_t W, T* GY,
+                           T* GKV, int threads) {
+  if (C % L || t < 0) return -1;
   omp_set_num_threads(threads);
   const int64_t P = H * W;
   const std::vector<T> zero_row(W * C, T(0));
@@ -253,12 +258,14 @@ int value_gradient_stencil(const T* const* Ms, int64_t t, const T* Co, const T* 
         wg.start_rows(ring_row(h - 1) + c0, ring_row(h) + c0, ring_row(h + 1) + c0, W, C);
         wy.start_rows(yup + c0, y + h * W * C + c0, ydown + c0, W, C);
         wy.ahead = h + 2 < H ? y + (h + 2) * W * C + c0 : nullptr;
-        const T* go_ahead = h + 1 < H ? GO + (b * P + (h + 1) * W) * C + c0 : nullptr;
+        const T* go_ahead = GO && h + 1 < H ? GO + (b * P + (h + 1) * W) * C + c0 : nullptr;
+        const V<T> gpy = GPY ? ld(GPY + b * C + c0) / T(P) : bc<T>(0);
         for (int64_t x = 0; x < W; ++x) {
           if (x) { wg.next(); wy.next(); }
           if (go_ahead) __builtin_prefetch(go_ahead + x * C);
           const int64_t o = (b * P + h * W + x) * C + c0;
-          st(GY + o, ld(GO + o) + wg.apply(kvf));
+          const V<T> gy = (GO ? ld(GO + o) : bc<T>(0)) + wg.apply(kvf);
+          st(GY + o, relu ? (wy.col[1][1] > 0 ? gy + gpy : bc<T>(0)) : gy);
           wy.correlate(wg.col[1][1], dkv);
         }
         for (int k = 0; k < 9; ++k) st(acc.data() + k * C + c0, dkv[k]);
@@ -291,9 +298,9 @@ extern "C" {
     return backward<T>(GO, A, Vs, t, G, Be, Mu, Rs, M, training, B, C, P, GA, GCO, GG, GB, threads);              \
   }                                                                                                               \
   int value_gradient_stencil_##SUFFIX(const T* const* Ms, int64_t t, const T* Co, const T* extra, const T* Y,      \
-                                      const T* KV, const T* GO, int64_t B, int64_t C, int64_t H, int64_t W, T* GY, \
-                                      T* GKV, int threads) {                                                      \
-    return value_gradient_stencil<T>(Ms, t, Co, extra, Y, KV, GO, B, C, H, W, GY, GKV, threads);                  \
+                                      const T* KV, const T* GO, const T* GPY, int relu, int64_t B, int64_t C,      \
+                                      int64_t H, int64_t W, T* GY, T* GKV, int threads) {                         \
+    return value_gradient_stencil<T>(Ms, t, Co, extra, Y, KV, GO, GPY, relu, B, C, H, W, GY, GKV, threads);       \
   }
 
 BASE_TAIL(float, f32)
