@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -74,14 +75,19 @@ def test_killed_two_process_run_resumes_bit_identical(reference):
     tmp = reference["tmp"]
     config = run_config(tmp, "killed")
     proc = torchrun(config, 29612)
-    checkpoint = tmp / "killed" / "checkpoint.pt"
-    deadline = time.time() + 300
-    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)  # into epoch 2
+    # wait until epoch 2 has taken its first step (its first batch logged): a fixed sleep after the
+    # epoch-1 checkpoint raced a fast run to its end, where SIGTERM stops at once, unsaved
+    seen, watchdog = [], threading.Timer(300, proc.kill)  # a run that hangs silently fails, not the suite
+    watchdog.start()
+    for line in proc.stdout:
+        seen.append(line)
+        if "epoch 2 batch 1/" in line:
+            break
+    watchdog.cancel()
     # SIGTERM to the training processes (as SLURM sends it); torchrun itself sees them stop
     subprocess.run(["pkill", "-TERM", "-f", f"dlarepro train --config {config}"], check=False)
     out, _ = proc.communicate(timeout=300)
+    out = "".join(seen) + out
     assert "SIGTERM received: checkpoint written" in out, out[-3000:]
     assert not (tmp / "killed" / "metrics.json").exists()
     again = torchrun(config, 29613)

@@ -1,7 +1,8 @@
-"""The tails mode ``native`` (``models.native_tails``, built by ``dlarepro.native``): MRLA-L's and
-DLA-L's light blocks from branch and shortcut, their join and depthwise convolutions inside
-(``LightJoin``, ``LightTail``), MRLA-B's and DLA-B's join and base tails with their value
-convolutions inside (``StencilBaseTail``), all in C++."""
+"""The tails mode ``native`` (``models.native_tails``, ``native_base``, ``native_vectors``, built by
+``dlarepro.native``): MRLA-L's and DLA-L's light blocks from branch and shortcut, their join and
+depthwise convolutions inside (``LightJoin``, ``LightTail``), MRLA-B's and DLA-B's join and base
+tails with their value convolutions inside (``BaseJoin``, ``StencilBaseTail``), and the per-block
+vector work (``LightHead``, ``ChannelConv``), all in C++."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from conftest import ENV, REPO
 from dlarepro import native
 from dlarepro.benchstencil import (BaseStage, Case, base_stage_difference, library_tail, make_norm,
                                    max_relative_difference, stencil_tail)
-from dlarepro.models import build_model, native_tails, tail_kernels, tails
+from dlarepro.models import build_model, native_base, native_tails, native_vectors, tail_kernels, tails
 from dlarepro.models.parts import DropPath
 from test_tails import LAYER_ATTENTION, assert_same, twin_models
 
@@ -46,12 +47,12 @@ def native_calls(monkeypatch):
     for owner, name, kind in ((native_tails.LightJoin, "forward", "light_join"),
                               (native_tails.LightTail, "forward", "light"),
                               (native_tails.LightJoin, "backward", "light_backward"),
-                              (native_tails.LightHead, "forward", "head"),
-                              (native_tails.ChannelConv, "forward", "channel_conv")):
+                              (native_vectors.LightHead, "forward", "head"),
+                              (native_vectors.ChannelConv, "forward", "channel_conv")):
         counted(owner, name, kind)
     for name, kind in (("native_base_forward", "base"), ("native_value_gradient", "value_gradient"),
                        ("native_join_forward", "join"), ("native_join_backward", "join_backward")):
-        counted(native_tails, name, kind)
+        counted(native_base, name, kind)
     return calls
 
 
@@ -87,25 +88,25 @@ def test_native_vectors_equal_the_torch_path(dtype, channels, kernel, heads):
     tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 2e-5}
     torch_head = per_channel(torch.sigmoid(head_scores(channel_conv(pooled, wq), channel_conv(pooled, wk), heads)),
                              channels)
-    for expected, got, inputs in ((torch_head, native_tails.light_head(pooled, wq, wk, heads), (pooled, wq, wk)),
-                                  (channel_conv(pooled, wq), native_tails.channel_conv(pooled, wq), (pooled, wq))):
+    for expected, got, inputs in ((torch_head, native_vectors.light_head(pooled, wq, wk, heads), (pooled, wq, wk)),
+                                  (channel_conv(pooled, wq), native_vectors.channel_conv(pooled, wq), (pooled, wq))):
         torch.testing.assert_close(got, expected, **tol)
         for a, b in zip(torch.autograd.grad(got, inputs, grad), torch.autograd.grad(expected, inputs, grad)):
             torch.testing.assert_close(a, b, **tol)
     if dtype == torch.float64:
         small = pooled[:2].detach().requires_grad_()
-        assert torch.autograd.gradcheck(lambda p, q, k: native_tails.light_head(p, q, k, heads), (small, wq, wk))
-        assert torch.autograd.gradcheck(native_tails.channel_conv, (small, wq))
+        assert torch.autograd.gradcheck(lambda p, q, k: native_vectors.light_head(p, q, k, heads), (small, wq, wk))
+        assert torch.autograd.gradcheck(native_vectors.channel_conv, (small, wq))
 
 
 def test_native_vectors_refuse_bad_shapes():
     """An even kernel or heads that do not divide the channels: a clear error, not wrong numbers."""
     pooled = torch.randn(2, 64)
     with pytest.raises(ValueError, match="odd kernel size, got 4"):
-        native_tails.channel_conv(pooled, torch.zeros(1, 1, 4))
+        native_vectors.channel_conv(pooled, torch.zeros(1, 1, 4))
     with pytest.raises(RuntimeError, match="native light head failed"):
-        native_tails.light_head(pooled, torch.zeros(1, 1, 3), torch.zeros(1, 1, 3), 5)
-    assert not native_tails.vectors_apply(pooled.half())
+        native_vectors.light_head(pooled, torch.zeros(1, 1, 3), torch.zeros(1, 1, 3), 5)
+    assert not native_vectors.vectors_apply(pooled.half())
 
 
 def test_float32_matches_the_compiled_tails_at_a_stage_shape():
@@ -208,7 +209,7 @@ def test_a_value_map_differentiated_directly_gets_that_gradient_too():
         norm = make_norm(16).double()
         coeffs = stage.coeffs[0][..., None, None]
         if native_path:
-            out, value = native_tails.StencilBaseTail.apply(y, weight, coeffs, norm.weight, norm.bias, norm, None,
+            out, value = native_base.StencilBaseTail.apply(y, weight, coeffs, norm.weight, norm.bias, norm, None,
                                                      tails.ValueGradients(), False, None)
         else:
             value = torch.nn.functional.conv2d(y, weight, padding=1, groups=16)
@@ -237,7 +238,7 @@ def test_a_base_join_backward_makes_the_value_maps_pass():
             b, s, weight = (t.clone().requires_grad_() for t in (branch, shortcut, weight0))
             norm = make_norm(16).double()
             if native_path:
-                block, y, pooled = native_tails.base_join(b, s, weight)
+                block, y, pooled = native_base.base_join(b, s, weight)
             else:
                 y = torch.relu(b + s)
                 pooled = y.sum((2, 3)) / 20
@@ -245,7 +246,7 @@ def test_a_base_join_backward_makes_the_value_maps_pass():
             if with_tail:
                 coeffs = torch.sigmoid(pooled)[None]  # the pools reach the tail, as through the keys
                 if native_path:
-                    out, value = native_tails.stencil_base_tail(y, weight, [], coeffs, norm, DropPath(0.0),
+                    out, value = native_base.stencil_base_tail(y, weight, [], coeffs, norm, DropPath(0.0),
                                                                 tails.ValueGradients(), False, block)
                 else:
                     value = torch.nn.functional.conv2d(y, weight, padding=1, groups=16)
@@ -360,8 +361,8 @@ def test_the_kernels_do_not_depend_on_the_thread_count():
             got = stage.run(True, [make_norm(32, seed=i) for i in range(3)])
             for refresh in (False, True):
                 got += Case.make((4, 32, 6, 5), refresh).run(stencil_tail, make_norm(32))
-            got += [t for t in native_tails.native_join_forward(maps[0], maps[1], True)]
-            got += list(native_tails.native_join_backward(maps[2], maps[0].relu(), *vectors, maps[3], (maps[1],)))
+            got += [t for t in native_base.native_join_forward(maps[0], maps[1], True)]
+            got += list(native_base.native_join_backward(maps[2], maps[0].relu(), *vectors, maps[3], (maps[1],)))
             results.append(got)
     finally:
         torch.set_num_threads(threads)

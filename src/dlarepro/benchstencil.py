@@ -8,7 +8,7 @@ and read more. The mode ``native`` (:class:`native_tails.LightJoin` and :class:`
 C++ in ``resources/native/light_block.cpp``) computes the whole block after its convolutions, forward
 and backward, in four passes over the branch and the shortcut, with ``y`` and the 3×3 stencils
 inside: none of those maps is ever written. MRLA-B and DLA-B cache every block's value map ``V_t = DW(y_t)`` for the later blocks of
-the stage, so ``V_t`` is written either way; ``native`` (:class:`native_tails.StencilBaseTail`, C++ in
+the stage, so ``V_t`` is written either way; ``native`` (:class:`native_base.StencilBaseTail`, C++ in
 ``resources/native/base_tail.cpp``) computes it in the base tail's first pass and takes its
 gradient through the convolution in the pass that sums it, and runs the rest of the base tail in
 passes that stream every map once. This benchmark checks that both paths give the same outputs,
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .benchkernels import stage_shapes
-from .models import native_tails, tails
+from .models import native_base, native_tails, tails
 
 
 def stencil_tail(branch, s, value_weight, refresh_weight, w, alpha, norm, mask) -> tuple[Tensor, ...]:
@@ -208,7 +208,7 @@ class BaseStage:
         for t, (y, weight, coeffs, norm) in enumerate(zip(self.ys, self.weights, self.coeffs, norms)):
             co = coeffs[..., None, None]
             if native:
-                out = native_tails.StencilBaseTail.apply(y, weight, co, norm.weight, norm.bias, norm, self.mask,
+                out = native_base.StencilBaseTail.apply(y, weight, co, norm.weight, norm.bias, norm, self.mask,
                                                          value_grads, pooled, None, *values)
                 values.append(out[1])
                 out = (out[0], out[2]) if pooled else (out[0],)

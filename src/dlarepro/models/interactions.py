@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import native_tails, tails
+from . import native_base, native_tails, native_vectors, tails
 from .cells import make_cell
 from .parts import ChannelConv, DropPath, as_map, depthwise3x3, eca_kernel_size, gap, head_scores, per_channel
 
@@ -173,10 +173,10 @@ class LightAttentionBase(LayerAttentionBase):
 
     def head_weights(self, index: int, pooled: Tensor, native: bool = False) -> Tensor:
         """``sigmoid(<q_h, k_h> / sqrt(d))`` per head, expanded to a ``[B, C, 1, 1]`` map scale;
-        ``native``: in one C++ call each way where it applies (:func:`native_tails.light_head`)."""
+        ``native``: in one C++ call each way where it applies (:func:`native_vectors.light_head`)."""
         query, key = self.query[index].conv.weight, self.key[index].conv.weight
-        if native and native_tails.vectors_apply(pooled, query, key):
-            return as_map(native_tails.light_head(pooled, query, key, self.heads))
+        if native and native_vectors.vectors_apply(pooled, query, key):
+            return as_map(native_vectors.light_head(pooled, query, key, self.heads))
         q, k = self.query[index](pooled), self.key[index](pooled)
         return as_map(per_channel(torch.sigmoid(head_scores(q, k, self.heads)), self.channels))
 
@@ -280,7 +280,7 @@ class BaseAttentionState:
 
     def add_key(self, key: Tensor) -> None:
         """A block's key alone: its value map comes later (``values.append``), from the native tail
-        that computes it (:func:`native_tails.stencil_base_tail`)."""
+        that computes it (:func:`native_base.stencil_base_tail`)."""
         key = key.unsqueeze(0)
         if self.keys is None:
             self.keys = key
@@ -318,7 +318,7 @@ class BaseAttention(LayerAttentionBase):
         # gradient taken through the convolution in the join's backward
         stencil = flavour == "native" and native_tails.native_applies(branch, shortcut, *state.values)
         if stencil:
-            block, y, pooled = native_tails.base_join(branch, shortcut, self.value[index].weight)
+            block, y, pooled = native_base.base_join(branch, shortcut, self.value[index].weight)
         elif flavour:
             j = tails.join(branch, shortcut, flavour)
             y, y_value, pooled = j.y, j.y_value, j.pooled_y
@@ -328,8 +328,8 @@ class BaseAttention(LayerAttentionBase):
         self.refresh(state, pooled)
         pool_in_tail = bool(flavour) and state.pool_values  # DLA-B: GAP(V) with the tail, gradient included
         key, query = self.key[index], self.query[index]
-        if stencil and native_tails.vectors_apply(pooled, key.conv.weight, query.conv.weight):  # C++, one call each
-            key, query = (partial(native_tails.channel_conv, weight=conv.conv.weight) for conv in (key, query))
+        if stencil and native_vectors.vectors_apply(pooled, key.conv.weight, query.conv.weight):  # C++, one call each
+            key, query = (partial(native_vectors.channel_conv, weight=conv.conv.weight) for conv in (key, query))
         if stencil:
             state.add_key(key(pooled))
         else:
@@ -342,7 +342,7 @@ class BaseAttention(LayerAttentionBase):
         if state.value_gates is not None:
             coeffs = coeffs * state.value_gates
         if stencil:
-            out, value, *pooled_value = native_tails.stencil_base_tail(
+            out, value, *pooled_value = native_base.stencil_base_tail(
                 y, self.value[index].weight, state.values, coeffs, self.norm[index], self.drop_path, state.value_grads,
                 pool_in_tail, block)
             state.values.append(value)

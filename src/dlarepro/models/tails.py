@@ -16,7 +16,7 @@ writes whole maps, forward and backward, and together they cost more than the ex
 * in mode ``native`` (CPU), MRLA-L's and DLA-L's whole block after its convolutions (the join, both
   depthwise convolutions and the tail, in four passes that never write ``y``), and MRLA-B's and
   DLA-B's join and base tails with their value convolutions inside run as C++ kernels
-  (:mod:`.native_tails`).
+  (:mod:`.native_tails`, :mod:`.native_base`; the per-block vectors: :mod:`.native_vectors`).
 
 Batch norm is folded into the tails (batch statistics, running-statistics update, backward), so
 neither its input nor its output is kept for backward: what the tails save are maps that exist
@@ -49,6 +49,7 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from ..runconfig import TAIL_MODES as MODES
+from . import native_base as nb
 from . import native_tails as nt
 from . import tail_kernels as k
 from .parts import DropPath, gap
@@ -109,7 +110,7 @@ class Join(Function):
     @staticmethod
     def forward(ctx, branch, shortcut, pool_shortcut: bool, shortcut_handles: int, flavour: str):
         if flavour == "native" and nt.native_applies(branch, shortcut):
-            y, pooled_y, pooled_s = nt.native_join_forward(branch, shortcut, pool_shortcut)
+            y, pooled_y, pooled_s = nb.native_join_forward(branch, shortcut, pool_shortcut)
         else:
             flavour = "compiled" if flavour == "native" else flavour
             y, pooled_y, pooled_s = k.JOIN_FORWARD(flavour, branch, shortcut, pool_shortcut)
@@ -130,7 +131,7 @@ class Join(Function):
         if grad_y is None:
             grad_y = torch.zeros_like(y)
         if ctx.flavour == "native":
-            grad_branch, grad_shortcut = nt.native_join_backward(grad_y, y, grad_pooled_y, grad_pooled_s, grad_y_other,
+            grad_branch, grad_shortcut = nb.native_join_backward(grad_y, y, grad_pooled_y, grad_pooled_s, grad_y_other,
                                                               tuple(grads))
         else:
             grad_branch, grad_shortcut = k.JOIN_BACKWARD(ctx.flavour, grad_y, y, grad_pooled_y, grad_pooled_s,

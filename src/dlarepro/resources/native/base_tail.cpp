@@ -2,14 +2,14 @@
 // weighted sum of the t value maps of its stage so far), forward and backward, with the block's own
 // value map V_t = DW(y) (its depthwise 3x3 convolution) computed in the forward's first pass and
 // its gradient taken through that convolution in the pass that sums it, never written (the tails
-// mode `native`, dlarepro.models.tails.StencilBaseTail; bench/step_time.py --stencil-tails).
+// mode `native`, dlarepro.models.native_base.StencilBaseTail; bench/step_time.py --stencil-tails).
 //
 // Each pass streams its maps once, whatever their number:
 // - forward: y and the t - 1 earlier maps, writing V_t, `a` and the batch-norm sums; then `a` and y;
 // - backward: the output gradient and `a` for the batch-norm sums; then those and the t maps again,
 //   writing `a`'s gradient with the coefficients' gradients (its dot products with every map);
 // - V_t's gradient: the `a` gradients of the blocks that read V_t and y, writing y's gradient, or
-//   (the join's backward, native_tails.BaseJoin) the branch's: through the ReLU, with GAP(y)'s share.
+//   (the join's backward, native_base.BaseJoin) the branch's: through the ReLU, with GAP(y)'s share.
 // Stencil loops run along one row per channel block, with the rows ahead prefetched (common.h); the
 // other loops run pixel by pixel with all channels innermost.
 //

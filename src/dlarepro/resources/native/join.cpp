@@ -1,7 +1,9 @@
 // A layer-attention block's join, y = ReLU(branch + s) with GAP(y) (and, optionally, GAP(s)), forward
-// and backward, each in one pass at the memory's speed (the tails mode `native`,
-// dlarepro.models.tails.Join: MRLA-B and DLA-B; the light methods' join is part of light_block.cpp). The backward adds the gradients that y's and s's other consumers
-// sent to their own handles on those maps (tails.Join) inside its pass.
+// and backward, each in one pass at the memory's speed (the tails mode `native`: the forward of
+// MRLA-B's and DLA-B's join, dlarepro.models.native_base.BaseJoin, whose backward is the value map's
+// pass in base_tail.cpp; both ways for tails.Join where the B tail cannot run natively; the light
+// methods' join is part of light_block.cpp). The backward adds the gradients that y's and s's other
+// consumers sent to their own handles on those maps (tails.Join) inside its pass.
 //
 // Maps are float32 or float64, channels-last ([B, H, W, C] in memory), C a multiple of 16; pooled
 // vectors [B, C]. Pixels in chunks of about 16K values, every channel innermost; sums per chunk in

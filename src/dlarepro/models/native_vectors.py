@@ -1,0 +1,107 @@
+"""The per-block vector work of the layer-attention methods in C++ (``resources/native/vectors.cpp``,
+built with the tails' kernels by :mod:`dlarepro.native`), for the tails mode ``native`` on the CPU:
+
+* :class:`LightHead`: MRLA-L's and DLA-L's attention weights from the pooled block output (query and
+  key channel convolutions, head scores, sigmoid);
+* :class:`ChannelConv`: MRLA-B's and DLA-B's queries and keys.
+
+Run as torch operators, these vectors of a few hundred values cost ~25 operator calls forward and
+~10 autograd nodes backward per block, each far slower than its arithmetic; here one call each way.
+Same values and gradients as the torch path (float64 to rounding; ``tests/test_native_tails.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd import Function
+from torch.autograd.function import once_differentiable
+
+from .. import native
+from .native_tails import check_result, kernel_suffix, library_ready
+
+
+def vectors_apply(*vectors: Tensor) -> bool:
+    """Whether the native vector kernels (:func:`channel_conv`, :func:`light_head`) can take these
+    tensors: CPU, float32 or float64 alike, outside a whole-model compile, the library built."""
+    first = vectors[0]
+    return (first.device.type == "cpu" and first.dtype in (torch.float32, torch.float64)
+            and all(v.device == first.device and v.dtype == first.dtype for v in vectors)
+            and library_ready())
+
+
+class ChannelConv(Function):
+    """:class:`.parts.ChannelConvFunction` (a convolution across the last dimension) in C++, one
+    call each way instead of ~2k + 3 operators."""
+
+    @staticmethod
+    def forward(ctx, v, weight):
+        rows = v.detach().reshape(-1, v.shape[-1]).contiguous()
+        taps = weight.detach().reshape(-1).contiguous()
+        out = torch.empty_like(rows)
+        code = getattr(native.library(), f"channel_conv_forward_{kernel_suffix(v)}")(
+            rows.data_ptr(), taps.data_ptr(), taps.numel(), rows.shape[0], rows.shape[1], out.data_ptr())
+        check_result(code, "channel convolution", v)
+        ctx.save_for_backward(rows, taps)
+        ctx.shapes = v.shape, weight.shape
+        return out.reshape(v.shape)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        rows, taps = ctx.saved_tensors
+        v_shape, w_shape = ctx.shapes
+        g = grad.to(rows.dtype).reshape(rows.shape).contiguous()
+        grad_v, grad_w = torch.empty_like(rows), torch.empty_like(taps)
+        code = getattr(native.library(), f"channel_conv_backward_{kernel_suffix(rows)}")(
+            g.data_ptr(), rows.data_ptr(), taps.data_ptr(), taps.numel(), rows.shape[0], rows.shape[1],
+            grad_v.data_ptr(), grad_w.data_ptr())
+        check_result(code, "channel convolution backward", rows)
+        return grad_v.reshape(v_shape), grad_w.reshape(w_shape)
+
+
+def channel_conv(v: Tensor, weight: Tensor) -> Tensor:
+    """:func:`.parts.channel_conv` in C++ (check :func:`vectors_apply` on ``v`` and ``weight`` first)."""
+    if weight.shape[-1] % 2 == 0:
+        raise ValueError(f"channel_conv needs an odd kernel size, got {weight.shape[-1]}")
+    return ChannelConv.apply(v, weight)
+
+
+class LightHead(Function):
+    """MRLA-L's and DLA-L's attention weights ``sigmoid(<q_h, k_h> / sqrt(d))`` per channel, ``q`` and
+    ``k`` the channel convolutions of the pooled block output (:meth:`.interactions.LightAttentionBase
+    .head_weights`), in one C++ call each way instead of ~25 operators and ~10 autograd nodes."""
+
+    @staticmethod
+    def forward(ctx, pooled, query_weight, key_weight, heads: int):
+        p = pooled.detach().contiguous()
+        wq, wk = (w.detach().reshape(-1).contiguous() for w in (query_weight, key_weight))
+        if wq.numel() != wk.numel() or wq.numel() % 2 == 0:
+            raise ValueError(f"light head: query and key need the same odd kernel size, got {wq.numel()}, {wk.numel()}")
+        n, c = p.shape
+        weights, qk = torch.empty_like(p), p.new_empty(2, n, c)
+        code = getattr(native.library(), f"light_head_forward_{kernel_suffix(p)}")(
+            p.data_ptr(), wq.data_ptr(), wk.data_ptr(), wq.numel(), n, c, heads, weights.data_ptr(), qk.data_ptr())
+        check_result(code, "light head", p)
+        ctx.save_for_backward(p, wq, wk, weights, qk)
+        ctx.heads, ctx.shape = heads, query_weight.shape
+        return weights
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        p, wq, wk, weights, qk = ctx.saved_tensors
+        n, c = p.shape
+        g = grad.to(p.dtype).contiguous()
+        grad_p, grad_q, grad_k = torch.empty_like(p), torch.empty_like(wq), torch.empty_like(wk)
+        code = getattr(native.library(), f"light_head_backward_{kernel_suffix(p)}")(
+            g.data_ptr(), weights.data_ptr(), qk.data_ptr(), p.data_ptr(), wq.data_ptr(), wk.data_ptr(), wq.numel(),
+            n, c, ctx.heads, grad_p.data_ptr(), grad_q.data_ptr(), grad_k.data_ptr())
+        check_result(code, "light head backward", p)
+        return grad_p, grad_q.reshape(ctx.shape), grad_k.reshape(ctx.shape), None
+
+
+def light_head(pooled: Tensor, query_weight: Tensor, key_weight: Tensor, heads: int) -> Tensor:
+    """``[B, C]`` attention weights of a light block (check :func:`vectors_apply` first)."""
+    return LightHead.apply(pooled, query_weight, key_weight, heads)
+
