@@ -104,7 +104,7 @@ def test_native_vectors_refuse_bad_shapes():
     pooled = torch.randn(2, 64)
     with pytest.raises(ValueError, match="odd kernel size, got 4"):
         native_vectors.channel_conv(pooled, torch.zeros(1, 1, 4))
-    with pytest.raises(RuntimeError, match="native light head failed"):
+    with pytest.raises(ValueError, match="light head: 64 channels do not split into 5 heads"):
         native_vectors.light_head(pooled, torch.zeros(1, 1, 3), torch.zeros(1, 1, 3), 5)
     assert not native_vectors.vectors_apply(pooled.half())
 

@@ -13,7 +13,6 @@ Placement and sizes follow the official implementations (measured facts, not the
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, Callable
 
 import torch
@@ -154,6 +153,14 @@ class LayerAttentionBase(StageInteraction):
         #: fused tails or the reference code (:func:`tails.set_tails`; None: ``DLAREPRO_TAILS``)
         self.tails_mode: str | None = None
 
+    def query_key(self, index: int, pooled: Tensor, native: bool = False) -> tuple[Tensor, Tensor]:
+        """The block's query and key of ``pooled``; ``native``: the channel convolutions in C++ where
+        they apply (:func:`native_vectors.channel_conv`)."""
+        convs = (self.query[index], self.key[index])
+        if native and native_vectors.vectors_apply(pooled, *(c.conv.weight for c in convs)):
+            return tuple(native_vectors.channel_conv(pooled, c.conv.weight) for c in convs)
+        return tuple(c(pooled) for c in convs)
+
     def tail_flavour(self, index: int, x: Tensor) -> str | None:
         """The fused tails' kernel flavour for this block, None to run the reference code below."""
         return tails.flavour(self.tails_mode, x, self.norm[index])
@@ -177,7 +184,7 @@ class LightAttentionBase(LayerAttentionBase):
         query, key = self.query[index].conv.weight, self.key[index].conv.weight
         if native and native_vectors.vectors_apply(pooled, query, key):
             return as_map(native_vectors.light_head(pooled, query, key, self.heads))
-        q, k = self.query[index](pooled), self.key[index](pooled)
+        q, k = self.query_key(index, pooled)
         return as_map(per_channel(torch.sigmoid(head_scores(q, k, self.heads)), self.channels))
 
     def finish(self, index: int, y: Tensor, attended: Tensor) -> Tensor:
@@ -327,14 +334,11 @@ class BaseAttention(LayerAttentionBase):
             pooled = gap(y)
         self.refresh(state, pooled)
         pool_in_tail = bool(flavour) and state.pool_values  # DLA-B: GAP(V) with the tail, gradient included
-        key, query = self.key[index], self.query[index]
-        if stencil and native_vectors.vectors_apply(pooled, key.conv.weight, query.conv.weight):  # C++, one call each
-            key, query = (partial(native_vectors.channel_conv, weight=conv.conv.weight) for conv in (key, query))
+        query, key = self.query_key(index, pooled, stencil)
         if stencil:
-            state.add_key(key(pooled))
+            state.add_key(key)
         else:
-            state.append(key(pooled), self.value[index](y_value), pool=not pool_in_tail)
-        query = query(pooled)
+            state.append(key, self.value[index](y_value), pool=not pool_in_tail)
         scores = torch.softmax(head_scores(query, state.keys, self.heads), dim=0)  # [t, B, heads]
         if self.captured is not None:
             self.captured.append(scores.detach().permute(1, 2, 0))

@@ -79,6 +79,8 @@ class LightHead(Function):
         if wq.numel() != wk.numel() or wq.numel() % 2 == 0:
             raise ValueError(f"light head: query and key need the same odd kernel size, got {wq.numel()}, {wk.numel()}")
         n, c = p.shape
+        if heads < 1 or c % heads:
+            raise ValueError(f"light head: {c} channels do not split into {heads} heads")
         weights, qk = torch.empty_like(p), p.new_empty(2, n, c)
         code = getattr(native.library(), f"light_head_forward_{kernel_suffix(p)}")(
             p.data_ptr(), wq.data_ptr(), wk.data_ptr(), wq.numel(), n, c, heads, weights.data_ptr(), qk.data_ptr())
@@ -104,4 +106,3 @@ class LightHead(Function):
 def light_head(pooled: Tensor, query_weight: Tensor, key_weight: Tensor, heads: int) -> Tensor:
     """``[B, C]`` attention weights of a light block (check :func:`vectors_apply` first)."""
     return LightHead.apply(pooled, query_weight, key_weight, heads)
-
