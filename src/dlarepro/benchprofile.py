@@ -31,6 +31,8 @@ MATMUL = {"mm", "addmm", "bmm", "matmul", "linear"}
 FUSED_MARKERS = ("CompiledFxGraph", "Torch-Compiled Region", "TorchDynamo", "Join", "LightTail", "BaseTail")
 #: the per-block attention vectors' autograd Functions (torch or native: parts, native_vectors)
 VECTOR_MARKERS = ("ChannelConv", "LightHead")
+#: the fused tails' family name (the traffic count files its kernels under it too)
+FUSED_FAMILY = "fused tails (native or compiled kernels)"
 
 
 def aten_name(event: str) -> str:
@@ -40,7 +42,7 @@ def aten_name(event: str) -> str:
 FAMILIES: list[tuple[str, Callable[[str], bool]]] = [  # first match wins
     ("convolution fwd + bwd", lambda e: "convolution" in e or aten_name(e).startswith("conv")),
     ("batch norm fwd + bwd", lambda e: "batch_norm" in e),
-    ("fused tails (native or compiled kernels)", lambda e: any(m in e for m in FUSED_MARKERS)),
+    (FUSED_FAMILY, lambda e: any(m in e for m in FUSED_MARKERS)),
     ("queries, keys, heads (channel convs)", lambda e: any(m in e for m in VECTOR_MARKERS)),
     ("element-wise + reductions, op by op", lambda e: aten_name(e) in ELEMENTWISE),
     ("matrix products (cells, heads, fc)", lambda e: aten_name(e) in MATMUL),

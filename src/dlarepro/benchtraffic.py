@@ -25,14 +25,14 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 from torch.utils._pytree import tree_flatten
 
 from .bench import StepSetup
-from .benchprofile import FAMILIES, family
+from .benchprofile import FAMILIES, FUSED_FAMILY, family
 from .models import tail_kernels
 
 #: ATen ops (names without the in-place underscore) that read their inputs in two passes
 TWO_PASS = {"native_batch_norm", "_native_batch_norm_legit", "native_batch_norm_backward"}
 #: ops that allocate without writing
 ALLOCATIONS = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
-FUSED = "fused tails (compiled kernels)"
+FUSED = FUSED_FAMILY
 
 
 def tensor_bytes(values: Iterable[Any]) -> int:
