@@ -9,7 +9,7 @@ The two refresh behaviours differ in one place, which state row an image's refre
   image reads image 0's ``(h_0, c_0)``, the state *after* this block's forward-path update, with
   gradients flowing into image 0's state from every image.
 
-The production code broadcasts one ``[1, C]`` row instead (``interactions.refresh_state``).
+The production code broadcasts one ``[1, C]`` row instead (``cells.refresh_state``).
 """
 
 from __future__ import annotations

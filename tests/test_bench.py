@@ -44,7 +44,8 @@ def test_profile_families_name_the_kind_of_work():
         "element-wise + reductions, op by op"
     assert family("## Call CompiledFxGraph fabc ##") == family("LightTailBackward") == family("BaseJoin") == \
         "fused tails (native or compiled kernels)"
-    assert family("LightHeadBackward") == family("ChannelConvFunction") == "queries, keys, heads (channel convs)"
+    assert family("LightHeadBackward") == family("ChannelConvFunction") == family("DSUGates") == \
+        "per-block vectors (queries, keys, heads, DSU gates)"
     assert family("aten::addmm") == "matrix products (cells, heads, fc)"
     assert family("aten::empty") == "other (allocation, autograd, Python)"
 
@@ -68,7 +69,7 @@ def test_a_profile_of_a_real_step_counts_the_fused_tails():
     fams = profile_families(StepSetup("mrla_l", 11, batch=2, tails="eager"), steps=1, warmup=1)
     assert fams["convolution fwd + bwd"][0] > 0
     assert fams["fused tails (native or compiled kernels)"][1] > 0, "the tails' autograd Functions ran"
-    assert fams["queries, keys, heads (channel convs)"][1] > 0
+    assert fams["per-block vectors (queries, keys, heads, DSU gates)"][1] > 0
 
 
 def test_official_models_load_from_a_checkout_and_run_where_the_bench_runs(tmp_path):

@@ -1,8 +1,8 @@
 """The tails mode ``native`` (``models.native_tails``, ``native_base``, ``native_vectors``, built by
 ``dlarepro.native``): MRLA-L's and DLA-L's light blocks from branch and shortcut, their join and
 depthwise convolutions inside (``LightJoin``, ``LightTail``), MRLA-B's and DLA-B's join and base
-tails with their value convolutions inside (``BaseJoin``, ``StencilBaseTail``), and the per-block
-vector work (``LightHead``, ``ChannelConv``), all in C++."""
+tails with their value convolutions inside (``BaseJoin``, ``StencilBaseTail``), the per-block
+vector work (``LightHead``, ``ChannelConv``) and the DSU cell's gates (``DSUGates``), all in C++."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def native_calls(monkeypatch):
     """How often each native kernel ran: the light blocks' ``light_join``, ``light`` (the tail's
     forward) and ``light_backward`` (the join's backward: the maps' pass); the base tails' ``base``
     forward, ``value_gradient`` (a B map's gradient through its convolution), ``join`` and
-    ``join_backward``; the vector kernels' ``head`` (the light methods' attention weights) and
-    ``channel_conv`` (the B methods' queries and keys)."""
+    ``join_backward``; the vector kernels' ``head`` (the light methods' attention weights),
+    ``channel_conv`` (the B methods' queries and keys) and ``dsu_gates`` (a DSU cell call)."""
     calls = Counter()
 
     def counted(owner, name, kind):
@@ -48,7 +48,8 @@ def native_calls(monkeypatch):
                               (native_tails.LightTail, "forward", "light"),
                               (native_tails.LightJoin, "backward", "light_backward"),
                               (native_vectors.LightHead, "forward", "head"),
-                              (native_vectors.ChannelConv, "forward", "channel_conv")):
+                              (native_vectors.ChannelConv, "forward", "channel_conv"),
+                              (native_vectors.DSUGates, "forward", "dsu_gates")):
         counted(owner, name, kind)
     for name, kind in (("native_base_forward", "base"), ("native_value_gradient", "value_gradient"),
                        ("native_join_forward", "join"), ("native_join_backward", "join_backward")):
@@ -56,21 +57,26 @@ def native_calls(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("arch,knobs", LAYER_ATTENTION, ids=lambda v: v if isinstance(v, str) else
-                         "-".join(map(str, v.values())))
+@pytest.mark.parametrize("arch,knobs", LAYER_ATTENTION + [("dla_b", {"sigma": "relu"}), ("dla_l", {"cell": "lstm"})],
+                         ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v.values())))
 def test_native_tails_equal_the_reference_in_float64(arch, knobs, native_calls):
-    """Every method, both DSU behaviours, train and eval, drop-path 0.3, channels-last: outputs, input
-    and parameter gradients and BN running statistics as the reference's; every block ran the native
-    join and tail forward and backward."""
+    """Every method, both DSU behaviours, another σ and another cell, train and eval, drop-path 0.3,
+    channels-last: outputs, input and parameter gradients and BN running statistics as the
+    reference's; every block ran the native join and tail forward and backward, every DSU call its
+    native gates."""
     reference, fused = twin_models(arch, knobs, "native", memory_format=CL)
     x = torch.randn(4, 3, 32, 32, dtype=torch.double).contiguous(memory_format=CL)
     assert_same(reference, fused, x, tol={"rtol": 1e-9, "atol": 1e-11})
     runs = 2 * 9  # depth 29: three stages of three blocks, once in train and once in eval
+    dsu = arch.startswith("dla") and knobs.get("cell", "dsu") == "dsu"
     if arch.endswith("_l"):
-        assert native_calls == {"light_join": runs, "light": runs, "light_backward": runs, "head": runs}
+        expected = {"light_join": runs, "light": runs, "light_backward": runs, "head": runs}
+        cell_calls = 2 * runs  # the forward path's and the refresh's
     else:
         # the join's backward is the value gradient's pass (BaseJoin)
-        assert native_calls == {"base": runs, "join": runs, "value_gradient": runs, "channel_conv": 2 * runs}
+        expected = {"base": runs, "join": runs, "value_gradient": runs, "channel_conv": 2 * runs}
+        cell_calls = runs + runs * 2 // 3  # every block's context, and the refresh from a stage's second block
+    assert native_calls == expected | ({"dsu_gates": cell_calls} if dsu else {})
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
@@ -99,6 +105,36 @@ def test_native_vectors_equal_the_torch_path(dtype, channels, kernel, heads):
         assert torch.autograd.gradcheck(native_vectors.channel_conv, (small, wq))
 
 
+@pytest.mark.parametrize("sigma", ["sigmoid", "identity", "tanh", "relu"])
+@pytest.mark.parametrize("tokens,state_rows", [((), 5), ((4,), 5), ((4,), 1), ((3, 2), 1)])
+def test_the_native_dsu_gates_equal_the_torch_cell(sigma, tokens, state_rows):
+    """A DSU call with its gates in C++: ``h'``, ``c'`` and the gradients of the input, the state and
+    every parameter as the torch cell's (float64 to rounding, float32 within a few ulp: the float32
+    kernel has its own exp and tanh), with tokens before the batch (DLA-B's refresh) and a state of one
+    row for every image (the official refresh); ``c'`` dropped takes the other backward; gradcheck."""
+    from dlarepro.models.cells import DSUCell
+
+    for dtype, tol in ((torch.float64, {"rtol": 1e-12, "atol": 1e-13}), (torch.float32, {"rtol": 1e-5, "atol": 3e-6})):
+        torch.manual_seed(len(tokens) + state_rows)
+        cell = DSUCell(32, sigma=sigma).to(dtype)
+        x = torch.randn(*tokens, 5, 32, dtype=dtype, requires_grad=True)
+        state = tuple(torch.randn(state_rows, 32, dtype=dtype).requires_grad_() for _ in range(2))
+        inputs = [x, *state, *cell.parameters()]
+        for keep_c in (True, False):
+            results = []
+            for in_cpp in (False, True):
+                torch.manual_seed(1)
+                h, (_, c) = native_vectors.cell_step(cell, x, state, in_cpp)
+                assert (type(h.grad_fn).__name__ == "DSUGatesBackward") == in_cpp
+                loss = (h * torch.randn_like(h)).sum() + (c * torch.randn_like(c)).sum() * keep_c
+                results.append([h, c, *torch.autograd.grad(loss, inputs)])
+            for expected, got in zip(*results):
+                torch.testing.assert_close(got, expected, **tol)
+    a, b, c = (torch.randn(*shape, dtype=torch.double, requires_grad=True) for shape in ((2, 3, 48), (3, 48), (3, 16)))
+    code = native_vectors.SIGMA_CODES[sigma]
+    assert torch.autograd.gradcheck(lambda a, b, c: native_vectors.DSUGates.apply(a, b, c, code), (a, b, c))
+
+
 def test_native_vectors_refuse_bad_shapes():
     """An even kernel or heads that do not divide the channels: a clear error, not wrong numbers."""
     pooled = torch.randn(2, 64)
@@ -107,6 +143,8 @@ def test_native_vectors_refuse_bad_shapes():
     with pytest.raises(ValueError, match="light head: 64 channels do not split into 5 heads"):
         native_vectors.light_head(pooled, torch.zeros(1, 1, 3), torch.zeros(1, 1, 3), 5)
     assert not native_vectors.vectors_apply(pooled.half())
+    with pytest.raises(ValueError, match=r"DSU gates: shapes \(3, 2, 96\), \(2, 96\), \(2, 31\) do not fit"):
+        native_vectors.DSUGates.apply(torch.zeros(3, 2, 96), torch.zeros(2, 96), torch.zeros(2, 31), 0)
 
 
 def test_float32_matches_the_compiled_tails_at_a_stage_shape():
@@ -320,7 +358,8 @@ def test_another_kind_of_cpu_gets_its_own_build(tmp_path, monkeypatch):
 
 def test_the_benchmark_prints_both_paths_and_their_difference():
     done = subprocess.run([sys.executable, str(REPO / "bench/step_time.py"), "--stencil-tails", "--depths", "11",
-                           "--batch", "2", "--rounds", "1", "--tails", "eager"], capture_output=True, text=True, env=ENV, timeout=600)
+                           "--batch", "2", "--rounds", "1", "--tails", "eager"], capture_output=True, text=True, env=ENV,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [line.split() for line in done.stdout.splitlines() if line.startswith(("mrla_l ", "dla_l "))]
     assert [(r[0], r[1]) for r in rows] == [(m, s) for s in ("64x32x32", "128x16x16", "256x8x8")
@@ -348,12 +387,14 @@ def test_auto_on_the_cpu_runs_native_and_compiles_nothing(arch, native_calls, mo
 
 def test_the_kernels_do_not_depend_on_the_thread_count():
     """Every sum runs in a fixed order whatever the threads: a stage of base tails, both light
-    tails and the join give bit-identical results on 1 and 2 threads. (The library's convolutions
+    tails, the join and the DSU gates give bit-identical results on 1 and 2 threads. (The library's convolutions
     do not promise this: a whole model's step differs in the last bits between thread counts.)"""
     threads = torch.get_num_threads()
     stage = BaseStage.make((4, 32, 6, 5), 3, pooled=True)
     maps = [torch.randn(4, 32, 6, 5).contiguous(memory_format=CL) for _ in range(4)]
     vectors = [torch.randn(4, 32) for _ in range(2)]
+    # DSU gates large enough to run on both threads: tokens 4, batch 8, 512 channels
+    gates = [torch.randn(*shape, requires_grad=True) for shape in ((4, 8, 1536), (8, 1536), (8, 512))]
     results = []
     try:
         for n in (1, 2):
@@ -363,6 +404,8 @@ def test_the_kernels_do_not_depend_on_the_thread_count():
                 got += Case.make((4, 32, 6, 5), refresh).run(stencil_tail, make_norm(32))
             got += [t for t in native_base.native_join_forward(maps[0], maps[1], True)]
             got += list(native_base.native_join_backward(maps[2], maps[0].relu(), *vectors, maps[3], (maps[1],)))
+            h, c = native_vectors.DSUGates.apply(*gates, 0)
+            got += [h, c, *torch.autograd.grad(h.sum() + (c * c).sum(), gates)]
             results.append(got)
     finally:
         torch.set_num_threads(threads)

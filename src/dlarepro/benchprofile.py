@@ -4,9 +4,9 @@
 Self time (an op's own time, without the ops it calls) adds up to the step's total without double
 counting. The families say what kind of work it is: convolutions, batch norm, element-wise passes and
 reductions run op by op, the fused tails' kernels (native or compiled, with the Python of their
-autograd Functions and the compiler's guards), the per-block attention vectors' channel
-convolutions (queries, keys, the light heads), small matrix products (cells, heads, classifier),
-the rest.
+autograd Functions and the compiler's guards), the per-block vector work (the channel convolutions
+of queries, keys and light heads, the DSU cell's gates in C++), small matrix products (cells,
+heads, classifier), the rest.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ ELEMENTWISE = {
 MATMUL = {"mm", "addmm", "bmm", "matmul", "linear"}
 #: autograd Functions of the fused tails (their own Python time) and the compiler's wrappers
 FUSED_MARKERS = ("CompiledFxGraph", "Torch-Compiled Region", "TorchDynamo", "Join", "LightTail", "BaseTail")
-#: the per-block attention vectors' autograd Functions (torch or native: parts, native_vectors)
-VECTOR_MARKERS = ("ChannelConv", "LightHead")
+#: the per-block vector work's autograd Functions (torch or native: parts, native_vectors)
+VECTOR_MARKERS = ("ChannelConv", "LightHead", "DSUGates")
 #: the fused tails' family name (the traffic count files its kernels under it too)
 FUSED_FAMILY = "fused tails (native or compiled kernels)"
 
@@ -43,7 +43,7 @@ FAMILIES: list[tuple[str, Callable[[str], bool]]] = [  # first match wins
     ("convolution fwd + bwd", lambda e: "convolution" in e or aten_name(e).startswith("conv")),
     ("batch norm fwd + bwd", lambda e: "batch_norm" in e),
     (FUSED_FAMILY, lambda e: any(m in e for m in FUSED_MARKERS)),
-    ("queries, keys, heads (channel convs)", lambda e: any(m in e for m in VECTOR_MARKERS)),
+    ("per-block vectors (queries, keys, heads, DSU gates)", lambda e: any(m in e for m in VECTOR_MARKERS)),
     ("element-wise + reductions, op by op", lambda e: aten_name(e) in ELEMENTWISE),
     ("matrix products (cells, heads, fc)", lambda e: aten_name(e) in MATMUL),
     ("other (allocation, autograd, Python)", lambda e: True),

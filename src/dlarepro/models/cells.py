@@ -70,10 +70,14 @@ class DSUCell(RecurrentCell):
         self.input_path = _bottleneck_mlp(channels, reduction, 3)
         self.hidden_path = _bottleneck_mlp(channels, reduction, 3)
 
+    def paths(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        """The input path's and the hidden path's gates (summed, then split into i, f, g)."""
+        return self.input_path(x), self.hidden_path(h)
+
     def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         h, c = state
-        gates = self.input_path(x) + self.hidden_path(h)
-        i, f, g = gates.chunk(3, dim=-1)
+        from_input, from_hidden = self.paths(x, h)
+        i, f, g = (from_input + from_hidden).chunk(3, dim=-1)
         c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h_new = self.sigma(c_new)
         return h_new, (h_new, c_new)
@@ -128,6 +132,20 @@ class RNNCell(RecurrentCell):
         h, c = state
         h_new = torch.tanh(self.input_path(x) + self.hidden_path(h))
         return h_new, (h_new, c)
+
+
+def refresh_state(state: State, dsu_state: str) -> State:
+    """The cell state a refresh call sees. ``per_image``: each image its own (the paper's equations);
+    ``first_image``: image 0's row for every image of the batch, broadcast (what the official code's
+    refresh does: its DSU reads ``hidden[0][0]`` from ``[B, C]`` states), so an image's output depends
+    on the batch it is in. As there: both ``h`` and ``c``, taken after this block's forward-path
+    update, not detached (every image's loss reaches image 0's state); checked against the official
+    code's logits in ``tests/test_official.py``."""
+    if dsu_state == "per_image":
+        return state
+    if dsu_state == "first_image":
+        return tuple(s[:1] for s in state)
+    raise ValueError(f"unknown dsu_state {dsu_state!r}; choose per_image or first_image")
 
 
 CELLS = ("dsu", "dia", "lstm", "rnn")

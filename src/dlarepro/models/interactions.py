@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import native_base, native_tails, native_vectors, tails
-from .cells import make_cell
+from .cells import make_cell, refresh_state
 from .parts import ChannelConv, DropPath, as_map, depthwise3x3, eca_kernel_size, gap, head_scores, per_channel
 
 HEAD_DIM = 32  # channels per layer-attention head (MRLA / DLA)
@@ -117,20 +117,6 @@ class LayerwiseIntegration(StageInteraction):
             state = self.cell.zero_state(pooled)
         gate, state = self.cell(pooled, state)
         return F.relu(branch * as_map(gate) + shortcut), state
-
-
-def refresh_state(state, dsu_state: str):
-    """The cell state a refresh call sees. ``per_image``: each image its own (the paper's equations);
-    ``first_image``: image 0's row for every image of the batch, broadcast (what the official code's
-    refresh does: its DSU reads ``hidden[0][0]`` from ``[B, C]`` states), so an image's output depends
-    on the batch it is in. As there: both ``h`` and ``c``, taken after this block's forward-path
-    update, not detached (every image's loss reaches image 0's state); checked against the official
-    code's logits in ``tests/test_official.py``."""
-    if dsu_state == "per_image":
-        return state
-    if dsu_state == "first_image":
-        return tuple(s[:1] for s in state)
-    raise ValueError(f"unknown dsu_state {dsu_state!r}; choose per_image or first_image")
 
 
 class LayerAttentionBase(StageInteraction):
@@ -245,8 +231,9 @@ class DLALight(LightAttentionBase):
             pooled, pooled_s, refresh_input = gap(y), gap(shortcut), shortcut
         if state is None:
             state = self.cell.zero_state(pooled)
-        _, state = self.cell(pooled, state)  # forward path: context from the block output
-        gate, _ = self.cell(pooled_s, refresh_state(state, self.dsu_state))  # backward path: new state dropped
+        _, state = native_vectors.cell_step(self.cell, pooled, state, native)  # forward path: context from y
+        # backward path: context for the shortcut; the new state is dropped
+        gate, _ = native_vectors.cell_step(self.cell, pooled_s, refresh_state(state, self.dsu_state), native)
         weights, alpha = self.head_weights(index, pooled, native), as_map(gate) * lam
         if native:
             mask = self.drop_path.mask(branch)
@@ -316,8 +303,8 @@ class BaseAttention(LayerAttentionBase):
     def begin(self, x):
         return BaseAttentionState(self.pools_values)
 
-    def refresh(self, state: BaseAttentionState, pooled_y: Tensor) -> None:
-        """Hook for DLA-B; MRLA-B keeps its tokens static."""
+    def refresh(self, state: BaseAttentionState, pooled_y: Tensor, native: bool) -> None:
+        """Hook for DLA-B (``native``: its cell's gates in C++); MRLA-B keeps its tokens static."""
 
     def forward(self, index, branch, shortcut, state: BaseAttentionState):
         flavour = self.tail_flavour(index, branch)
@@ -332,7 +319,7 @@ class BaseAttention(LayerAttentionBase):
         else:
             y = y_value = F.relu(branch + shortcut)
             pooled = gap(y)
-        self.refresh(state, pooled)
+        self.refresh(state, pooled, stencil)
         pool_in_tail = bool(flavour) and state.pool_values  # DLA-B: GAP(V) with the tail, gradient included
         query, key = self.query_key(index, pooled, stencil)
         if stencil:
@@ -386,15 +373,15 @@ class DLABase(BaseAttention):
         self.cell = make_cell(cell, channels, reduction=reduction, sigma=sigma)
         self.dsu_state = dsu_state
 
-    def refresh(self, state: BaseAttentionState, pooled_y: Tensor) -> None:
+    def refresh(self, state: BaseAttentionState, pooled_y: Tensor, native: bool) -> None:
         if state.cell_state is None:
             state.cell_state = self.cell.zero_state(pooled_y)
-        _, state.cell_state = self.cell(pooled_y, state.cell_state)
+        _, state.cell_state = native_vectors.cell_step(self.cell, pooled_y, state.cell_state, native)
         if state.keys is None:
             return
         gates_so_far = state.value_gates if state.value_gates is not None else 1.0
         tokens = torch.cat([state.keys, state.pooled * gates_so_far])  # [2t, B, C]
-        gates, _ = self.cell(tokens, refresh_state(state.cell_state, self.dsu_state))
+        gates, _ = native_vectors.cell_step(self.cell, tokens, refresh_state(state.cell_state, self.dsu_state), native)
         key_gates, value_gates = gates.chunk(2)
         state.keys = state.keys * key_gates
         state.value_gates = value_gates if state.value_gates is None else state.value_gates * value_gates

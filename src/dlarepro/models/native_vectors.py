@@ -3,7 +3,9 @@ built with the tails' kernels by :mod:`dlarepro.native`), for the tails mode ``n
 
 * :class:`LightHead`: MRLA-L's and DLA-L's attention weights from the pooled block output (query and
   key channel convolutions, head scores, sigmoid);
-* :class:`ChannelConv`: MRLA-B's and DLA-B's queries and keys.
+* :class:`ChannelConv`: MRLA-B's and DLA-B's queries and keys;
+* :class:`DSUGates` (``resources/native/cells.cpp``): the DSU cell's gate arithmetic after its two
+  paths' matrix products, which DLA-B runs on every earlier token of the stage in every block.
 
 Run as torch operators, these vectors of a few hundred values cost ~25 operator calls forward and
 ~10 autograd nodes backward per block, each far slower than its arithmetic; here one call each way.
@@ -18,6 +20,7 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from .. import native
+from .cells import DSUCell, RecurrentCell, State
 from .native_tails import check_result, kernel_suffix, library_ready
 
 
@@ -106,3 +109,61 @@ class LightHead(Function):
 def light_head(pooled: Tensor, query_weight: Tensor, key_weight: Tensor, heads: int) -> Tensor:
     """``[B, C]`` attention weights of a light block (check :func:`vectors_apply` first)."""
     return LightHead.apply(pooled, query_weight, key_weight, heads)
+
+
+#: the DSU's σ on the new cell state (:data:`.cells.SIGMAS`) as the kernel numbers it
+SIGMA_CODES = {"sigmoid": 0, "identity": 1, "tanh": 2, "relu": 3}
+
+
+class DSUGates(Function):
+    """``h' = σ(c')``, ``c' = sigmoid(f) c + sigmoid(i) tanh(g)`` with ``i, f, g`` the thirds of
+    ``a + b`` (:meth:`.cells.DSUCell.forward` after its paths), one C++ pass each way instead of
+    ~10 element-wise operators and their autograd nodes. ``a`` is ``[..., B, 3C]`` (tokens before
+    the batch), ``b`` ``[B, 3C]`` and ``c`` ``[B, C]``, shared by the tokens; backward recomputes
+    the gates from them."""
+
+    @staticmethod
+    def forward(ctx, a, b, c, sigma: int):
+        rows, b, c = (t.detach().contiguous() for t in (a.reshape(-1, a.shape[-1]), b, c))
+        (n, channels), m = c.shape, rows.shape[0]
+        if b.shape != (n, 3 * channels) or rows.shape[1] != 3 * channels or m % n:
+            raise ValueError(f"DSU gates: shapes {tuple(a.shape)}, {tuple(b.shape)}, {tuple(c.shape)} do not "
+                             f"fit [..., B, 3C], [B, 3C], [B, C]")
+        h, c_new = rows.new_empty(m, channels), rows.new_empty(m, channels)
+        code = getattr(native.library(), f"dsu_gates_forward_{kernel_suffix(rows)}")(
+            rows.data_ptr(), b.data_ptr(), c.data_ptr(), m, n, channels, sigma, h.data_ptr(), c_new.data_ptr())
+        check_result(code, "DSU gates", rows)
+        ctx.save_for_backward(rows, b, c)
+        ctx.sigma, ctx.shape = sigma, a.shape
+        ctx.set_materialize_grads(False)  # a dropped c' (DLA's refresh calls) needs no pass of zeros
+        lead = a.shape[:-1]
+        return h.reshape(*lead, channels), c_new.reshape(*lead, channels)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_h, grad_c):
+        rows, b, c = ctx.saved_tensors
+        (n, channels), m = c.shape, rows.shape[0]
+        grad_h = rows.new_zeros(m, channels) if grad_h is None else grad_h.to(rows.dtype).reshape(m, channels)
+        grad_h = grad_h.contiguous()
+        if grad_c is not None:
+            grad_c = grad_c.to(rows.dtype).reshape(m, channels).contiguous()
+        grad_a, grad_b, grad_state = torch.empty_like(rows), torch.empty_like(b), torch.empty_like(c)
+        code = getattr(native.library(), f"dsu_gates_backward_{kernel_suffix(rows)}")(
+            grad_h.data_ptr(), None if grad_c is None else grad_c.data_ptr(), rows.data_ptr(), b.data_ptr(),
+            c.data_ptr(), m, n, channels, ctx.sigma, grad_a.data_ptr(), grad_b.data_ptr(), grad_state.data_ptr())
+        check_result(code, "DSU gates backward", rows)
+        return grad_a.reshape(ctx.shape), grad_b, grad_state, None
+
+
+def cell_step(cell: RecurrentCell, x: Tensor, state: State, native: bool) -> tuple[Tensor, State]:
+    """``cell(x, state)``; with ``native``, a DSU cell's gates run in C++ (:class:`DSUGates`) where
+    :func:`vectors_apply` (other cells, and tensors it does not take, run as torch operators)."""
+    if not (native and isinstance(cell, DSUCell) and vectors_apply(x, *state)):
+        return cell(x, state)
+    h, c = state
+    from_input, from_hidden = cell.paths(x, h)
+    batch = x.shape[-2]  # a state of one row (the official refresh's image 0) serves every image
+    h_new, c_new = DSUGates.apply(from_input, from_hidden.expand(batch, -1), c.expand(batch, -1),
+                                  SIGMA_CODES[cell.sigma_name])
+    return h_new, (h_new, c_new)
