@@ -16,6 +16,7 @@ of the issues are checked at the end.
   python bench/step_time.py --kernels --depths 56       # each tail kernel beside its memory floor
   python bench/step_time.py --traffic --depths 56       # bytes a step must move, by operator family (exact)
   python bench/step_time.py --stencil-tails --depths 56 # tails native (stencils inside, C++) beside compiled
+  python bench/step_time.py --cells --depths 56         # DLA's DSU calls of a step, torch's gates beside C++
   python bench/step_time.py --device cuda --amp bf16    # on a GPU, autocast to bfloat16
 
 The official code is read from a checkout in a scratch folder (never part of this project).
@@ -34,6 +35,7 @@ from tabulate import tabulate
 
 from dlarepro.bench import (OFFICIAL_MODELS, StepSetup, official_model, peak_cuda_of_step, peak_rss_of_step, saved_bytes,
                             time_group_in_subprocess)
+from dlarepro.benchcells import cells_table, per_step, time_cells
 from dlarepro.benchkernels import kernel_table, time_kernels
 from dlarepro.benchprofile import profile_families, profile_table
 from dlarepro.benchstencil import per_step_saving, stencil_table, time_stencil_base_tails, time_stencil_tails
@@ -93,6 +95,10 @@ def parse_args(argv):
                              "DLA-B's base tails, forward + backward, native (C++, built with g++: the stencils "
                              "inside) beside the fused join and tails + the library's convolutions, at each stage's "
                              "map shape (CPU)")
+    parser.add_argument("--cells", action="store_true",
+                        help="instead of timing steps: the DSU cell calls of one training step of DLA-L and DLA-B "
+                             "(context, refresh gates, DLA-B's refresh of every earlier token), forward + backward, "
+                             "with torch's gate operators beside the native gates (C++), at each stage's width (CPU)")
     add_device_options(parser)
     args = parser.parse_args(argv)
     for depth in args.depths:  # a clear message before any model is built or timed
@@ -252,6 +258,24 @@ def run_stencil_tails(args) -> int:
     return 0
 
 
+def run_cells(args) -> int:
+    for depth in args.depths:
+        print(f"checking and timing the DSU calls of depth {depth} ...", file=sys.stderr, flush=True)
+        try:
+            timings = time_cells(depth, args.batch, rounds=args.rounds)
+        except (BuildError, RuntimeError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print(f"\nDSU cell calls of one stage (matrix products and gates), forward + backward, batch {args.batch}, "
+              f"{args.threads} threads, float32, median of {args.rounds} interleaved rounds; 'max abs. difference': "
+              f"native against torch's gates over the last output and every gradient")
+        print(tabulate(cells_table(timings)[1], headers=cells_table(timings)[0], disable_numparse=True))
+        for method, (torch_ms, native_ms) in per_step(timings).items():
+            print(f"{method}-{depth}: {torch_ms:.1f} ms per training step in its DSU calls with torch's gates, "
+                  f"{native_ms:.1f} ms native ({native_ms - torch_ms:+.1f} ms)")
+    return 0
+
+
 def print_stencil_timings(timings, depth: int, title: str, spent_on: str, native_label: str,
                           headers: list[str] | None = None) -> None:
     """One table of ``--stencil-tails`` and each method's saving per training step; ``headers``
@@ -278,6 +302,8 @@ def main(argv=None) -> int:
         return run_traffic(args)
     if args.stencil_tails:
         return run_stencil_tails(args)
+    if args.cells:
+        return run_cells(args)
     archs = ["none"] + [a for a in args.archs if a != "none"]
     on_cpu = torch.device(args.device).type == "cpu"
     rows, results = [], {}

@@ -127,3 +127,39 @@ def test_an_impossible_depth_is_refused_before_anything_is_timed():
     assert done.returncode == 2
     assert "--depths: CIFAR bottleneck depth must be 9n+2" in done.stderr and "got 50" in done.stderr
     assert "timing" not in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("arch", ["dla_l", "dla_b"])
+def test_the_cells_benchmark_replays_the_models_dsu_calls(arch, monkeypatch):
+    """``--cells`` replays, stage by stage, the cell calls a real model makes: as many, with as many
+    tokens, in the same order."""
+    from dlarepro.benchcells import stage_call_plan
+    from dlarepro.models import build_model, native_vectors
+
+    seen = []
+    real = native_vectors.cell_step
+    monkeypatch.setattr(native_vectors, "cell_step",
+                        lambda cell, x, state, native: seen.append(x.shape[0] if x.dim() == 3 else 0)
+                        or real(cell, x, state, native))
+    build_model(arch, 29, "cifar10")(torch.randn(2, 3, 32, 32))
+    assert seen == [n for n, _ in stage_call_plan(arch, 3)] * 3
+    assert stage_call_plan("dla_b", 3) == [(0, True), (0, True), (2, False), (0, True), (4, False)]
+    with pytest.raises(ValueError, match="no DSU calls to replay for 'mrla_b'"):
+        stage_call_plan("mrla_b", 3)
+
+
+def test_the_cells_benchmark_prints_both_gate_paths_per_stage_and_step():
+    import subprocess
+    import sys
+
+    from conftest import ENV, REPO
+
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "step_time.py"), "--cells", "--depths", "20",
+                           "--batch", "2", "--rounds", "1"], capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split() for line in done.stdout.splitlines() if line.startswith(("dla_l ", "dla_b "))]
+    assert [(r[0], r[1], r[2]) for r in rows] == [(m, str(c), n) for c in (64, 128, 256)
+                                                  for m, n in (("dla_l", "4"), ("dla_b", "3"))]
+    assert all(float(r[-1]) < 1e-4 for r in rows), "native and torch's gates agree"
+    totals = [line for line in done.stdout.splitlines() if line.startswith(("dla_l-20:", "dla_b-20:"))]
+    assert len(totals) == 2 and all("ms native" in line for line in totals)

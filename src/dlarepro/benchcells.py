@@ -1,0 +1,105 @@
+"""The DSU cell's calls of one training step, torch's gates beside the native ones
+(``bench/step_time.py --cells``).
+
+DLA-L calls its stage's cell twice per block on ``[B, C]`` vectors (context from ``GAP(y)``, the
+shortcut's refresh gate from ``GAP(s)``). DLA-B calls it once per block for the context and, from a
+stage's second block on, once more on all ``2t`` earlier tokens (keys and pooled value maps). Each
+call is two small MLPs (matrix products) and the gate arithmetic after them, which the tails mode
+``native`` runs in C++ (:class:`.models.native_vectors.DSUGates`). This benchmark replays those calls,
+forward + backward, at each stage's width, with either gate path, interleaved round by round, after
+checking that both give the same values and gradients.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from .benchkernels import stage_shapes
+from .models.cells import DSUCell
+from .models.native_vectors import cell_step, vectors_apply
+
+
+def stage_call_plan(method: str, blocks: int) -> list[tuple[int, bool]]:
+    """One stage's cell calls in order: ``(tokens per image, whether the call's new state is kept)``;
+    ``0`` tokens is a plain ``[B, C]`` call. Context calls keep their state, refresh calls drop it."""
+    if method == "dla_l":
+        return [(0, True), (0, False)] * blocks
+    if method == "dla_b":
+        return [(0, True)] + [call for t in range(1, blocks) for call in ((0, True), (2 * t, False))]
+    raise ValueError(f"no DSU calls to replay for {method!r}; choose dla_l or dla_b")
+
+
+@dataclass
+class CellTiming:
+    method: str
+    channels: int
+    calls: int
+    torch_ms: float
+    native_ms: float
+    difference: float  # largest |torch - native| over the outputs and every gradient
+
+
+def stage_calls(method: str, blocks: int, batch: int, channels: int, seed: int = 0) -> Callable[[bool], list[Tensor]]:
+    """A function running one stage's cell calls forward + backward with the native gates or not;
+    it returns the last output and every gradient (inputs and parameters)."""
+    generator = torch.Generator().manual_seed(seed)
+    cell = DSUCell(channels)
+    plan = stage_call_plan(method, blocks)
+    inputs = [torch.randn(*((n,) if n else ()), batch, channels, generator=generator).requires_grad_()
+              for n, _ in plan]
+
+    def run(native: bool) -> list[Tensor]:
+        state, total = cell.zero_state(inputs[0]), 0
+        for x, (_, keep) in zip(inputs, plan):
+            gate, new_state = cell_step(cell, x, state, native)
+            state = new_state if keep else state
+            total = total + gate.sum()
+        leaves = [*inputs, *cell.parameters()]
+        return [gate.detach(), *torch.autograd.grad(total + state[1].sum(), leaves)]
+
+    return run
+
+
+def time_cells(depth: int, batch: int, rounds: int = 9) -> list[CellTiming]:
+    """Torch's and the native gates, each method, each stage; rounds interleaved, medians."""
+    timings = []
+    for (_, channels, _, _), blocks in stage_shapes(depth, batch):
+        for method in ("dla_l", "dla_b"):
+            run = stage_calls(method, blocks, batch, channels)
+            probe = torch.zeros(1, channels)
+            if not vectors_apply(probe):
+                raise RuntimeError("the native kernels are not available here (see the log above)")
+            difference = max((a - b).abs().max().item() for a, b in zip(run(False), run(True)))
+            spent: dict[bool, list[float]] = {False: [], True: []}
+            for _ in range(rounds + 1):  # the first round warms up
+                for native in (False, True):
+                    start = time.perf_counter()
+                    run(native)
+                    spent[native].append(time.perf_counter() - start)
+            torch_ms, native_ms = (statistics.median(spent[n][1:]) * 1e3 for n in (False, True))
+            timings.append(CellTiming(method, channels, len(stage_call_plan(method, blocks)), torch_ms, native_ms,
+                                      difference))
+    return timings
+
+
+def cells_table(timings: list[CellTiming]) -> tuple[list[str], list[list[str]]]:
+    headers = ["method", "channels", "cell calls per stage", "torch gates ms", "native gates ms", "x",
+               "max abs. difference"]
+    rows = [[t.method, str(t.channels), str(t.calls), f"{t.torch_ms:.2f}", f"{t.native_ms:.2f}",
+             f"{t.native_ms / t.torch_ms:.2f}", f"{t.difference:.1e}"] for t in timings]
+    return headers, rows
+
+
+def per_step(timings: list[CellTiming]) -> dict[str, tuple[float, float]]:
+    """``{method: (ms per step with torch's gates, ms with the native ones)}`` over the stages."""
+    out: dict[str, tuple[float, float]] = {}
+    for t in timings:
+        torch_ms, native_ms = out.get(t.method, (0.0, 0.0))
+        out[t.method] = (torch_ms + t.torch_ms, native_ms + t.native_ms)
+    return out
