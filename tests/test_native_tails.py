@@ -387,8 +387,9 @@ def test_auto_on_the_cpu_runs_native_and_compiles_nothing(arch, native_calls, mo
 
 def test_the_kernels_do_not_depend_on_the_thread_count():
     """Every sum runs in a fixed order whatever the threads: a stage of base tails, both light
-    tails, the join and the DSU gates give bit-identical results on 1 and 2 threads. (The library's convolutions
-    do not promise this: a whole model's step differs in the last bits between thread counts.)"""
+    tails, the join and the DSU gates give bit-identical results on 1 and 2 threads. (The library's
+    convolutions do not promise this: a whole model's step differs in the last bits between thread
+    counts.)"""
     threads = torch.get_num_threads()
     stage = BaseStage.make((4, 32, 6, 5), 3, pooled=True)
     maps = [torch.randn(4, 32, 6, 5).contiguous(memory_format=CL) for _ in range(4)]

@@ -1,5 +1,6 @@
 """The project's native kernels (``resources/native/*.cpp``: the light blocks with their join and
-stencils inside, the base tails, the B methods' join, the per-block vector work, the DSU cell's gates), one library built on first use.
+stencils inside, the base tails, the B methods' join, the per-block vector work, the DSU cell's
+gates), one library built on first use.
 
 Compiled with the system's C++ compiler (``$CXX``, default ``g++``; no torch headers, about a
 second) into ``$XDG_CACHE_HOME/dla-repro/native`` (default ``~/.cache/...``), named by a hash of
@@ -127,7 +128,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
         backward.argtypes = [p, p, p, p, p, p, i64, i64, i64, i64, p, p, p]
         forward.restype = backward.restype = i32
         forward, backward = getattr(lib, f"dsu_gates_forward_{suffix}"), getattr(lib, f"dsu_gates_backward_{suffix}")
-        forward.argtypes = [p, p, p, i64, i64, i64, i32, p, p]
-        backward.argtypes = [p, p, p, p, p, i64, i64, i64, i32, p, p, p]
+        forward.argtypes = [p, p, p, i64, i64, i64, i32, i32, p, p]
+        backward.argtypes = [p, p, p, p, p, i64, i64, i64, i32, i32, p, p, p]
         forward.restype = backward.restype = i32
     return lib

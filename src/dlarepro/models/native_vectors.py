@@ -131,7 +131,8 @@ class DSUGates(Function):
                              f"fit [..., B, 3C], [B, 3C], [B, C]")
         h, c_new = rows.new_empty(m, channels), rows.new_empty(m, channels)
         code = getattr(native.library(), f"dsu_gates_forward_{kernel_suffix(rows)}")(
-            rows.data_ptr(), b.data_ptr(), c.data_ptr(), m, n, channels, sigma, h.data_ptr(), c_new.data_ptr())
+            rows.data_ptr(), b.data_ptr(), c.data_ptr(), m, n, channels, sigma, torch.get_num_threads(), h.data_ptr(),
+            c_new.data_ptr())
         check_result(code, "DSU gates", rows)
         ctx.save_for_backward(rows, b, c)
         ctx.sigma, ctx.shape = sigma, a.shape
@@ -144,14 +145,15 @@ class DSUGates(Function):
     def backward(ctx, grad_h, grad_c):
         rows, b, c = ctx.saved_tensors
         (n, channels), m = c.shape, rows.shape[0]
-        grad_h = rows.new_zeros(m, channels) if grad_h is None else grad_h.to(rows.dtype).reshape(m, channels)
-        grad_h = grad_h.contiguous()
-        if grad_c is not None:
-            grad_c = grad_c.to(rows.dtype).reshape(m, channels).contiguous()
+        grad_h, grad_c = (None if g is None else g.to(rows.dtype).reshape(m, channels).contiguous()
+                          for g in (grad_h, grad_c))
+        if grad_h is None:  # only c' was used
+            grad_h = rows.new_zeros(m, channels)
         grad_a, grad_b, grad_state = torch.empty_like(rows), torch.empty_like(b), torch.empty_like(c)
         code = getattr(native.library(), f"dsu_gates_backward_{kernel_suffix(rows)}")(
             grad_h.data_ptr(), None if grad_c is None else grad_c.data_ptr(), rows.data_ptr(), b.data_ptr(),
-            c.data_ptr(), m, n, channels, ctx.sigma, grad_a.data_ptr(), grad_b.data_ptr(), grad_state.data_ptr())
+            c.data_ptr(), m, n, channels, ctx.sigma, torch.get_num_threads(), grad_a.data_ptr(), grad_b.data_ptr(),
+            grad_state.data_ptr())
         check_result(code, "DSU gates backward", rows)
         return grad_a.reshape(ctx.shape), grad_b, grad_state, None
 

@@ -88,9 +88,12 @@ inline __attribute__((always_inline)) Gates<T> gates_at(const T* a, const T* b, 
   return g;
 }
 
+// Small calls (a [B, C] context update) stay on one thread: a fork would cost more than the work.
+#define CELL_THREADS num_threads(threads) if (M * C >= 16384)
+
 template <typename T, int S>
-void forward(const T* a, const T* b, const T* c, int64_t M, int64_t B, int64_t C, T* H, T* CN) {
-#pragma omp parallel for schedule(static) if (M * C >= 16384)
+void forward(const T* a, const T* b, const T* c, int64_t M, int64_t B, int64_t C, int threads, T* H, T* CN) {
+#pragma omp parallel for schedule(static) CELL_THREADS
   for (int64_t m = 0; m < M; ++m) {
     const int64_t n = m % B;
     const T *am = a + m * 3 * C, *bn = b + n * 3 * C, *cs = c + n * C;
@@ -110,9 +113,9 @@ void forward(const T* a, const T* b, const T* c, int64_t M, int64_t B, int64_t C
 // has one writer and runs in token order.
 template <typename T, int S, bool WITH_GC>
 void backward(const T* GH, const T* GC, const T* a, const T* b, const T* c, int64_t M, int64_t B, int64_t C,
-              T* GA, T* GB, T* GCS) {
+              int threads, T* GA, T* GB, T* GCS) {
   const int64_t L = M / B;
-#pragma omp parallel for schedule(static) if (M * C >= 16384)
+#pragma omp parallel for schedule(static) CELL_THREADS
   for (int64_t n = 0; n < B; ++n) {
     T* gb = GB + n * 3 * C;
     T* gcs = GCS + n * C;
@@ -145,23 +148,25 @@ void backward(const T* GH, const T* GC, const T* a, const T* b, const T* c, int6
   }
 }
 
+// One pass: forward (GH null; O1, O2 = H, CN) or backward (O1, O2, O3 = GA, GB, GCS)
 template <typename T, int S>
-void backward_for(const T* GH, const T* GC, const T* a, const T* b, const T* c, int64_t M, int64_t B, int64_t C,
-                  T* GA, T* GB, T* GCS) {
-  if (GC) backward<T, S, true>(GH, GC, a, b, c, M, B, C, GA, GB, GCS);
-  else backward<T, S, false>(GH, GC, a, b, c, M, B, C, GA, GB, GCS);
+void pass(const T* GH, const T* GC, const T* a, const T* b, const T* c, int64_t M, int64_t B, int64_t C, int threads,
+          T* O1, T* O2, T* O3) {
+  if (!GH) forward<T, S>(a, b, c, M, B, C, threads, O1, O2);
+  else if (GC) backward<T, S, true>(GH, GC, a, b, c, M, B, C, threads, O1, O2, O3);
+  else backward<T, S, false>(GH, GC, a, b, c, M, B, C, threads, O1, O2, O3);
 }
 
 // sigma (0-3) as a template argument: the loops stay free of branches
 template <typename T>
-int run(bool forward_pass, int sigma, const T* GH, const T* GC, const T* a, const T* b, const T* c, int64_t M,
-        int64_t B, int64_t C, T* O1, T* O2, T* O3) {
-  if (B < 1 || M % B) return -1;
+int run(int sigma, const T* GH, const T* GC, const T* a, const T* b, const T* c, int64_t M, int64_t B, int64_t C,
+        int threads, T* O1, T* O2, T* O3) {
+  if (B < 1 || M % B || threads < 1) return -1;
   switch (sigma) {
-    case 0: forward_pass ? forward<T, 0>(a, b, c, M, B, C, O1, O2) : backward_for<T, 0>(GH, GC, a, b, c, M, B, C, O1, O2, O3); return 0;
-    case 1: forward_pass ? forward<T, 1>(a, b, c, M, B, C, O1, O2) : backward_for<T, 1>(GH, GC, a, b, c, M, B, C, O1, O2, O3); return 0;
-    case 2: forward_pass ? forward<T, 2>(a, b, c, M, B, C, O1, O2) : backward_for<T, 2>(GH, GC, a, b, c, M, B, C, O1, O2, O3); return 0;
-    case 3: forward_pass ? forward<T, 3>(a, b, c, M, B, C, O1, O2) : backward_for<T, 3>(GH, GC, a, b, c, M, B, C, O1, O2, O3); return 0;
+    case 0: pass<T, 0>(GH, GC, a, b, c, M, B, C, threads, O1, O2, O3); return 0;
+    case 1: pass<T, 1>(GH, GC, a, b, c, M, B, C, threads, O1, O2, O3); return 0;
+    case 2: pass<T, 2>(GH, GC, a, b, c, M, B, C, threads, O1, O2, O3); return 0;
+    case 3: pass<T, 3>(GH, GC, a, b, c, M, B, C, threads, O1, O2, O3); return 0;
     default: return -1;
   }
 }
@@ -170,15 +175,16 @@ int run(bool forward_pass, int sigma, const T* GH, const T* GC, const T* a, cons
 
 extern "C" {
 
-// H, CN [M, C]: h' and c'
+// H, CN [M, C]: h' and c'; `threads`: torch's thread count (large calls split images across them)
 #define CELLS(T, SUFFIX)                                                                                           \
   int dsu_gates_forward_##SUFFIX(const T* a, const T* b, const T* c, int64_t M, int64_t B, int64_t C, int sigma,  \
-                                 T* H, T* CN) {                                                                    \
-    return run<T>(true, sigma, nullptr, nullptr, a, b, c, M, B, C, H, CN, nullptr);                               \
+                                 int threads, T* H, T* CN) {                                                       \
+    return run<T>(sigma, nullptr, nullptr, a, b, c, M, B, C, threads, H, CN, nullptr);                            \
   }                                                                                                                \
   int dsu_gates_backward_##SUFFIX(const T* GH, const T* GC, const T* a, const T* b, const T* c, int64_t M,        \
-                                  int64_t B, int64_t C, int sigma, T* GA, T* GB, T* GCS) {                        \
-    return run<T>(false, sigma, GH, GC, a, b, c, M, B, C, GA, GB, GCS);                                           \
+                                  int64_t B, int64_t C, int sigma, int threads, T* GA, T* GB, T* GCS) {           \
+    if (!GH) return -1;                                                                                            \
+    return run<T>(sigma, GH, GC, a, b, c, M, B, C, threads, GA, GB, GCS);                                          \
   }
 
 CELLS(float, f32)
