@@ -263,13 +263,14 @@ def run_cells(args) -> int:
         print(f"checking and timing the DSU calls of depth {depth} ...", file=sys.stderr, flush=True)
         try:
             timings = time_cells(depth, args.batch, rounds=args.rounds)
-        except (BuildError, RuntimeError) as error:
+        except BuildError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
+        headers, rows = cells_table(timings)
         print(f"\nDSU cell calls of one stage (matrix products and gates), forward + backward, batch {args.batch}, "
               f"{args.threads} threads, float32, median of {args.rounds} interleaved rounds; 'max abs. difference': "
               f"native against torch's gates over the last output and every gradient")
-        print(tabulate(cells_table(timings)[1], headers=cells_table(timings)[0], disable_numparse=True))
+        print(tabulate(rows, headers=headers, disable_numparse=True))
         for method, (torch_ms, native_ms) in per_step(timings).items():
             print(f"{method}-{depth}: {torch_ms:.1f} ms per training step in its DSU calls with torch's gates, "
                   f"{native_ms:.1f} ms native ({native_ms - torch_ms:+.1f} ms)")

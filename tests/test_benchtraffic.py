@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from dlarepro.bench import StepSetup
-from dlarepro.benchtraffic import FUSED, TrafficCount, step_traffic, traffic_table
+from dlarepro.benchprofile import FUSED_FAMILY
+from dlarepro.benchtraffic import TrafficCount, step_traffic, traffic_table
 from dlarepro.models import tail_kernels as k
 
 ELEMENTWISE = "element-wise + reductions, op by op"
@@ -43,14 +44,14 @@ def test_a_fused_kernel_is_one_operator_and_its_statistics_inputs_count_twice():
     assert k.Kernel.observer is None, "the observer is removed on exit"
     small = sum(t.nbytes for t in (w, alpha, gamma, beta, mean, var, rstd))
     # y once, s and v twice (statistics, then the output), the output map once
-    assert count.bytes[FUSED] == 3 * 72 * 4 + 2 * 72 * 4 + out.nbytes + small
-    assert count.calls == {FUSED: 1}, "the kernel's own ops are not counted one by one"
+    assert count.bytes[FUSED_FAMILY] == 3 * 72 * 4 + 2 * 72 * 4 + out.nbytes + small
+    assert count.calls == {FUSED_FAMILY: 1}, "the kernel's own ops are not counted one by one"
 
 
 def test_the_fused_tails_move_fewer_bytes_than_the_reference_in_a_real_step():
     fused = step_traffic(StepSetup("dla_l", 11, batch=2, tails="eager"))
     reference = step_traffic(StepSetup("dla_l", 11, batch=2, tails="reference"))
-    assert fused[FUSED][1] > 0 and reference[FUSED] == (0.0, 0.0)
+    assert fused[FUSED_FAMILY][1] > 0 and reference[FUSED_FAMILY] == (0.0, 0.0)
     assert fused["convolution fwd + bwd"] == reference["convolution fwd + bwd"]
     total = lambda t: sum(b for b, _ in t.values())
     assert total(fused) < 0.9 * total(reference)
@@ -81,4 +82,4 @@ def test_a_kernel_reading_a_list_of_maps_counts_every_map():
     coeffs = [torch.rand(2, 4, 1, 1) for _ in range(3)]
     with TrafficCount() as count:
         out = k.WEIGHTED_SUM("eager", None, values, coeffs)
-    assert count.bytes[FUSED] == 3 * 72 * 4 + 3 * 8 * 4 + out.nbytes
+    assert count.bytes[FUSED_FAMILY] == 3 * 72 * 4 + 3 * 8 * 4 + out.nbytes

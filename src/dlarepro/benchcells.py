@@ -22,7 +22,9 @@ from torch import Tensor
 
 from .benchkernels import stage_shapes
 from .models.cells import DSUCell
-from .models.native_vectors import cell_step, vectors_apply
+from .models.native_tails import library_ready
+from .models.native_vectors import cell_step
+from .native import BuildError
 
 
 def stage_call_plan(method: str, blocks: int) -> list[tuple[int, bool]]:
@@ -67,14 +69,14 @@ def stage_calls(method: str, blocks: int, batch: int, channels: int, seed: int =
 
 
 def time_cells(depth: int, batch: int, rounds: int = 9) -> list[CellTiming]:
-    """Torch's and the native gates, each method, each stage; rounds interleaved, medians."""
+    """Torch's and the native gates, each method, each stage; rounds interleaved, medians. Raises
+    :class:`BuildError` where the native kernels do not build (timing torch against itself would mislead)."""
+    if not library_ready():
+        raise BuildError("the native kernels are not available here (the warning above says why)")
     timings = []
     for (_, channels, _, _), blocks in stage_shapes(depth, batch):
         for method in ("dla_l", "dla_b"):
             run = stage_calls(method, blocks, batch, channels)
-            probe = torch.zeros(1, channels)
-            if not vectors_apply(probe):
-                raise RuntimeError("the native kernels are not available here (see the log above)")
             difference = max((a - b).abs().max().item() for a, b in zip(run(False), run(True)))
             spent: dict[bool, list[float]] = {False: [], True: []}
             for _ in range(rounds + 1):  # the first round warms up

@@ -32,7 +32,6 @@ from .models import tail_kernels
 TWO_PASS = {"native_batch_norm", "_native_batch_norm_legit", "native_batch_norm_backward"}
 #: ops that allocate without writing
 ALLOCATIONS = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
-FUSED = FUSED_FAMILY
 
 
 def tensor_bytes(values: Iterable[Any]) -> int:
@@ -79,7 +78,7 @@ class TrafficCount(TorchDispatchMode):
         twice = reread_positions(kernel)
         reread = [a for i, a in enumerate(args) if i in twice]
         read = tensor_bytes(tree_flatten(list(args))[0]) + tensor_bytes(tree_flatten(reread)[0])  # lists of maps too
-        self.add(FUSED, read + tensor_bytes(tree_flatten(out)[0]))
+        self.add(FUSED_FAMILY, read + tensor_bytes(tree_flatten(out)[0]))
         return out
 
     def add(self, family_name: str, moved: int) -> None:
