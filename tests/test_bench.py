@@ -1,14 +1,16 @@
 """The benchmark: its memory probe (a step's peak RSS is seen even when start-up peaked higher), its
-profile summary by operator family, its kernel-floor table, and loading the official models from a scratch checkout."""
+profile summary by operator family, its kernel-floor table, loading the official models from a scratch checkout,
+and the targets' verdicts against the noise (a distribution-free interval for the median)."""
 
 from __future__ import annotations
 
 import ctypes
+import random
 
 import pytest
 import torch
 
-from dlarepro.bench import step_peak_rss
+from dlarepro.bench import StepSetup, median_interval, pooled_rounds, step_peak_rss, target_checks, verdict
 
 
 def release_freed_memory() -> None:
@@ -63,7 +65,6 @@ def test_profile_table_adds_up_and_subtracts_the_baseline():
 
 
 def test_a_profile_of_a_real_step_counts_the_fused_tails():
-    from dlarepro.bench import StepSetup
     from dlarepro.benchprofile import profile_families
 
     fams = profile_families(StepSetup("mrla_l", 11, batch=2, tails="eager"), steps=1, warmup=1)
@@ -163,3 +164,43 @@ def test_the_cells_benchmark_prints_both_gate_paths_per_stage_and_step():
     assert all(float(r[-1]) < 1e-4 for r in rows), "native and torch's gates agree"
     totals = [line for line in done.stdout.splitlines() if line.startswith(("dla_l-20:", "dla_b-20:"))]
     assert len(totals) == 2 and all("ms native" in line for line in totals)
+
+
+def test_the_median_interval_is_the_widest_order_statistics_needed_and_covers_as_it_claims():
+    values = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 8.0, 4.0, 6.0]
+    low, high, coverage = median_interval(values)
+    assert (low, high) == (2.0, 8.0)  # 2nd and 8th of 9: 1 - 2 (1 + 9) / 512
+    assert coverage == pytest.approx(1 - 20 / 512)
+    assert median_interval(values[:4]) is None  # 4 values cover the median with 7/8 < 90 %
+    assert median_interval(values, confidence=0.8)[:2] == (3.0, 7.0)
+    # skewed noise, as a shared machine's: the interval covers the true median as often as it says
+    rng, n, trials, median = random.Random(0), 9, 3000, 2.0 ** 0.5
+    hits = 0
+    for _ in range(trials):
+        low, high, coverage = median_interval([rng.lognormvariate(0.0, 1.0) * median for _ in range(n)])
+        hits += low <= median <= high
+    assert abs(hits / trials - coverage) < 0.02
+
+
+def test_a_target_straddled_by_the_noise_is_neither_met_nor_missed():
+    assert verdict(1.5, 1.4, (1.3, 1.45, 0.96)) == "met"
+    assert verdict(1.5, 1.6, (1.55, 1.7, 0.96)) == "NOT met"
+    assert verdict(1.5, 1.45, (1.4, 1.6, 0.96)) == "within noise"
+    assert verdict(1.5, 1.6, None) == "NOT met"
+    targets = [("14", "A", ("a", 56), "ratio", 1.5), ("14", "B", ("b", 56), "ratio", 1.5),
+               ("x", "memory", None, "rss", 1.3), ("14", "absent", ("c", 56), "ratio", 1.0)]
+    results = {("a", 56): {"ratio": 1.42, "per_round": [1.40, 1.41, 1.42, 1.43, 1.44, 1.38, 1.39, 1.45, 1.46]},
+               ("b", 56): {"ratio": 1.48, "per_round": [1.30, 1.40, 1.45, 1.48, 1.50, 1.55, 1.60, 1.70, 1.35]},
+               ("mrla_b", 110): {"rss": 100.0}, ("dla_b", 110): {"rss": 120.0}}
+    rows = target_checks(targets, results)
+    assert [r[1] for r in rows] == ["A", "B", "memory"]  # nothing for what was not measured
+    assert rows[0][2:] == ["1.42", "1.42 (1.39-1.45)", "<= 1.5", "met"]
+    assert rows[1][3:] == ["1.48 (1.35-1.60)", "<= 1.5", "within noise"]
+    assert rows[2][2:] == ["1.20", "-", "<= 1.3", "met"]
+
+
+def test_pooled_rounds_time_every_setup_in_each_fresh_process():
+    setups = [StepSetup("none", 20, batch=2), StepSetup("mrla_l", 20, batch=2)]
+    times = pooled_rounds(setups, rounds=2, processes=2, threads=1)
+    assert [len(t) for t in times] == [4, 4]  # 2 rounds from each of 2 processes, per setup
+    assert all(t > 0 for run in times for t in run)

@@ -10,13 +10,15 @@ backward (exact and repeatable).
 from __future__ import annotations
 
 import json
+import math
+import statistics
 import subprocess
 import sys
 import time
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -210,3 +212,67 @@ def time_group_in_subprocess(setups: list[StepSetup], rounds: int, threads: int)
         raise RuntimeError(f"timing {[s.label() for s in setups]} failed: {out.stderr.strip().splitlines()[-1:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
+
+
+def pooled_rounds(setups: list[StepSetup], rounds: int, processes: int, threads: int) -> list[list[float]]:
+    """Seconds per step of every setup: ``rounds`` interleaved rounds in each of ``processes`` fresh
+    processes (:func:`time_group_in_subprocess`), run one after another, pooled in that order. A
+    process's own luck (where its memory landed, what else ran then) shows between processes, not
+    between the rounds of one."""
+    times: list[list[float]] = [[] for _ in setups]
+    for _ in range(processes):
+        for pooled, run in zip(times, time_group_in_subprocess(setups, rounds, threads)):
+            pooled.extend(run)
+    return times
+
+
+def median_interval(values: Sequence[float], confidence: float = 0.9) -> tuple[float, float, float] | None:
+    """A distribution-free confidence interval for the median of what ``values`` sample: the order
+    statistics ``x_(k)`` and ``x_(n+1-k)`` with the largest ``k`` whose coverage, ``1 - 2 P(Bin(n, 1/2)
+    < k)``, is at least ``confidence``. Returns ``(low, high, coverage)``, or None when even the
+    sample's range covers less (fewer than 5 values at 90 %). Nothing is assumed about the shape of
+    the noise, which on a shared machine is anything but normal."""
+    xs, n = sorted(values), len(values)
+    interval = None
+    for k in range(1, n // 2 + 1):
+        coverage = 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2 ** n
+        if coverage < confidence:
+            break
+        interval = (xs[k - 1], xs[n - k], coverage)
+    return interval
+
+
+def verdict(limit: float, ratio: float, interval: tuple[float, float, float] | None = None) -> str:
+    """A target ``ratio <= limit``, judged against the noise: "met" when the measured ratio and the
+    whole interval (:func:`median_interval` of the per-round ratios) are within the limit, "NOT met"
+    when they are all above it, "within noise" when the interval straddles it. Without an interval
+    (one measurement, or too few rounds) the ratio alone decides."""
+    if interval is None:
+        return "met" if ratio <= limit else "NOT met"
+    low, high, _ = interval
+    if high <= limit and ratio <= limit:
+        return "met"
+    if low > limit and ratio > limit:
+        return "NOT met"
+    return "within noise"
+
+
+def target_checks(targets, results: dict) -> list[list[str]]:
+    """Rows ``[issue, text, measured, per-round median (interval), target, verdict]`` of the targets
+    ``(issue, text, key, metric, limit)`` that ``results`` (key -> {metric: ratio, "per_round": [...]})
+    measured. A key of None is the B methods' peak-memory ratio at depth 110 (two processes, one
+    measurement each)."""
+    rows = []
+    for issue, text, key, metric, limit in targets:
+        if key is None:
+            a, b = results.get(("mrla_b", 110), {}), results.get(("dla_b", 110), {})
+            ratio, per_round = (b["rss"] / a["rss"] if a.get("rss") and b.get("rss") else None), None
+        else:
+            ratio, per_round = results.get(key, {}).get(metric), results.get(key, {}).get("per_round")
+        if ratio is None:
+            continue
+        interval = median_interval(per_round) if per_round else None
+        shown = "-" if interval is None else "{:.2f} ({:.2f}-{:.2f})".format(statistics.median(per_round),
+                                                                            *interval[:2])
+        rows.append([issue, text, f"{ratio:.2f}", shown, f"<= {limit}", verdict(limit, ratio, interval)])
+    return rows
