@@ -130,20 +130,37 @@ def test_an_impossible_depth_is_refused_before_anything_is_timed():
     assert "timing" not in done.stderr and "Traceback" not in done.stderr
 
 
+def count_calls(modules) -> list[int]:
+    """A list of call counts, one per module, that grows as they run (forward hooks)."""
+    counts = []
+    for i, module in enumerate(modules):
+        counts.append(0)
+        module.register_forward_hook(lambda *_, i=i: counts.__setitem__(i, counts[i] + 1))
+    return counts
+
+
 @pytest.mark.parametrize("arch", ["dla_l", "dla_b"])
 def test_the_cells_benchmark_replays_the_models_dsu_calls(arch, monkeypatch):
     """``--cells`` replays, stage by stage, the cell calls a real model makes: as many, with as many
     tokens, in the same order."""
-    from dlarepro.benchcells import stage_call_plan
+    from dlarepro.benchcells import stage_call_plan, stage_calls
     from dlarepro.models import build_model, native_vectors
+    from dlarepro.models.cells import DSUCell
 
     seen = []
     real = native_vectors.cell_step
     monkeypatch.setattr(native_vectors, "cell_step",
-                        lambda cell, x, state, native: seen.append(x.shape[0] if x.dim() == 3 else 0)
-                        or real(cell, x, state, native))
-    build_model(arch, 29, "cifar10")(torch.randn(2, 3, 32, 32))
+                        lambda cell, x, *rest: seen.append(x.shape[0] if x.dim() == 3 else 0) or real(cell, x, *rest))
+    model = build_model(arch, 29, "cifar10")
+    hidden_paths = count_calls(m.cell.hidden_path for m in model.modules() if hasattr(m, "cell"))
+    model(torch.randn(2, 3, 32, 32))
     assert seen == [n for n, _ in stage_call_plan(arch, 3)] * 3
+    # one hidden path per context state (3 blocks: the zero state and 3 updates), shared by its readers
+    assert hidden_paths == [4, 4, 4]
+    cell = DSUCell(64)
+    replay_paths = count_calls([cell.hidden_path])
+    stage_calls(arch, 3, 2, 64, cell=cell)(False)
+    assert replay_paths == [4]
     assert stage_call_plan("dla_b", 3) == [(0, True), (0, True), (2, False), (0, True), (4, False)]
     with pytest.raises(ValueError, match="no DSU calls to replay for 'mrla_b'"):
         stage_call_plan("mrla_b", 3)

@@ -4,7 +4,8 @@
 DLA-L calls its stage's cell twice per block on ``[B, C]`` vectors (context from ``GAP(y)``, the
 shortcut's refresh gate from ``GAP(s)``). DLA-B calls it once per block for the context and, from a
 stage's second block on, once more on all ``2t`` earlier tokens (keys and pooled value maps). Each
-call is two small MLPs (matrix products) and the gate arithmetic after them, which the tails mode
+call is the input path's small MLP (matrix products), the hidden path's (once per context state:
+the calls that read one state share it) and the gate arithmetic after them, which the tails mode
 ``native`` runs in C++ (:class:`.models.native_vectors.DSUGates`). This benchmark replays those calls,
 forward + backward, at each stage's width, with either gate path, interleaved round by round, after
 checking that both give the same values and gradients.
@@ -47,20 +48,23 @@ class CellTiming:
     difference: float  # largest |torch - native| over the outputs and every gradient
 
 
-def stage_calls(method: str, blocks: int, batch: int, channels: int, seed: int = 0) -> Callable[[bool], list[Tensor]]:
+def stage_calls(method: str, blocks: int, batch: int, channels: int, seed: int = 0,
+                cell: DSUCell | None = None) -> Callable[[bool], list[Tensor]]:
     """A function running one stage's cell calls forward + backward with the native gates or not;
-    it returns the last output and every gradient (inputs and parameters)."""
+    it returns the last output and every gradient (inputs and parameters). ``cell``: the DSU cell to
+    call (default: a fresh one of ``channels``)."""
     generator = torch.Generator().manual_seed(seed)
-    cell = DSUCell(channels)
+    cell = DSUCell(channels) if cell is None else cell
     plan = stage_call_plan(method, blocks)
     inputs = [torch.randn(*((n,) if n else ()), batch, channels, generator=generator).requires_grad_()
               for n, _ in plan]
 
     def run(native: bool) -> list[Tensor]:
-        state, total = cell.zero_state(inputs[0]), 0
+        state, hidden, total = cell.zero_state(inputs[0]), None, 0
         for x, (_, keep) in zip(inputs, plan):
-            gate, new_state = cell_step(cell, x, state, native)
-            state = new_state if keep else state
+            gate, new_state = cell_step(cell, x, state, native, hidden)
+            if keep:  # a context call: its state's hidden path serves the calls until the next one
+                state, hidden = new_state, cell.hidden_path(new_state[0])
             total = total + gate.sum()
         leaves = [*inputs, *cell.parameters()]
         return [gate.detach(), *torch.autograd.grad(total + state[1].sum(), leaves)]

@@ -4,6 +4,10 @@ Every cell maps an input vector ``x`` (``[..., B, C]``) and a state ``(h, c)`` (
 ``(h', (h', c'))``. ``h'`` is what the caller uses as a per-channel gate; the state is fed back.
 Leading dimensions of ``x`` beyond the batch broadcast against the state, so DLA's backward path
 can refresh every earlier layer of a stage in one call (the hidden path is computed once).
+A step is the cell's two paths, ``input_path(x)`` and ``hidden_path(h)``, then its gate arithmetic
+(``step``): DLA computes each state's hidden path once and hands it to every call that reads that
+state (a block's refresh, the next block's context), and the native tails run the DSU's gate
+arithmetic in C++ (:func:`.native_vectors.cell_step`).
 
 Parameter counts (per stage, C channels), as the paper's tables imply:
 
@@ -46,11 +50,22 @@ def _bottleneck_mlp(channels: int, reduction: int, out_gates: int) -> nn.Sequent
 
 
 class RecurrentCell(nn.Module):
-    """Base class: a state initialised to zeros at the start of every stage and forward pass."""
+    """Base class: a state initialised to zeros at the start of every stage and forward pass;
+    subclasses define ``input_path``, ``hidden_path`` and :meth:`step`."""
+
+    input_path: nn.Module
+    hidden_path: nn.Module
 
     def zero_state(self, like: Tensor) -> State:
         zeros = like.new_zeros(like.shape[-2:])
         return zeros, zeros
+
+    def step(self, from_input: Tensor, from_hidden: Tensor, state: State) -> tuple[Tensor, State]:
+        """The gate arithmetic after the paths: ``input_path(x)``, ``hidden_path(h)`` and ``state``'s ``c``."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        return self.step(self.input_path(x), self.hidden_path(state[0]), state)
 
 
 class DSUCell(RecurrentCell):
@@ -70,15 +85,9 @@ class DSUCell(RecurrentCell):
         self.input_path = _bottleneck_mlp(channels, reduction, 3)
         self.hidden_path = _bottleneck_mlp(channels, reduction, 3)
 
-    def paths(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        """The input path's and the hidden path's gates (summed, then split into i, f, g)."""
-        return self.input_path(x), self.hidden_path(h)
-
-    def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        h, c = state
-        from_input, from_hidden = self.paths(x, h)
+    def step(self, from_input, from_hidden, state):
         i, f, g = (from_input + from_hidden).chunk(3, dim=-1)
-        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        c_new = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
         h_new = self.sigma(c_new)
         return h_new, (h_new, c_new)
 
@@ -94,11 +103,9 @@ class DIACell(RecurrentCell):
         self.input_path = _bottleneck_mlp(channels, reduction, 4)
         self.hidden_path = _bottleneck_mlp(channels, reduction, 4)
 
-    def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        h, c = state
-        gates = self.input_path(x) + self.hidden_path(h)
-        i, f, o, g = gates.chunk(4, dim=-1)
-        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    def step(self, from_input, from_hidden, state):
+        i, f, o, g = (from_input + from_hidden).chunk(4, dim=-1)
+        c_new = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
         h_new = torch.sigmoid(o) * torch.sigmoid(c_new)
         return h_new, (h_new, c_new)
 
@@ -111,11 +118,9 @@ class LSTMCell(RecurrentCell):
         self.input_path = nn.Linear(channels, 4 * channels)
         self.hidden_path = nn.Linear(channels, 4 * channels)
 
-    def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        h, c = state
-        gates = self.input_path(x) + self.hidden_path(h)
-        i, f, o, g = gates.chunk(4, dim=-1)
-        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    def step(self, from_input, from_hidden, state):
+        i, f, o, g = (from_input + from_hidden).chunk(4, dim=-1)
+        c_new = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
         h_new = torch.sigmoid(o) * torch.tanh(c_new)
         return h_new, (h_new, c_new)
 
@@ -128,10 +133,9 @@ class RNNCell(RecurrentCell):
         self.input_path = nn.Linear(channels, channels)
         self.hidden_path = nn.Linear(channels, channels)
 
-    def forward(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        h, c = state
-        h_new = torch.tanh(self.input_path(x) + self.hidden_path(h))
-        return h_new, (h_new, c)
+    def step(self, from_input, from_hidden, state):
+        h_new = torch.tanh(from_input + from_hidden)
+        return h_new, (h_new, state[1])
 
 
 def refresh_state(state: State, dsu_state: str) -> State:
@@ -141,10 +145,15 @@ def refresh_state(state: State, dsu_state: str) -> State:
     on the batch it is in. As there: both ``h`` and ``c``, taken after this block's forward-path
     update, not detached (every image's loss reaches image 0's state); checked against the official
     code's logits in ``tests/test_official.py``."""
+    return tuple(refresh_rows(s, dsu_state) for s in state)
+
+
+def refresh_rows(t: Tensor, dsu_state: str) -> Tensor:
+    """The rows of ``t`` (``[B, ...]``, a state or its hidden path) that a refresh reads (:func:`refresh_state`)."""
     if dsu_state == "per_image":
-        return state
+        return t
     if dsu_state == "first_image":
-        return tuple(s[:1] for s in state)
+        return t[:1]
     raise ValueError(f"unknown dsu_state {dsu_state!r}; choose per_image or first_image")
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import native_base, native_tails, native_vectors, tails
-from .cells import make_cell, refresh_state
+from .cells import make_cell
 from .parts import ChannelConv, DropPath, as_map, depthwise3x3, eca_kernel_size, gap, head_scores, per_channel
 
 HEAD_DIM = 32  # channels per layer-attention head (MRLA / DLA)
@@ -229,11 +229,12 @@ class DLALight(LightAttentionBase):
         else:
             y = y_value = F.relu(branch + shortcut)
             pooled, pooled_s, refresh_input = gap(y), gap(shortcut), shortcut
-        if state is None:
-            state = self.cell.zero_state(pooled)
-        _, state = native_vectors.cell_step(self.cell, pooled, state, native)  # forward path: context from y
-        # backward path: context for the shortcut; the new state is dropped
-        gate, _ = native_vectors.cell_step(self.cell, pooled_s, refresh_state(state, self.dsu_state), native)
+        # the stage's state: the cell's and its hidden path (read by this block's refresh and the next context)
+        cell_state, hidden = (self.cell.zero_state(pooled), None) if state is None else state
+        # forward path: context from y; backward path: the shortcut's refresh gate (its new state dropped)
+        cell_state, hidden = native_vectors.context_step(self.cell, pooled, cell_state, hidden, native)
+        gate = native_vectors.refresh_gates(self.cell, pooled_s, cell_state, hidden, self.dsu_state, native)
+        state = cell_state, hidden
         weights, alpha = self.head_weights(index, pooled, native), as_map(gate) * lam
         if native:
             mask = self.drop_path.mask(branch)
@@ -262,6 +263,7 @@ class BaseAttentionState:
         self.pooled: Tensor | None = None  # [t, B, C]
         self.value_gates: Tensor | None = None  # [t, B, C] or None while no refresh happened
         self.cell_state = None
+        self.hidden = None  # the cell's hidden path of cell_state's h (DLA-B: its refresh and next context read it)
         self.value_grads = tails.ValueGradients()  # the fused tails' backward: each map's gradient summed once
 
     def append(self, key: Tensor, value: Tensor, pool: bool = True) -> None:
@@ -376,12 +378,13 @@ class DLABase(BaseAttention):
     def refresh(self, state: BaseAttentionState, pooled_y: Tensor, native: bool) -> None:
         if state.cell_state is None:
             state.cell_state = self.cell.zero_state(pooled_y)
-        _, state.cell_state = native_vectors.cell_step(self.cell, pooled_y, state.cell_state, native)
+        state.cell_state, state.hidden = native_vectors.context_step(self.cell, pooled_y, state.cell_state,
+                                                                     state.hidden, native)
         if state.keys is None:
             return
         gates_so_far = state.value_gates if state.value_gates is not None else 1.0
         tokens = torch.cat([state.keys, state.pooled * gates_so_far])  # [2t, B, C]
-        gates, _ = native_vectors.cell_step(self.cell, tokens, refresh_state(state.cell_state, self.dsu_state), native)
+        gates = native_vectors.refresh_gates(self.cell, tokens, state.cell_state, state.hidden, self.dsu_state, native)
         key_gates, value_gates = gates.chunk(2)
         state.keys = state.keys * key_gates
         state.value_gates = value_gates if state.value_gates is None else state.value_gates * value_gates

@@ -20,7 +20,7 @@ from torch.autograd import Function
 from torch.autograd.function import once_differentiable
 
 from .. import native
-from .cells import DSUCell, RecurrentCell, State
+from .cells import DSUCell, RecurrentCell, State, refresh_rows, refresh_state
 from .native_tails import check_result, kernel_suffix, library_ready
 
 
@@ -158,14 +158,35 @@ class DSUGates(Function):
         return grad_a.reshape(ctx.shape), grad_b, grad_state, None
 
 
-def cell_step(cell: RecurrentCell, x: Tensor, state: State, native: bool) -> tuple[Tensor, State]:
-    """``cell(x, state)``; with ``native``, a DSU cell's gates run in C++ (:class:`DSUGates`) where
-    :func:`vectors_apply` (other cells, and tensors it does not take, run as torch operators)."""
-    if not (native and isinstance(cell, DSUCell) and vectors_apply(x, *state)):
-        return cell(x, state)
+def cell_step(cell: RecurrentCell, x: Tensor, state: State, native: bool,
+              from_hidden: Tensor | None = None) -> tuple[Tensor, State]:
+    """``cell(x, state)``; ``from_hidden``: ``cell.hidden_path`` of the state's ``h`` if the caller has
+    it. With ``native``, a DSU cell's gates run in C++ (:class:`DSUGates`) where :func:`vectors_apply`
+    (other cells, and tensors it does not take, run as torch operators)."""
     h, c = state
-    from_input, from_hidden = cell.paths(x, h)
+    from_input = cell.input_path(x)
+    from_hidden = cell.hidden_path(h) if from_hidden is None else from_hidden
+    if not (native and isinstance(cell, DSUCell) and vectors_apply(x, *state)):
+        return cell.step(from_input, from_hidden, state)
     batch = x.shape[-2]  # a state of one row (the official refresh's image 0) serves every image
     h_new, c_new = DSUGates.apply(from_input, from_hidden.expand(batch, -1), c.expand(batch, -1),
                                   SIGMA_CODES[cell.sigma_name])
     return h_new, (h_new, c_new)
+
+
+def context_step(cell: RecurrentCell, x: Tensor, state: State, from_hidden: Tensor | None,
+                 native: bool) -> tuple[State, Tensor]:
+    """DLA's context update ``state <- cell(x, state)`` (``from_hidden``: the hidden path of ``state``,
+    None at a stage's start) and the new state's hidden path: the block's refresh and the next
+    block's context both read it, so it is computed once."""
+    _, state = cell_step(cell, x, state, native, from_hidden)
+    return state, cell.hidden_path(state[0])
+
+
+def refresh_gates(cell: RecurrentCell, tokens: Tensor, state: State, from_hidden: Tensor, dsu_state: str,
+                  native: bool) -> Tensor:
+    """DLA's refresh gates of ``tokens`` from the context ``state`` (whose hidden path is
+    ``from_hidden``), the rows that ``dsu_state`` says each image reads (:func:`.cells.refresh_state`);
+    the new state is dropped."""
+    gates, _ = cell_step(cell, tokens, refresh_state(state, dsu_state), native, refresh_rows(from_hidden, dsu_state))
+    return gates
