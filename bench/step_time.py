@@ -34,8 +34,8 @@ import sys
 import torch
 from tabulate import tabulate
 
-from dlarepro.bench import (OFFICIAL_MODELS, StepSetup, official_model, peak_cuda_of_step, peak_rss_of_step, saved_bytes,
-                            pooled_rounds, target_checks)
+from dlarepro.bench import (OFFICIAL_MODELS, StepSetup, off_target_settings, official_model, peak_cuda_of_step,
+                            peak_rss_of_step, pooled_rounds, saved_bytes, target_checks)
 from dlarepro.benchcells import cells_table, per_step, time_cells
 from dlarepro.benchkernels import kernel_table, time_kernels
 from dlarepro.benchprofile import profile_families, profile_table
@@ -366,7 +366,10 @@ def print_results(args, rows, results) -> None:
     headers += ["peak RSS MiB" if on_cpu else "peak GPU MiB", "saved for bw MiB", "MACs x"]
     print(tabulate(rows, headers=headers, disable_numparse=True))
     checks = target_checks(TARGETS, results)
-    if checks:
+    off_target = off_target_settings(args.batch, args.threads, args.device)
+    if checks and off_target:
+        print(f"\nTargets not judged: they are set for other settings than this run's ({off_target})")
+    elif checks:
         print("\nTargets: 'measured' is the ratio of the medians; beside it the median of the per-round ratios "
               "with a 90 % distribution-free interval (order statistics; '-': one measurement, or under 5 rounds). "
               "'within noise': the interval straddles the target")

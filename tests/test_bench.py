@@ -10,7 +10,8 @@ import random
 import pytest
 import torch
 
-from dlarepro.bench import StepSetup, median_interval, pooled_rounds, step_peak_rss, target_checks, verdict
+from dlarepro.bench import (StepSetup, median_interval, off_target_settings, pooled_rounds, step_peak_rss, target_checks,
+                            verdict)
 
 
 def release_freed_memory() -> None:
@@ -221,3 +222,10 @@ def test_pooled_rounds_time_every_setup_in_each_fresh_process():
     times = pooled_rounds(setups, rounds=2, processes=2, threads=1)
     assert [len(t) for t in times] == [4, 4]  # 2 rounds from each of 2 processes, per setup
     assert all(t > 0 for run in times for t in run)
+
+
+def test_targets_are_judged_only_at_the_settings_they_are_set_for():
+    assert off_target_settings(64, 2, "cpu") is None
+    assert off_target_settings(64, 16, "cuda") is None  # a GPU's ratios: batch 64, any host threads
+    assert off_target_settings(2, 2, "cpu") == "batch 2, not 64"
+    assert off_target_settings(2, 4, "cpu") == "batch 2, not 64; 4 threads, not 2"

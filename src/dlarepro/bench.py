@@ -257,6 +257,22 @@ def verdict(limit: float, ratio: float, interval: tuple[float, float, float] | N
     return "within noise"
 
 
+#: the settings the issues' time targets are set for: batch 64, and on the CPU 2 threads
+TARGET_BATCH, TARGET_CPU_THREADS = 64, 2
+
+
+def off_target_settings(batch: int, threads: int, device: str) -> str | None:
+    """Why a run's ratios cannot be judged against the targets (they are set for batch
+    :data:`TARGET_BATCH`, and :data:`TARGET_CPU_THREADS` threads on the CPU), or None if they can:
+    at batch 2 a step is mostly per-operator cost, and the ratios mean something else."""
+    problems = []
+    if batch != TARGET_BATCH:
+        problems.append(f"batch {batch}, not {TARGET_BATCH}")
+    if torch.device(device).type == "cpu" and threads != TARGET_CPU_THREADS:
+        problems.append(f"{threads} threads, not {TARGET_CPU_THREADS}")
+    return "; ".join(problems) or None
+
+
 def target_checks(targets, results: dict) -> list[list[str]]:
     """Rows ``[issue, text, measured, per-round median (interval), target, verdict]`` of the targets
     ``(issue, text, key, metric, limit)`` that ``results`` (key -> {metric: ratio, "per_round": [...]})
