@@ -10,8 +10,8 @@ import random
 import pytest
 import torch
 
-from dlarepro.bench import (StepSetup, median_interval, off_target_settings, pooled_rounds, step_peak_rss, target_checks,
-                            verdict)
+from dlarepro.bench import (StepSetup, median_interval, off_target_settings, pooled_rounds, step_peak_rss,
+                            target_checks, verdict)
 
 
 def release_freed_memory() -> None:
