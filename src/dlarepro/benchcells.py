@@ -24,13 +24,13 @@ from torch import Tensor
 from .benchkernels import stage_shapes
 from .models.cells import DSUCell
 from .models.native_tails import library_ready
-from .models.native_vectors import cell_step
+from .models.native_vectors import context_step, refresh_gates
 from .native import BuildError
 
 
 def stage_call_plan(method: str, blocks: int) -> list[tuple[int, bool]]:
-    """One stage's cell calls in order: ``(tokens per image, whether the call's new state is kept)``;
-    ``0`` tokens is a plain ``[B, C]`` call. Context calls keep their state, refresh calls drop it."""
+    """One stage's cell calls in order: ``(tokens per image, whether it is a context call)``; ``0``
+    tokens is a plain ``[B, C]`` call. Context calls keep their new state, refresh calls drop it."""
     if method == "dla_l":
         return [(0, True), (0, False)] * blocks
     if method == "dla_b":
@@ -61,10 +61,12 @@ def stage_calls(method: str, blocks: int, batch: int, channels: int, seed: int =
 
     def run(native: bool) -> list[Tensor]:
         state, hidden, total = cell.zero_state(inputs[0]), None, 0
-        for x, (_, keep) in zip(inputs, plan):
-            gate, new_state = cell_step(cell, x, state, native, hidden)
-            if keep:  # a context call: its state's hidden path serves the calls until the next one
-                state, hidden = new_state, cell.hidden_path(new_state[0])
+        for x, (_, context) in zip(inputs, plan):  # the models' own calls (DLALight, DLABase.refresh)
+            if context:
+                state, hidden = context_step(cell, x, state, hidden, native)
+                gate = state[0]
+            else:
+                gate = refresh_gates(cell, x, state, hidden, "per_image", native)
             total = total + gate.sum()
         leaves = [*inputs, *cell.parameters()]
         return [gate.detach(), *torch.autograd.grad(total + state[1].sum(), leaves)]
