@@ -169,7 +169,7 @@ def fastest(times: list[list[float]]) -> tuple[int, list[float]]:
 
 
 def time_arch(args, arch: str, depth: int) -> dict[str, dict]:
-    """Median step time, format, ratio to the ResNet and the range of per-round ratios of each variant."""
+    """Median step time, format, ratio to the ResNet and the per-round ratios of each variant."""
     group = variants(args, arch, depth)
     flat = [s for setups in group.values() for s in setups]
     times = pooled_rounds(flat, args.rounds, args.processes, args.threads)
@@ -185,7 +185,7 @@ def time_arch(args, arch: str, depth: int) -> dict[str, dict]:
     for name, entry in out.items():
         base = out["official resnet" if name.startswith("official") else "resnet"]
         per_round = [t / b for t, b in zip(entry["rounds"], base["rounds"])]
-        entry.update(ratio=entry["time"] / base["time"], per_round=per_round, spread=(min(per_round), max(per_round)))
+        entry.update(ratio=entry["time"] / base["time"], per_round=per_round)
     return out
 
 
@@ -329,7 +329,7 @@ def main(argv=None) -> int:
             results[(arch, depth)] = {"time": ours["time"], "ratio": ours["ratio"], "rss": rss,
                                       "per_round": ours["per_round"]}
             row = [f"{arch}-{depth}", "CL" if ours["setup"].channels_last else "NCHW", f"{ours['time'] * 1000:.0f}",
-                   f"{ours['ratio']:.2f}", "{:.2f}-{:.2f}".format(*ours["spread"])]
+                   f"{ours['ratio']:.2f}", f"{min(ours['per_round']):.2f}-{max(ours['per_round']):.2f}"]
             if args.compare_tails:
                 ref = timed.get("compared tails", ours)  # the ResNet has no tails: its own time
                 row += [f"{ref['time'] * 1000:.0f}", f"{ref['ratio']:.2f}"]

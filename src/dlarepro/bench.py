@@ -213,7 +213,6 @@ def time_group_in_subprocess(setups: list[StepSetup], rounds: int, threads: int)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-
 def pooled_rounds(setups: list[StepSetup], rounds: int, processes: int, threads: int) -> list[list[float]]:
     """Seconds per step of every setup: ``rounds`` interleaved rounds in each of ``processes`` fresh
     processes (:func:`time_group_in_subprocess`), run one after another, pooled in that order. A

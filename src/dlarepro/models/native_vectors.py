@@ -117,7 +117,7 @@ SIGMA_CODES = {"sigmoid": 0, "identity": 1, "tanh": 2, "relu": 3}
 
 class DSUGates(Function):
     """``h' = σ(c')``, ``c' = sigmoid(f) c + sigmoid(i) tanh(g)`` with ``i, f, g`` the thirds of
-    ``a + b`` (:meth:`.cells.DSUCell.forward` after its paths), one C++ pass each way instead of
+    ``a + b`` (:meth:`.cells.DSUCell.step`, the arithmetic after its paths), one C++ pass each way instead of
     ~10 element-wise operators and their autograd nodes. ``a`` is ``[..., B, 3C]`` (tokens before
     the batch), ``b`` ``[B, 3C]`` and ``c`` ``[B, C]``, shared by the tokens; backward recomputes
     the gates from them."""
