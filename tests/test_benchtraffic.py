@@ -1,15 +1,18 @@
 """The traffic count of the benchmark: the bytes each operator reads and writes, fused tail kernels
-counted as one operator each, and what the fused tails save on a real step."""
+(compiled or native) counted as one operator each, and what the fused tails save on a real step."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from dlarepro.bench import StepSetup
-from dlarepro.benchprofile import FUSED_FAMILY
+from dlarepro.benchprofile import FUSED_FAMILY, VECTOR_FAMILY
 from dlarepro.benchtraffic import TrafficCount, step_traffic, traffic_table
+from dlarepro.models import native_tails
 from dlarepro.models import tail_kernels as k
+from dlarepro.models.native_base import native_join_forward
 
 ELEMENTWISE = "element-wise + reductions, op by op"
 
@@ -60,19 +63,20 @@ def test_the_fused_tails_move_fewer_bytes_than_the_reference_in_a_real_step():
     assert float(rows["x none-11"][1]) > 1.1
 
 
-def test_the_benchmark_prints_the_traffic_of_each_model_beside_the_resnet():
+@pytest.mark.parametrize("tails, column", [(None, "fused"), ("native", "native")])
+def test_the_benchmark_prints_the_traffic_of_each_model_beside_the_resnet(tails, column):
     import subprocess
     import sys
 
     from conftest import ENV, REPO
 
     done = subprocess.run([sys.executable, str(REPO / "bench" / "step_time.py"), "--traffic", "--depths", "11",
-                           "--batch", "2", "--archs", "se", "mrla_l"], capture_output=True, text=True, env=ENV,
-                          timeout=300)
+                           "--batch", "2", "--archs", "se", "mrla_l", *(["--tails", tails] if tails else [])],
+                          capture_output=True, text=True, env=ENV, timeout=300)
     assert done.returncode == 0, done.stderr
     header = next(line for line in done.stdout.splitlines() if line.startswith("family"))
-    # a method without tails has one column, a layer-attention method its fused and reference tails
-    assert header.split()[1:] == ["none-11", "se-11", "mrla_l-11", "fused", "mrla_l-11", "reference"]
+    # a method without tails has one column, a layer-attention method its fused (or native) and reference tails
+    assert header.split()[1:] == ["none-11", "se-11", "mrla_l-11", column, "mrla_l-11", "reference"]
     ratios = next(line for line in done.stdout.splitlines() if line.startswith("x none-11")).split()[2:]
     assert ratios[0] == "1.00" and float(ratios[2]) < float(ratios[3])  # fused below reference
 
@@ -83,3 +87,27 @@ def test_a_kernel_reading_a_list_of_maps_counts_every_map():
     with TrafficCount() as count:
         out = k.WEIGHTED_SUM("eager", None, values, coeffs)
     assert count.bytes[FUSED_FAMILY] == 3 * 72 * 4 + 3 * 8 * 4 + out.nbytes
+
+
+def channels_last_maps(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape).contiguous(memory_format=torch.channels_last)
+
+
+def test_a_native_kernel_call_counts_each_map_once_per_pass_it_streams():
+    branch, shortcut = channels_last_maps(2, 16, 3, 3), channels_last_maps(2, 16, 3, 3)
+    with TrafficCount() as count:
+        y, _, _ = native_join_forward(branch, shortcut, False)  # one pass: branch and s read, y written
+    assert native_tails.traffic_observer is None, "the observer is removed on exit"
+    assert count.bytes[FUSED_FAMILY] == 3 * branch.nbytes
+    assert count.calls[FUSED_FAMILY] == 1
+
+
+def test_the_native_tails_are_counted_in_a_real_step():
+    eager = step_traffic(StepSetup("dla_b", 11, batch=2, tails="eager"))
+    native = step_traffic(StepSetup("dla_b", 11, batch=2, tails="native"))
+    assert native[FUSED_FAMILY][1] > 0
+    assert native[VECTOR_FAMILY][0] > 0, "the native queries, keys and DSU gates report what they move"
+    # the native B tails compute the value convolution inside their passes: fewer library convolutions
+    assert native["convolution fwd + bwd"][1] < eager["convolution fwd + bwd"][1]
+    total = lambda t: sum(b for b, _ in t.values())
+    assert total(native) < total(eager)

@@ -33,6 +33,8 @@ FUSED_MARKERS = ("CompiledFxGraph", "Torch-Compiled Region", "TorchDynamo", "Joi
 VECTOR_MARKERS = ("ChannelConv", "LightHead", "DSUGates")
 #: the fused tails' family name (the traffic count files its kernels under it too)
 FUSED_FAMILY = "fused tails (native or compiled kernels)"
+#: the per-block vector work's family name (the traffic count files the native vector kernels under it)
+VECTOR_FAMILY = "per-block vectors (queries, keys, heads, DSU gates)"
 
 
 def aten_name(event: str) -> str:
@@ -43,7 +45,7 @@ FAMILIES: list[tuple[str, Callable[[str], bool]]] = [  # first match wins
     ("convolution fwd + bwd", lambda e: "convolution" in e or aten_name(e).startswith("conv")),
     ("batch norm fwd + bwd", lambda e: "batch_norm" in e),
     (FUSED_FAMILY, lambda e: any(m in e for m in FUSED_MARKERS)),
-    ("per-block vectors (queries, keys, heads, DSU gates)", lambda e: any(m in e for m in VECTOR_MARKERS)),
+    (VECTOR_FAMILY, lambda e: any(m in e for m in VECTOR_MARKERS)),
     ("element-wise + reductions, op by op", lambda e: aten_name(e) in ELEMENTWISE),
     ("matrix products (cells, heads, fc)", lambda e: aten_name(e) in MATMUL),
     ("other (allocation, autograd, Python)", lambda e: True),

@@ -9,8 +9,11 @@ The rule: every ATen operator reads each distinct input tensor once and writes e
 (views and allocations move nothing); batch norm's forward in training and its backward read their
 inputs twice, since the statistics or sums must be complete before the second pass. A fused tail
 kernel (:class:`.models.tail_kernels.Kernel`) counts as one operator, its ``reread`` inputs twice:
-what its arithmetic needs, whatever code the compiler generates for it. The count is a floor per
-operator: libraries may move more (a convolution's workspace), never less.
+what its arithmetic needs, whatever code the compiler generates for it. A native kernel call (the
+tails mode ``native``: C++ behind ctypes, which no dispatch mode sees) counts as one operator too,
+each map it streams once per pass that reads or writes it, as the call reports
+(:func:`.models.native_tails.streamed`). The count is a floor per operator: libraries may move more
+(a convolution's workspace), never less.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 from torch.utils._pytree import tree_flatten
 
 from .bench import StepSetup
-from .benchprofile import FAMILIES, FUSED_FAMILY, family
-from .models import tail_kernels
+from .benchprofile import FAMILIES, FUSED_FAMILY, VECTOR_FAMILY, family
+from .models import native_tails, tail_kernels
 
 #: ATen ops (names without the in-place underscore) that read their inputs in two passes
 TWO_PASS = {"native_batch_norm", "_native_batch_norm_legit", "native_batch_norm_backward"}
@@ -81,16 +84,21 @@ class TrafficCount(TorchDispatchMode):
         self.add(FUSED_FAMILY, read + tensor_bytes(tree_flatten(out)[0]))
         return out
 
+    def run_native(self, tensors: list[torch.Tensor], vectors: bool) -> None:
+        self.add(VECTOR_FAMILY if vectors else FUSED_FAMILY, sum(t.numel() * t.element_size() for t in tensors))
+
     def add(self, family_name: str, moved: int) -> None:
         self.bytes[family_name] += moved
         self.calls[family_name] += 1
 
     def __enter__(self):
         tail_kernels.Kernel.observer = self.run_kernel
+        native_tails.traffic_observer = self.run_native
         return super().__enter__()
 
     def __exit__(self, *exc):
         tail_kernels.Kernel.observer = None
+        native_tails.traffic_observer = None
         return super().__exit__(*exc)
 
 

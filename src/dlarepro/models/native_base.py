@@ -20,7 +20,7 @@ from torch.autograd.function import once_differentiable
 
 from .. import native
 from . import tail_kernels as k
-from .native_tails import (address, addresses, check_result, kernel_suffix, norm_stats, per_image_coeffs,
+from .native_tails import (address, addresses, check_result, kernel_suffix, norm_stats, per_image_coeffs, streamed,
                            weight_gradient)
 from .parts import DropPath, stencil_taps
 from .tail_kernels import update_running_stats
@@ -46,6 +46,9 @@ def native_base_forward(y, coeffs, gamma, beta, norm: nn.BatchNorm2d, mask, earl
         beta1.data_ptr(), address(mask1), norm.eps, b, c, h, w, attended.data_ptr(), out.data_ptr(), mean.data_ptr(),
         var.data_ptr(), rstd.data_ptr(), address(pooled), int(not norm.training), torch.get_num_threads())
     check_result(code, "base tail", y)
+    # pass 1: y, the earlier maps and the coefficients read, V_t and a written (in eval also out);
+    # pass 2 (training): a and y read, out written
+    streamed(y, *earlier, co, values[-1], attended, *((attended, y) if norm.training else ()), out)
     if norm.training:
         update_running_stats(norm, mean, var, b * h * w)
     return out, pooled, attended, mean, rstd, values[-1]
@@ -70,6 +73,7 @@ def native_value_gradient(maps: list[Tensor], coeffs: Tensor, extra: Tensor | No
         address(gpy),
         int(relu), b, c, h, w, out.data_ptr(), grad_taps.data_ptr(), torch.get_num_threads())
     check_result(code, "value gradient", y)
+    streamed(*maps, co, y, go, out)
     return out, grad_taps
 
 
@@ -89,6 +93,8 @@ def native_base_backward(grad_out, attended, coeffs, gamma, beta, mean, rstd, ma
         mean.data_ptr(), rstd.data_ptr(), address(mask1), int(training), b, c, h * w, ga.data_ptr(),
         grad_coeffs.data_ptr(), grad_gamma.data_ptr(), grad_beta.data_ptr(), torch.get_num_threads())
     check_result(code, "base tail backward", attended)
+    # pass 1: the output gradient and a read; pass 2: them again and every map, a's gradient written
+    streamed(go, attended, go, attended, *values, ga, grad_coeffs)
     return (ga, grad_coeffs.reshape(coeffs.shape).to(coeffs.dtype), grad_gamma.to(gamma.dtype),
             grad_beta.to(beta.dtype))
 
@@ -102,6 +108,7 @@ def native_join_forward(branch: Tensor, shortcut: Tensor, pool_shortcut: bool):
         branch.data_ptr(), shortcut.data_ptr(), b, c, h * w, y.data_ptr(), pooled_y.data_ptr(), address(pooled_s),
         torch.get_num_threads())
     check_result(code, "join", branch)
+    streamed(branch, shortcut, y)
     return y, pooled_y, pooled_s
 
 
@@ -120,6 +127,7 @@ def native_join_backward(grad_y: Tensor, y: Tensor, grad_pooled_y: Tensor | None
         h * w,
         grad_branch.data_ptr(), address(grad_shortcut), torch.get_num_threads())
     check_result(code, "join backward", y)
+    streamed(gy, gyo, y, *others, grad_branch, grad_shortcut)
     return grad_branch, grad_branch if grad_shortcut is None else grad_shortcut
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +31,18 @@ from .parts import stencil_taps
 from .tail_kernels import eval_stats, update_running_stats
 
 log = logging.getLogger(__name__)
+
+#: a traffic count listening (:class:`dlarepro.benchtraffic.TrafficCount`), told by every native kernel
+#: call what it streamed: ``observer(tensors, vectors)``, each tensor listed once per pass that reads or
+#: writes it (the passes the kernels' comments give); ``vectors``: per-block vectors, not maps
+traffic_observer: Callable[[list[Tensor], bool], None] | None = None
+
+
+def streamed(*tensors: Tensor | None, vectors: bool = False) -> None:
+    """Tell a listening traffic count what a native kernel call moved (:data:`traffic_observer`)."""
+    if traffic_observer is not None:
+        traffic_observer([t for t in tensors if t is not None], vectors)
+
 
 def address(t: Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
@@ -137,6 +150,7 @@ class LightJoin(Function):
             branch.data_ptr(), shortcut.data_ptr(), block.value_taps.data_ptr(), address(block.refresh_taps), b, c, h,
             w, pooled_y.data_ptr(), address(pooled_s), address(block.moments), torch.get_num_threads())
         check_result(code, "light join", branch)
+        streamed(branch, shortcut)
         ctx.save_for_backward(branch, shortcut)  # through autograd: an in-place change after this raises
         ctx.block = block
         ctx.weights = (value_weight.shape, value_weight.dtype), \
@@ -165,6 +179,7 @@ class LightJoin(Function):
             grad_branch.data_ptr(), grad_shortcut.data_ptr(), grad_kv.data_ptr(), grad_kr.data_ptr(),
             torch.get_num_threads())
         check_result(code, "light block backward", y)
+        streamed(go, y, shortcut, grad_branch, grad_shortcut)
         value, refresh = ctx.weights
         return (grad_branch, grad_shortcut, weight_gradient(grad_kv, *value),
                 None if refresh is None else weight_gradient(grad_kr, *refresh), None, None, None)
@@ -193,6 +208,7 @@ class LightTail(Function):
             address(block.moments), norm.eps, b, c, h, wd, out.data_ptr(), mean.data_ptr(), var.data_ptr(),
             rstd.data_ptr(), int(not norm.training), torch.get_num_threads())
         check_result(code, "light tail", y)
+        streamed(y, s, out)
         if norm.training:
             update_running_stats(norm, mean, var, b * h * wd)
         ctx.save_for_backward(w2, alpha2, gamma1, mean, rstd, mask1)
@@ -218,6 +234,7 @@ class LightTail(Function):
             grad_w.data_ptr(), grad_alpha.data_ptr(), grad_gamma.data_ptr(), grad_beta.data_ptr(), c1.data_ptr(),
             c2.data_ptr(), c3.data_ptr(), torch.get_num_threads())
         check_result(code, "light tail backward", y)
+        streamed(go, y, block.shortcut)
         block.pending = (go, c1, c2, c3, w2, alpha2, mask1)
         w_shape, w_dtype, alpha_shape, alpha_dtype, gamma_dtype = ctx.shapes
         if alpha_shape[0] == 1:

@@ -21,7 +21,7 @@ from torch.autograd.function import once_differentiable
 
 from .. import native
 from .cells import DSUCell, RecurrentCell, State, refresh_rows, refresh_state
-from .native_tails import check_result, kernel_suffix, library_ready
+from .native_tails import check_result, kernel_suffix, library_ready, streamed
 
 
 def vectors_apply(*vectors: Tensor) -> bool:
@@ -45,6 +45,7 @@ class ChannelConv(Function):
         code = getattr(native.library(), f"channel_conv_forward_{kernel_suffix(v)}")(
             rows.data_ptr(), taps.data_ptr(), taps.numel(), rows.shape[0], rows.shape[1], out.data_ptr())
         check_result(code, "channel convolution", v)
+        streamed(rows, taps, out, vectors=True)
         ctx.save_for_backward(rows, taps)
         ctx.shapes = v.shape, weight.shape
         return out.reshape(v.shape)
@@ -60,6 +61,7 @@ class ChannelConv(Function):
             g.data_ptr(), rows.data_ptr(), taps.data_ptr(), taps.numel(), rows.shape[0], rows.shape[1],
             grad_v.data_ptr(), grad_w.data_ptr())
         check_result(code, "channel convolution backward", rows)
+        streamed(g, rows, taps, grad_v, grad_w, vectors=True)
         return grad_v.reshape(v_shape), grad_w.reshape(w_shape)
 
 
@@ -88,6 +90,7 @@ class LightHead(Function):
         code = getattr(native.library(), f"light_head_forward_{kernel_suffix(p)}")(
             p.data_ptr(), wq.data_ptr(), wk.data_ptr(), wq.numel(), n, c, heads, weights.data_ptr(), qk.data_ptr())
         check_result(code, "light head", p)
+        streamed(p, wq, wk, weights, qk, vectors=True)
         ctx.save_for_backward(p, wq, wk, weights, qk)
         ctx.heads, ctx.shape = heads, query_weight.shape
         return weights
@@ -103,6 +106,7 @@ class LightHead(Function):
             g.data_ptr(), weights.data_ptr(), qk.data_ptr(), p.data_ptr(), wq.data_ptr(), wk.data_ptr(), wq.numel(),
             n, c, ctx.heads, grad_p.data_ptr(), grad_q.data_ptr(), grad_k.data_ptr())
         check_result(code, "light head backward", p)
+        streamed(g, weights, qk, p, wq, wk, grad_p, grad_q, grad_k, vectors=True)
         return grad_p, grad_q.reshape(ctx.shape), grad_k.reshape(ctx.shape), None
 
 
@@ -134,6 +138,7 @@ class DSUGates(Function):
             rows.data_ptr(), b.data_ptr(), c.data_ptr(), m, n, channels, sigma, torch.get_num_threads(), h.data_ptr(),
             c_new.data_ptr())
         check_result(code, "DSU gates", rows)
+        streamed(rows, b, c, h, c_new, vectors=True)
         ctx.save_for_backward(rows, b, c)
         ctx.sigma, ctx.shape = sigma, a.shape
         ctx.set_materialize_grads(False)  # a dropped c' (DLA's refresh calls) needs no pass of zeros
@@ -155,6 +160,7 @@ class DSUGates(Function):
             c.data_ptr(), m, n, channels, ctx.sigma, torch.get_num_threads(), grad_a.data_ptr(), grad_b.data_ptr(),
             grad_state.data_ptr())
         check_result(code, "DSU gates backward", rows)
+        streamed(grad_h, grad_c, rows, b, c, grad_a, grad_b, grad_state, vectors=True)
         return grad_a.reshape(ctx.shape), grad_b, grad_state, None
 
 
