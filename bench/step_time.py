@@ -16,6 +16,7 @@ for the median of its per-round ratios (use 9 rounds or more for a useful interv
   python bench/step_time.py --profile --archs dla_l     # where the time goes, by operator family
   python bench/step_time.py --kernels --depths 56       # each tail kernel beside its memory floor
   python bench/step_time.py --traffic --depths 56       # bytes a step must move, by operator family (exact)
+  python bench/step_time.py --traffic --tails native    # ... with the native tails, the CPU's default
   python bench/step_time.py --stencil-tails --depths 56 # tails native (stencils inside, C++) beside compiled
   python bench/step_time.py --cells --depths 56         # DLA's DSU calls of a step, torch's gates beside C++
   python bench/step_time.py --device cuda --amp bf16    # on a GPU, autocast to bfloat16
@@ -89,7 +90,8 @@ def parse_args(argv):
                         help="instead of timing: self time by operator family over STEPS steps (default 3)")
     parser.add_argument("--traffic", action="store_true",
                         help="instead of timing: the bytes one step's operators must read and write, by family, "
-                             "with the fused and the reference tails (exact, no timing noise)")
+                             "with the fused (compiled, or with --tails native/auto the native) and the reference "
+                             "tails (exact, no timing noise)")
     parser.add_argument("--kernels", action="store_true",
                         help="instead of timing steps: each fused tail kernel at each stage's map shape beside "
                              "its memory floor (CPU)")
