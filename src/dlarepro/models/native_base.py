@@ -46,9 +46,9 @@ def native_base_forward(y, coeffs, gamma, beta, norm: nn.BatchNorm2d, mask, earl
         beta1.data_ptr(), address(mask1), norm.eps, b, c, h, w, attended.data_ptr(), out.data_ptr(), mean.data_ptr(),
         var.data_ptr(), rstd.data_ptr(), address(pooled), int(not norm.training), torch.get_num_threads())
     check_result(code, "base tail", y)
-    # pass 1: y, the earlier maps and the coefficients read, V_t and a written (in eval also out);
-    # pass 2 (training): a and y read, out written
-    streamed(y, *earlier, co, values[-1], attended, *((attended, y) if norm.training else ()), out)
+    # pass 1: y and the earlier maps read, V_t and a written (in eval also out); pass 2 (training): a and y
+    # read, out written
+    streamed(y, *earlier, values[-1], attended, *((attended, y) if norm.training else ()), out)
     if norm.training:
         update_running_stats(norm, mean, var, b * h * w)
     return out, pooled, attended, mean, rstd, values[-1]
@@ -73,7 +73,7 @@ def native_value_gradient(maps: list[Tensor], coeffs: Tensor, extra: Tensor | No
         address(gpy),
         int(relu), b, c, h, w, out.data_ptr(), grad_taps.data_ptr(), torch.get_num_threads())
     check_result(code, "value gradient", y)
-    streamed(*maps, co, y, go, out)
+    streamed(*maps, y, go, out)
     return out, grad_taps
 
 
@@ -94,7 +94,7 @@ def native_base_backward(grad_out, attended, coeffs, gamma, beta, mean, rstd, ma
         grad_coeffs.data_ptr(), grad_gamma.data_ptr(), grad_beta.data_ptr(), torch.get_num_threads())
     check_result(code, "base tail backward", attended)
     # pass 1: the output gradient and a read; pass 2: them again and every map, a's gradient written
-    streamed(go, attended, go, attended, *values, ga, grad_coeffs)
+    streamed(go, attended, go, attended, *values, ga)
     return (ga, grad_coeffs.reshape(coeffs.shape).to(coeffs.dtype), grad_gamma.to(gamma.dtype),
             grad_beta.to(beta.dtype))
 

@@ -33,8 +33,9 @@ from .tail_kernels import eval_stats, update_running_stats
 log = logging.getLogger(__name__)
 
 #: a traffic count listening (:class:`dlarepro.benchtraffic.TrafficCount`), told by every native kernel
-#: call what it streamed: ``observer(tensors, vectors)``, each tensor listed once per pass that reads or
-#: writes it (the passes the kernels' comments give); ``vectors``: per-block vectors, not maps
+#: call what it streamed: ``observer(tensors, vectors)``. A map kernel lists its maps, each once per pass
+#: that reads or writes it (the passes the kernels' comments give; per-channel vectors and coefficients,
+#: a fraction of a map, left out); a vector kernel (``vectors``) lists every tensor it reads or writes.
 traffic_observer: Callable[[list[Tensor], bool], None] | None = None
 
 
