@@ -252,24 +252,24 @@ int value_gradient_stencil(const T* const* Ms, int64_t t, const T* Co, const T* 
     grad_row(0);
     for (int64_t h = 0; h < H; ++h) {
       if (h + 1 < H) grad_row(h + 1);
-      const T* yup = h > 0 ? y + (h - 1) * W * C : zero_row.data();
-      const T* ydown = h + 1 < H ? y + (h + 1) * W * C : zero_row.data();
       for (int64_t c0 = 0; c0 < C; c0 += L) {  // the row's maps are in cache: channel block by block
         V<T> kvf[9], dkv[9];
         for (int k = 0; k < 9; ++k) { kvf[k] = ld(KV + (8 - k) * C + c0); dkv[k] = ld(acc.data() + k * C + c0); }
-        Win<T> wg, wy;
+        Win<T> wg;
         wg.start_rows(ring_row(h - 1) + c0, ring_row(h) + c0, ring_row(h + 1) + c0, W, C);
-        wy.start_rows(yup + c0, y + h * W * C + c0, ydown + c0, W, C);
-        wy.ahead = h + 2 < H ? y + (h + 2) * W * C + c0 : nullptr;
+        const T* y_row = y + h * W * C + c0;
+        const T* y_ahead = h + 1 < H ? y_row + W * C : nullptr;
         const T* go_ahead = GO && h + 1 < H ? GO + (b * P + (h + 1) * W) * C + c0 : nullptr;
         const V<T> gpy = GPY ? ld(GPY + b * C + c0) / T(P) : bc<T>(0);
         for (int64_t x = 0; x < W; ++x) {
-          if (x) { wg.next(); wy.next(); }
+          if (x) wg.next();
           if (go_ahead) __builtin_prefetch(go_ahead + x * C);
+          if (y_ahead) __builtin_prefetch(y_ahead + x * C);
           const int64_t o = (b * P + h * W + x) * C + c0;
+          const V<T> yc = ld(y_row + x * C);
           const V<T> gy = (GO ? ld(GO + o) : bc<T>(0)) + wg.apply(kvf);
-          st(GY + o, relu ? (wy.col[1][1] > 0 ? gy + gpy : bc<T>(0)) : gy);
-          wy.correlate(wg.col[1][1], dkv);
+          st(GY + o, relu ? (yc > 0 ? gy + gpy : bc<T>(0)) : gy);
+          wg.correlate_flipped(yc, dkv);  // the taps' gradient: g against y at each tap's offset
         }
         for (int k = 0; k < 9; ++k) st(acc.data() + k * C + c0, dkv[k]);
       }

@@ -64,10 +64,15 @@ template <typename T> struct Win {
     a += k[5] * col[1][2]; a += k[6] * col[2][0]; a += k[7] * col[2][1]; a += k[8] * col[2][2];
     return a;
   }
-  void correlate(v16 g, v16* acc) const {  // acc[t] += g * (the map at tap t's offset)
-    acc[0] += g * col[0][0]; acc[1] += g * col[0][1]; acc[2] += g * col[0][2];
-    acc[3] += g * col[1][0]; acc[4] += g * col[1][1]; acc[5] += g * col[1][2];
-    acc[6] += g * col[2][0]; acc[7] += g * col[2][1]; acc[8] += g * col[2][2];
+  // The taps' gradient of a stencil: acc[t] += m * (this window at minus tap t's offset), m the centre
+  // of the other map. Summed over a plane (both maps zero outside) it equals the correlation of this
+  // map's centre with the other map at tap t's offset, with one window live instead of two: the
+  // backward passes' windows on y or s (9 more registers) spilled to the stack (measured: those
+  // passes 5-14 % faster without them).
+  void correlate_flipped(v16 m, v16* acc) const {
+    acc[0] += m * col[2][2]; acc[1] += m * col[2][1]; acc[2] += m * col[2][0];
+    acc[3] += m * col[1][2]; acc[4] += m * col[1][1]; acc[5] += m * col[1][0];
+    acc[6] += m * col[0][2]; acc[7] += m * col[0][1]; acc[8] += m * col[0][0];
   }
 };
 

@@ -355,7 +355,7 @@ int backward_maps(const T* GO, const T* Bn, const T* S_, const T* KV, const T* K
       T* ring = set.grad_ring();
       Attended<T> att(k, set, Bn + off, S_ + off);
       const YRing<T>& yr = att.yr;
-      Win<T> wy, ws, wg;
+      Win<T> wg;
       auto go = [&](int64_t o) { return GO ? ld(GO + o) : bc<T>(0); };
       auto ring_row = [&](int64_t h) -> T* { return ring + (h % 3) * W * L; };
       auto grad_a_row = [&](int64_t h) {
@@ -378,23 +378,23 @@ int backward_maps(const T* GO, const T* Bn, const T* S_, const T* KV, const T* K
         if (h + 1 < H) grad_a_row(h + 1);
         const T *g0 = h > 0 ? ring_row(h - 1) : Z, *g1 = ring_row(h), *g2 = h + 1 < H ? ring_row(h + 1) : Z;
         wg.start_rows(g0, g1, g2, W, L);
-        wy.start_rows(yr.row(h - 1), yr.row(h), yr.row(h + 1), W, L);
+        const T* y_row = yr.row(h);
         for (int64_t x = 0; x < W; ++x) {
-          if (x) { wg.next(); wy.next(); }
+          if (x) wg.next();
           const int64_t o = off + (h * W + x) * C;
-          const v16 gy = go(o) + k.w * wg.apply(k.kvf) + gpy, gb = wy.col[1][1] > 0 ? gy : bc<T>(0);
+          const v16 y = ld(y_row + x * L);
+          const v16 gy = go(o) + k.w * wg.apply(k.kvf) + gpy, gb = y > 0 ? gy : bc<T>(0);
           st(GBN + o, gb);
-          wy.correlate(wg.col[1][1], av);
+          wg.correlate_flipped(y, av);
           if (!R) st(GS + o, gb + k.al * wg.col[1][1] + gps);
         }
         if (!R) continue;
         wg.start_rows(g0, g1, g2, W, L);
-        ws.start(S_ + off, Z, H, W, C, h);
         for (int64_t x = 0; x < W; ++x) {
-          if (x) { wg.next(); ws.next(); }
+          if (x) wg.next();
           const int64_t o = off + (h * W + x) * C;
           st(GS + o, ld(GBN + o) + k.al * wg.col[1][1] + wg.apply(k.krf) + gps);
-          ws.correlate(wg.col[1][1], ar);
+          wg.correlate_flipped(ld(S_ + o), ar);
         }
       }
       for (int t = 0; t < 9; ++t) {
