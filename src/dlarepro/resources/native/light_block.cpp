@@ -100,8 +100,9 @@ template <typename T> struct YRing {
 // How a pass computes the refresh's r = DW_kr(s): as the call says (KR null: none), with a window
 // on s beside the one on y; or fixed when the pass is compiled: none, or a row of r computed ahead of
 // the y stencil. These kernels are bound by their instructions, and two windows and the join's ten
-// sums do not fit the 32 vector registers: the join, compiled for each case, ran 5-24 % faster
-// (measured; the other passes ran no faster, the map pass slower).
+// sums do not fit the 32 vector registers. Measured against the call's mode: the join compiled for
+// each case 5-24 % faster; the forward and the sums compiled without the refresh 1-10 % (with a row
+// ahead 2-20 % slower); the map pass slower either way, so it keeps the call's mode.
 enum class Refresh { AsCalled, None, RowAhead };
 
 // The attended map's parts at each pixel of one (image, channel block) of the branch Bn and the
@@ -231,7 +232,7 @@ inline void attended_sums(const double* mom, int64_t C, double al, double w, dou
 
 // out = y + mask (scale a + shift). In training (eval == 0) the batch's mean, var (biased) and rstd
 // are written to [C] from the join's moments MOM; in eval they are read (running statistics).
-template <typename T>
+template <typename T, Refresh RM>
 int forward(const T* Bn, const T* S_, const T* KV, const T* KR, const T* Wt, const T* A, int alpha_per_image,
             const T* G, const T* Be, const T* M, const double* MOM, double eps, int64_t B, int64_t C, int64_t H,
             int64_t W, T* O, T* mean, T* var, T* rstd, int eval, int threads) {
@@ -264,7 +265,7 @@ int forward(const T* Bn, const T* S_, const T* KV, const T* KR, const T* Wt, con
       const int64_t c0 = cb * L, off = b * P * C + c0;
       const Block<T> k(KV, KR, A, alpha_per_image, Wt, M, b, c0, C);
       const v16 sc = ld(scale.data() + c0) * k.mask, sf = ld(shift.data() + c0) * k.mask;
-      Attended<T> att(k, set, Bn + off, S_ + off);
+      Attended<T, RM> att(k, set, Bn + off, S_ + off);
       for (int64_t h = 0; h < H; ++h) {
         att.start(h);
         for (int64_t x = 0; x < W; ++x) {
@@ -283,7 +284,7 @@ int forward(const T* Bn, const T* S_, const T* KV, const T* KR, const T* Wt, con
 // ([C]: gamma's and beta's), and batch norm's backward per channel, grad_a = C1 mask g + C2 + C3 a
 // (C1, C2, C3 [C], for backward_maps). Per image: the sums of g, g s, g v and g r; the rest follows
 // from the join's moments (MOM; null in eval, where C2 = C3 = 0 and they are not needed).
-template <typename T>
+template <typename T, Refresh RM>
 int backward_sums(const T* GO, const T* Bn, const T* S_, const T* KV, const T* KR, const T* Wt, const T* A,
                   int alpha_per_image, const T* G, const T* Mu, const T* Rs, const T* M, const double* MOM,
                   int training, int64_t B, int64_t C, int64_t H, int64_t W, T* GW, T* GAL, T* GG, T* GB, T* C1, T* C2,
@@ -299,7 +300,7 @@ int backward_sums(const T* GO, const T* Bn, const T* S_, const T* KV, const T* K
     for (int64_t cb = 0; cb < set.NB; ++cb) {
       const int64_t c0 = cb * L, off = b * P * C + c0;
       const Block<T> k(KV, KR, A, alpha_per_image, Wt, M, b, c0, C);
-      Attended<T> att(k, set, Bn + off, S_ + off);
+      Attended<T, RM> att(k, set, Bn + off, S_ + off);
       RowSums<T, SUMS> sum;
       v16* g1 = sum.row;
       for (int64_t h = 0; h < H; ++h) {
@@ -308,7 +309,8 @@ int backward_sums(const T* GO, const T* Bn, const T* S_, const T* KV, const T* K
           if (h + AHEAD < H) __builtin_prefetch(GO + off + ((h + AHEAD) * W + x) * C);
           att.load(x);
           const v16 g = ld(GO + off + (h * W + x) * C);
-          g1[G1] += g; g1[GS] += g * att.s_here; g1[GV] += g * att.v; g1[GR] += g * att.r;
+          g1[G1] += g; g1[GS] += g * att.s_here; g1[GV] += g * att.v;
+          if constexpr (RM != Refresh::None) g1[GR] += g * att.r;
         }
         sum.flush();
       }
@@ -450,14 +452,14 @@ extern "C" {
                              int alpha_per_image, const T* G, const T* Be, const T* M, const double* MOM,         \
                              double eps, int64_t B, int64_t C, int64_t H, int64_t W, T* O, T* mean, T* var,      \
                              T* rstd, int eval, int threads) {                                                    \
-    return forward<T>(Bn, S, KV, KR, Wt, A, alpha_per_image, G, Be, M, MOM, eps, B, C, H, W, O, mean, var, rstd,  \
+    return (KR ? forward<T, Refresh::AsCalled> : forward<T, Refresh::None>)(Bn, S, KV, KR, Wt, A, alpha_per_image, G, Be, M, MOM, eps, B, C, H, W, O, mean, var, rstd,  \
                       eval, threads);                                                                             \
   }                                                                                                               \
   int light_backward_sums_##SUFFIX(const T* GO, const T* Bn, const T* S, const T* KV, const T* KR, const T* Wt,   \
                                    const T* A, int alpha_per_image, const T* G, const T* Mu, const T* Rs,         \
                                    const T* M, const double* MOM, int training, int64_t B, int64_t C, int64_t H, \
                                    int64_t W, T* GW, T* GAL, T* GG, T* GB, T* C1, T* C2, T* C3, int threads) {    \
-    return backward_sums<T>(GO, Bn, S, KV, KR, Wt, A, alpha_per_image, G, Mu, Rs, M, MOM, training, B, C, H, W,   \
+    return (KR ? backward_sums<T, Refresh::AsCalled> : backward_sums<T, Refresh::None>)(GO, Bn, S, KV, KR, Wt, A, alpha_per_image, G, Mu, Rs, M, MOM, training, B, C, H, W,   \
                             GW, GAL, GG, GB, C1, C2, C3, threads);                                                \
   }                                                                                                               \
   int light_backward_maps_##SUFFIX(const T* GO, const T* Bn, const T* S, const T* KV, const T* KR, const T* Wt,   \
