@@ -452,15 +452,17 @@ extern "C" {
                              int alpha_per_image, const T* G, const T* Be, const T* M, const double* MOM,         \
                              double eps, int64_t B, int64_t C, int64_t H, int64_t W, T* O, T* mean, T* var,      \
                              T* rstd, int eval, int threads) {                                                    \
-    return (KR ? forward<T, Refresh::AsCalled> : forward<T, Refresh::None>)(Bn, S, KV, KR, Wt, A, alpha_per_image, G, Be, M, MOM, eps, B, C, H, W, O, mean, var, rstd,  \
-                      eval, threads);                                                                             \
+    auto forward_for = KR ? forward<T, Refresh::AsCalled> : forward<T, Refresh::None>;                             \
+    return forward_for(Bn, S, KV, KR, Wt, A, alpha_per_image, G, Be, M, MOM, eps, B, C, H, W, O, mean, var, rstd,  \
+                       eval, threads);                                                                             \
   }                                                                                                               \
   int light_backward_sums_##SUFFIX(const T* GO, const T* Bn, const T* S, const T* KV, const T* KR, const T* Wt,   \
                                    const T* A, int alpha_per_image, const T* G, const T* Mu, const T* Rs,         \
                                    const T* M, const double* MOM, int training, int64_t B, int64_t C, int64_t H, \
                                    int64_t W, T* GW, T* GAL, T* GG, T* GB, T* C1, T* C2, T* C3, int threads) {    \
-    return (KR ? backward_sums<T, Refresh::AsCalled> : backward_sums<T, Refresh::None>)(GO, Bn, S, KV, KR, Wt, A, alpha_per_image, G, Mu, Rs, M, MOM, training, B, C, H, W,   \
-                            GW, GAL, GG, GB, C1, C2, C3, threads);                                                \
+    auto sums_for = KR ? backward_sums<T, Refresh::AsCalled> : backward_sums<T, Refresh::None>;                    \
+    return sums_for(GO, Bn, S, KV, KR, Wt, A, alpha_per_image, G, Mu, Rs, M, MOM, training, B, C, H, W, GW, GAL,   \
+                    GG, GB, C1, C2, C3, threads);                                                                  \
   }                                                                                                               \
   int light_backward_maps_##SUFFIX(const T* GO, const T* Bn, const T* S, const T* KV, const T* KR, const T* Wt,   \
                                    const T* A, int alpha_per_image, const T* C1, const T* C2, const T* C3,        \
